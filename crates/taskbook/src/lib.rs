@@ -1,0 +1,22 @@
+//! weft's object model, as a library others can embed: read TaskBooks and cluster
+//! objects from YAML with file:line:column errors, validate them, resolve variables,
+//! render Tera templates, plan rollouts, and report results. No network, no I/O beyond
+//! reading the files it is pointed at.
+
+pub mod de;
+pub mod duration;
+pub mod error;
+pub mod objects;
+pub mod render;
+pub mod report;
+pub mod rollout;
+pub mod selector;
+pub mod task;
+pub mod taskbook;
+pub mod vars;
+pub mod yaml;
+
+pub use error::{Error, Result, Span};
+pub use task::Task;
+pub use taskbook::{Step, TaskBook};
+pub use vars::Vars;

@@ -1,0 +1,369 @@
+//! Tera rendering for TaskBooks: strings in task arguments, `when`-style conditions,
+//! and template files. A value that is one whole `{{ expression }}` keeps its type
+//! (`loop: "{{ users }}"` is a list), as Ansible users expect.
+
+use serde_json::Value;
+
+use crate::error::{closest_match, Error, Span};
+use crate::yaml::{Node, NodeValue};
+
+/// True when Tera would change the text.
+pub fn is_template(text: &str) -> bool {
+    text.contains("{{") || text.contains("{%") || text.contains("{#")
+}
+
+const EVAL_PREFIX: &str = "{% set weft_value = ";
+const EVAL_SUFFIX: &str = " %}{{ weft_value | json_encode() }}";
+const ONE_OFF_NAME: &str = "__tera_one_off";
+
+/// Renders with one Tera instance, reused across a run (it holds the built-in filters).
+pub struct Renderer {
+    tera: tera::Tera,
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        let mut tera = tera::Tera::default();
+        // Config files are not HTML: never escape.
+        tera.autoescape_on(Vec::new());
+        Renderer { tera }
+    }
+}
+
+/// Where a template came from, to place Tera's own line:column inside the file.
+#[derive(Debug, Clone, Copy)]
+pub struct TemplateOrigin {
+    pub span: Span,
+    /// Characters between `span` and the template's first character (a quote, say).
+    pub offset: usize,
+}
+
+impl TemplateOrigin {
+    pub fn of(node: &Node) -> Self {
+        let quoted = matches!(&node.value, NodeValue::Scalar { quoted: true, .. });
+        TemplateOrigin {
+            span: node.span,
+            offset: usize::from(quoted),
+        }
+    }
+
+    /// A whole file: Tera's positions are the file's positions.
+    pub fn file() -> Self {
+        TemplateOrigin {
+            span: Span { line: 1, col: 1 },
+            offset: 0,
+        }
+    }
+
+    fn place(&self, template_line: usize, template_col: usize) -> Span {
+        if template_line <= 1 {
+            Span {
+                line: self.span.line,
+                col: self.span.col + self.offset + template_col.saturating_sub(1),
+            }
+        } else {
+            Span {
+                line: self.span.line + template_line - 1,
+                col: template_col,
+            }
+        }
+    }
+}
+
+impl Renderer {
+    /// Renders text to a string.
+    pub fn render_text(
+        &mut self,
+        text: &str,
+        context: &tera::Context,
+        origin: TemplateOrigin,
+    ) -> Result<String, Error> {
+        if !is_template(text) {
+            return Ok(text.to_string());
+        }
+        self.tera
+            .render_str(text, context)
+            .map_err(|e| tera_error(e, context, origin, 0))
+    }
+
+    /// Evaluates one Tera expression to a JSON value.
+    pub fn evaluate(
+        &mut self,
+        expression: &str,
+        context: &tera::Context,
+        origin: TemplateOrigin,
+    ) -> Result<Value, Error> {
+        let wrapped = format!("{EVAL_PREFIX}{expression}{EVAL_SUFFIX}");
+        let json = self
+            .tera
+            .render_str(&wrapped, context)
+            .map_err(|e| tera_error(e, context, origin, EVAL_PREFIX.len()))?;
+        serde_json::from_str(&json).map_err(|e| {
+            Error::new(format!("could not read the value of `{expression}`: {e}")).at(origin.span)
+        })
+    }
+
+    /// Evaluates a condition (`when`, `changed_when`, `failed_when`, `until`, `assert`):
+    /// it must produce a boolean, never a string or list that happens to be truthy.
+    pub fn condition(
+        &mut self,
+        expression: &str,
+        context: &tera::Context,
+        origin: TemplateOrigin,
+    ) -> Result<bool, Error> {
+        let expression = strip_braces(expression);
+        match self.evaluate(expression, context, origin)? {
+            Value::Bool(b) => Ok(b),
+            other => Err(Error::new(format!(
+                "the condition `{expression}` must be true or false, but it gave {}",
+                describe_value(&other)
+            ))
+            .at(origin.span)
+            .with_hint(
+                "compare explicitly, e.g. `x | length > 0`, `x is defined`, or `x == \"yes\"`",
+            )),
+        }
+    }
+
+    /// Renders every templated string in a node; a lone `{{ expr }}` keeps its type.
+    pub fn render_node(&mut self, node: &Node, context: &tera::Context) -> Result<Value, Error> {
+        match &node.value {
+            NodeValue::Scalar { text, .. } if is_template(text) => {
+                let origin = TemplateOrigin::of(node);
+                match whole_expression(text) {
+                    Some(expression) => {
+                        let offset = origin.offset + text.find("{{").unwrap_or(0) + 2;
+                        self.evaluate(
+                            expression,
+                            context,
+                            TemplateOrigin {
+                                span: origin.span,
+                                offset,
+                            },
+                        )
+                    }
+                    None => self.render_text(text, context, origin).map(Value::String),
+                }
+            }
+            NodeValue::Scalar { .. } => Ok(node.to_json()),
+            NodeValue::Sequence(items) => items
+                .iter()
+                .map(|item| self.render_node(item, context))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Array),
+            NodeValue::Mapping(entries) => {
+                let mut map = serde_json::Map::new();
+                for (key, value) in entries {
+                    let key = key.scalar().unwrap_or_default().to_string();
+                    map.insert(key, self.render_node(value, context)?);
+                }
+                Ok(Value::Object(map))
+            }
+        }
+    }
+
+    /// Compiles a template without rendering it, so syntax errors surface before a run.
+    pub fn check_syntax(&mut self, text: &str, origin: TemplateOrigin) -> Result<(), Error> {
+        if !is_template(text) {
+            return Ok(());
+        }
+        let result = self.tera.add_raw_template(ONE_OFF_NAME, text);
+        self.tera.templates.remove(ONE_OFF_NAME);
+        result.map_err(|e| tera_error(e, &tera::Context::new(), origin, 0))
+    }
+
+    /// Checks every templated string below a node.
+    pub fn check_node_syntax(&mut self, node: &Node) -> Result<(), Error> {
+        match &node.value {
+            NodeValue::Scalar { text, .. } => self.check_syntax(text, TemplateOrigin::of(node)),
+            NodeValue::Sequence(items) => items.iter().try_for_each(|i| self.check_node_syntax(i)),
+            NodeValue::Mapping(entries) => entries
+                .iter()
+                .try_for_each(|(_, v)| self.check_node_syntax(v)),
+        }
+    }
+
+    /// Checks a condition's syntax (it is an expression, not a template).
+    pub fn check_condition_syntax(
+        &mut self,
+        expression: &str,
+        origin: TemplateOrigin,
+    ) -> Result<(), Error> {
+        let wrapped = format!("{EVAL_PREFIX}{}{EVAL_SUFFIX}", strip_braces(expression));
+        let result = self.tera.add_raw_template(ONE_OFF_NAME, &wrapped);
+        self.tera.templates.remove(ONE_OFF_NAME);
+        result.map_err(|e| tera_error(e, &tera::Context::new(), origin, EVAL_PREFIX.len()))
+    }
+}
+
+/// Ansible habit: `when: "{{ x }}"`. The braces add nothing to a condition.
+fn strip_braces(expression: &str) -> &str {
+    whole_expression(expression).unwrap_or(expression.trim())
+}
+
+/// `Some(expr)` when the text is exactly one `{{ expr }}`.
+fn whole_expression(text: &str) -> Option<&str> {
+    let inner = text.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    if inner.contains("{{") || inner.contains("}}") || inner.contains("{%") {
+        return None;
+    }
+    Some(inner.trim())
+}
+
+pub fn describe_value(value: &Value) -> String {
+    let text = value.to_string();
+    let shown = if text.chars().count() > 60 {
+        format!("{}...", text.chars().take(57).collect::<String>())
+    } else {
+        text
+    };
+    let kind = match value {
+        Value::Null => return "nothing (null)".to_string(),
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    };
+    format!("{kind} ({shown})")
+}
+
+/// Turns Tera's nested error into one message at a file position.
+fn tera_error(
+    error: tera::Error,
+    context: &tera::Context,
+    origin: TemplateOrigin,
+    prefix_len: usize,
+) -> Error {
+    let mut messages = vec![error.to_string()];
+    let mut source = std::error::Error::source(&error);
+    while let Some(inner) = source {
+        messages.push(inner.to_string());
+        source = inner.source();
+    }
+    let innermost = messages.last().cloned().unwrap_or_default();
+
+    if let Some(name) = between(&innermost, "Variable `", "` not found") {
+        let root = name.split(['.', '[']).next().unwrap_or(name);
+        let known: Vec<String> = context
+            .clone()
+            .into_json()
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        let hint = match closest_match(root, known.iter().map(String::as_str)) {
+            Some(candidate) if candidate != root => format!("did you mean `{candidate}`?"),
+            _ => "define it in `vars`, pass it with `-e`, or test it with `is defined`".to_string(),
+        };
+        return Error::new(format!("undefined variable `{name}`"))
+            .at(origin.span)
+            .with_hint(hint);
+    }
+
+    // A syntax error from the parser: " --> line:col" followed by "= expected ...".
+    if let Some(position) = innermost.split("--> ").nth(1) {
+        let mut numbers = position
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<usize>().unwrap_or(1));
+        let line = numbers.next().unwrap_or(1);
+        let col = numbers.next().unwrap_or(1);
+        let col = if line == 1 {
+            col.saturating_sub(prefix_len).max(1)
+        } else {
+            col
+        };
+        let expected = innermost
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("= "))
+            .unwrap_or("a valid Tera expression");
+        return Error::new(format!("template syntax error: {expected}"))
+            .at(origin.place(line, col))
+            .with_hint(
+                "Tera syntax: `{{ var }}`, `{% if x %}...{% endif %}`, filters as `x | upper`",
+            );
+    }
+
+    let message = innermost
+        .replace(&format!(" while rendering '{ONE_OFF_NAME}'"), "")
+        .replace(&format!("'{ONE_OFF_NAME}'"), "the template");
+    Error::new(format!("template error: {message}")).at(origin.span)
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = text.find(start)? + start.len();
+    let to = text[from..].find(end)? + from;
+    Some(&text[from..to])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn context() -> tera::Context {
+        tera::Context::from_value(json!({"users": ["a", "b"], "port": 8080, "os": "debian"}))
+            .unwrap()
+    }
+
+    fn origin() -> TemplateOrigin {
+        TemplateOrigin {
+            span: Span { line: 4, col: 10 },
+            offset: 0,
+        }
+    }
+
+    #[test]
+    fn whole_expressions_keep_their_type() {
+        let mut r = Renderer::default();
+        let node = crate::yaml::parse_documents("x: '{{ users }}'", std::path::Path::new("t"))
+            .unwrap()[0]
+            .root
+            .clone();
+        let value = r.render_node(node.get("x").unwrap(), &context()).unwrap();
+        assert_eq!(value, json!(["a", "b"]));
+    }
+
+    #[test]
+    fn mixed_text_renders_to_a_string() {
+        let mut r = Renderer::default();
+        let text = r
+            .render_text("port={{ port }} <{{ os }}>", &context(), origin())
+            .unwrap();
+        assert_eq!(text, "port=8080 <debian>");
+    }
+
+    #[test]
+    fn conditions_must_be_boolean() {
+        let mut r = Renderer::default();
+        assert!(r.condition("os == 'debian'", &context(), origin()).unwrap());
+        assert!(!r
+            .condition("{{ port > 9000 }}", &context(), origin())
+            .unwrap());
+        let err = r.condition("users", &context(), origin()).unwrap_err();
+        assert_eq!(
+            err.message,
+            "the condition `users` must be true or false, but it gave a list ([\"a\",\"b\"])"
+        );
+    }
+
+    #[test]
+    fn undefined_variables_suggest_a_name() {
+        let mut r = Renderer::default();
+        let err = r
+            .render_text("{{ prot }}", &context(), origin())
+            .unwrap_err();
+        assert_eq!(err.message, "undefined variable `prot`");
+        assert_eq!(err.hint.as_deref(), Some("did you mean `port`?"));
+    }
+
+    #[test]
+    fn syntax_errors_are_placed_in_the_file() {
+        let mut r = Renderer::default();
+        let err = r.check_syntax("a {{ port + }}", origin()).unwrap_err();
+        assert!(err.message.starts_with("template syntax error"), "{err}");
+        assert_eq!(err.span.unwrap().line, 4);
+        let err = r.check_condition_syntax("port ==", origin()).unwrap_err();
+        assert!(err.message.starts_with("template syntax error"), "{err}");
+    }
+}

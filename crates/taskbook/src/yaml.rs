@@ -1,0 +1,440 @@
+//! A YAML tree that remembers where every node came from.
+//!
+//! serde_yaml (archived) and its forks lose positions inside flattened and untagged
+//! types, and weft's errors must always say file:line:column. So documents are read
+//! into this tree with yaml-rust2's event parser, and `crate::de` deserializes from it.
+//! Scalars keep their raw text and style: `mode: 0644` stays "0644" for a string field
+//! while YAML 1.2 would read it as the integer 644.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+use crate::error::{Error, Result, Span};
+
+/// Input bounds: a TaskBook is read whole into memory, and aliases can multiply it.
+pub const MAX_SOURCE_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_NODES: usize = 200_000;
+pub const MAX_DEPTH: usize = 64;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub span: Span,
+    pub value: NodeValue,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeValue {
+    Scalar { text: String, quoted: bool },
+    Sequence(Vec<Node>),
+    Mapping(Vec<(Node, Node)>),
+}
+
+/// The YAML 1.2 core-schema reading of a scalar.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScalarValue<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(&'a str),
+}
+
+impl Node {
+    pub fn scalar(&self) -> Option<&str> {
+        match &self.value {
+            NodeValue::Scalar { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+
+    /// Reads a scalar as YAML 1.2's core schema does: quoted scalars are always strings.
+    pub fn resolve_scalar(&self) -> Option<ScalarValue<'_>> {
+        let NodeValue::Scalar { text, quoted } = &self.value else {
+            return None;
+        };
+        if *quoted {
+            return Some(ScalarValue::Str(text));
+        }
+        Some(match text.as_str() {
+            "" | "~" | "null" | "Null" | "NULL" => ScalarValue::Null,
+            "true" | "True" | "TRUE" => ScalarValue::Bool(true),
+            "false" | "False" | "FALSE" => ScalarValue::Bool(false),
+            ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+                ScalarValue::Float(f64::INFINITY)
+            }
+            "-.inf" | "-.Inf" | "-.INF" => ScalarValue::Float(f64::NEG_INFINITY),
+            ".nan" | ".NaN" | ".NAN" => ScalarValue::Float(f64::NAN),
+            other => parse_number(other).unwrap_or(ScalarValue::Str(text)),
+        })
+    }
+
+    /// True for a string that Tera would render: it may become any type once rendered.
+    pub fn is_template(&self) -> bool {
+        self.scalar().is_some_and(crate::render::is_template)
+    }
+
+    /// What the node is, for "expected X, found Y" messages.
+    pub fn kind_name(&self) -> &'static str {
+        match &self.value {
+            NodeValue::Sequence(_) => "a list",
+            NodeValue::Mapping(_) => "a mapping",
+            NodeValue::Scalar { .. } => match self.resolve_scalar() {
+                Some(ScalarValue::Null) => "nothing (null)",
+                Some(ScalarValue::Bool(_)) => "a boolean",
+                Some(ScalarValue::Int(_)) => "an integer",
+                Some(ScalarValue::Float(_)) => "a number",
+                _ => "a string",
+            },
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.value {
+            NodeValue::Mapping(entries) => entries
+                .iter()
+                .find(|(k, _)| k.scalar() == Some(key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// The node as a JSON value, with scalars typed by the core schema.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match &self.value {
+            NodeValue::Scalar { .. } => match self.resolve_scalar() {
+                Some(ScalarValue::Null) | None => Value::Null,
+                Some(ScalarValue::Bool(b)) => Value::Bool(b),
+                Some(ScalarValue::Int(i)) => Value::from(i),
+                Some(ScalarValue::Float(f)) => serde_json::Number::from_f64(f)
+                    .map(Value::Number)
+                    .unwrap_or(Value::Null),
+                Some(ScalarValue::Str(s)) => Value::String(s.to_string()),
+            },
+            NodeValue::Sequence(items) => Value::Array(items.iter().map(Node::to_json).collect()),
+            NodeValue::Mapping(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.scalar().unwrap_or_default().to_string(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+fn parse_number(text: &str) -> Option<ScalarValue<'static>> {
+    let unsigned = text.trim_start_matches(['+', '-']);
+    let negative = text.starts_with('-');
+    if let Some(octal) = text.strip_prefix("0o") {
+        return i64::from_str_radix(octal, 8).ok().map(ScalarValue::Int);
+    }
+    if let Some(hex) = text.strip_prefix("0x") {
+        return i64::from_str_radix(hex, 16).ok().map(ScalarValue::Int);
+    }
+    let first = unsigned.chars().next()?;
+    if !(first.is_ascii_digit() || first == '.') || unsigned.len() + 1 < text.len() {
+        return None;
+    }
+    if unsigned.bytes().all(|b| b.is_ascii_digit()) {
+        let magnitude: i64 = unsigned.parse().ok()?;
+        return Some(ScalarValue::Int(if negative {
+            -magnitude
+        } else {
+            magnitude
+        }));
+    }
+    let looks_float = unsigned
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'));
+    if looks_float {
+        return text.parse::<f64>().ok().map(ScalarValue::Float);
+    }
+    None
+}
+
+/// One document of a file, with the file's name for error messages.
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub root: Node,
+    /// The line the document starts on, for errors about a whole document.
+    pub span: Span,
+}
+
+/// Reads every document of a YAML stream. `file` is used only in error messages.
+pub fn parse_documents(source: &str, file: &Path) -> Result<Vec<Document>> {
+    if source.len() > MAX_SOURCE_BYTES {
+        return Err(Error::new(format!(
+            "the file is {} bytes; weft reads YAML files of at most {} bytes",
+            source.len(),
+            MAX_SOURCE_BYTES
+        ))
+        .in_file(file)
+        .with_hint("split it into several files and use `include`"));
+    }
+    let mut builder = TreeBuilder::default();
+    let mut parser = Parser::new_from_str(source);
+    let parsed = parser.load(&mut builder, true);
+    if let Some(error) = builder.error {
+        return Err(error.in_file(file));
+    }
+    if let Err(scan_error) = parsed {
+        let marker = scan_error.marker();
+        return Err(
+            Error::new(format!("YAML syntax error: {}", scan_error.info()))
+                .at(span_of(marker))
+                .in_file(file)
+                .with_hint("check the indentation and quoting around this position"),
+        );
+    }
+    Ok(builder.documents)
+}
+
+fn span_of(marker: &Marker) -> Span {
+    // yaml-rust2 reports 0-based columns.
+    Span {
+        line: marker.line(),
+        col: marker.col() + 1,
+    }
+}
+
+/// Builds `Node`s from parser events, expanding aliases within `MAX_NODES`.
+#[derive(Default)]
+struct TreeBuilder {
+    documents: Vec<Document>,
+    /// Open collections: the node under construction, and a pending mapping key.
+    stack: Vec<(Node, usize, Option<Node>)>,
+    anchors: HashMap<usize, Node>,
+    document_span: Span,
+    node_count: usize,
+    error: Option<Error>,
+}
+
+impl TreeBuilder {
+    fn fail(&mut self, error: Error) {
+        if self.error.is_none() {
+            self.error = Some(error);
+        }
+    }
+
+    fn count(&mut self, nodes: usize, span: Span) -> bool {
+        self.node_count += nodes;
+        if self.node_count > MAX_NODES {
+            self.fail(
+                Error::new(format!(
+                    "the document has more than {MAX_NODES} values (after expanding aliases)"
+                ))
+                .at(span)
+                .with_hint("this limit protects the master and nodes from runaway input"),
+            );
+            return false;
+        }
+        true
+    }
+
+    fn open(&mut self, node: Node, anchor: usize) {
+        if self.stack.len() >= MAX_DEPTH {
+            let span = node.span;
+            self.fail(
+                Error::new(format!(
+                    "values are nested more than {MAX_DEPTH} levels deep"
+                ))
+                .at(span),
+            );
+            return;
+        }
+        self.stack.push((node, anchor, None));
+    }
+
+    fn close(&mut self) {
+        if let Some((node, anchor, _)) = self.stack.pop() {
+            self.finish(node, anchor);
+        }
+    }
+
+    fn finish(&mut self, node: Node, anchor: usize) {
+        if anchor > 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.documents.push(Document {
+                root: node,
+                span: self.document_span,
+            }),
+            Some((parent, _, pending_key)) => match &mut parent.value {
+                NodeValue::Sequence(items) => items.push(node),
+                NodeValue::Mapping(entries) => match pending_key.take() {
+                    None => *pending_key = Some(node),
+                    Some(key) => {
+                        let duplicate = entries
+                            .iter()
+                            .any(|(k, _)| k.scalar().is_some() && k.scalar() == key.scalar());
+                        if duplicate {
+                            let name = key.scalar().unwrap_or_default().to_string();
+                            let span = key.span;
+                            self.fail(
+                                Error::new(format!("duplicate key `{name}`"))
+                                    .at(span)
+                                    .with_hint("a key may appear only once in a mapping"),
+                            );
+                            return;
+                        }
+                        entries.push((key, node));
+                    }
+                },
+                NodeValue::Scalar { .. } => unreachable!("scalars are never opened"),
+            },
+        }
+    }
+}
+
+impl MarkedEventReceiver for TreeBuilder {
+    fn on_event(&mut self, event: Event, marker: Marker) {
+        if self.error.is_some() {
+            return;
+        }
+        let span = span_of(&marker);
+        match event {
+            Event::DocumentStart => self.document_span = span,
+            Event::Scalar(text, style, anchor, _tag) => {
+                if !self.count(1, span) {
+                    return;
+                }
+                let quoted = !matches!(style, TScalarStyle::Plain);
+                self.finish(
+                    Node {
+                        span,
+                        value: NodeValue::Scalar { text, quoted },
+                    },
+                    anchor,
+                );
+            }
+            Event::SequenceStart(anchor, _) => {
+                if self.count(1, span) {
+                    self.open(
+                        Node {
+                            span,
+                            value: NodeValue::Sequence(Vec::new()),
+                        },
+                        anchor,
+                    )
+                }
+            }
+            Event::MappingStart(anchor, _) => {
+                if self.count(1, span) {
+                    self.open(
+                        Node {
+                            span,
+                            value: NodeValue::Mapping(Vec::new()),
+                        },
+                        anchor,
+                    )
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => self.close(),
+            Event::Alias(anchor) => {
+                let Some(node) = self.anchors.get(&anchor).cloned() else {
+                    self.fail(Error::new("alias to an unknown anchor").at(span));
+                    return;
+                };
+                if self.count(count_nodes(&node), span) {
+                    self.finish(node, 0);
+                }
+            }
+            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
+        }
+    }
+}
+
+fn count_nodes(node: &Node) -> usize {
+    1 + match &node.value {
+        NodeValue::Scalar { .. } => 0,
+        NodeValue::Sequence(items) => items.iter().map(count_nodes).sum(),
+        NodeValue::Mapping(entries) => entries
+            .iter()
+            .map(|(k, v)| count_nodes(k) + count_nodes(v))
+            .sum(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(source: &str) -> Result<Vec<Document>> {
+        parse_documents(source, Path::new("t.yml"))
+    }
+
+    #[test]
+    fn positions_are_one_based() {
+        let docs = parse("a: 1\nb:\n  c: [x, 'y']\n").unwrap();
+        let b = docs[0].root.get("b").unwrap();
+        let c = b.get("c").unwrap();
+        assert_eq!(c.span, Span { line: 3, col: 6 });
+        let NodeValue::Sequence(items) = &c.value else {
+            panic!()
+        };
+        assert_eq!(items[1].span, Span { line: 3, col: 10 });
+    }
+
+    #[test]
+    fn scalars_follow_the_core_schema() {
+        let docs = parse("[~, true, 0644, 0o17, 1.5, yes, '12', -3]").unwrap();
+        let NodeValue::Sequence(items) = &docs[0].root.value else {
+            panic!()
+        };
+        let values: Vec<_> = items.iter().map(|n| n.resolve_scalar().unwrap()).collect();
+        assert_eq!(
+            values,
+            vec![
+                ScalarValue::Null,
+                ScalarValue::Bool(true),
+                ScalarValue::Int(644),
+                ScalarValue::Int(15),
+                ScalarValue::Float(1.5),
+                ScalarValue::Str("yes"),
+                ScalarValue::Str("12"),
+                ScalarValue::Int(-3),
+            ]
+        );
+        assert_eq!(items[2].scalar(), Some("0644"));
+    }
+
+    #[test]
+    fn several_documents() {
+        let docs = parse("a: 1\n---\nb: 2\n").unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1].root.get("b").unwrap().span.line, 3);
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let err = parse("a: 1\na: 2\n").unwrap_err();
+        assert_eq!(
+            err.to_string().lines().next().unwrap(),
+            "t.yml:2:1: duplicate key `a`"
+        );
+    }
+
+    #[test]
+    fn alias_bombs_are_bounded() {
+        let mut source = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..8 {
+            let prev = i - 1;
+            source.push_str(&format!(
+                "a{i}: &a{i} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"
+            ));
+        }
+        let err = parse(&source).unwrap_err();
+        assert!(err.message.contains("more than 200000 values"), "{err}");
+    }
+
+    #[test]
+    fn deep_nesting_is_bounded() {
+        let source = "[".repeat(100) + &"]".repeat(100);
+        let err = parse(&source).unwrap_err();
+        assert!(err.message.contains("nested more than 64"), "{err}");
+    }
+}
