@@ -86,7 +86,10 @@ impl de::Error for DeError {
             de::Unexpected::Unit => "nothing (null)".to_string(),
             other => other.to_string(),
         };
-        DeError(Error::new(format!("expected {expected}, found {found}")))
+        DeError(Error::new(format!(
+            "expected {}, found {found}",
+            plain_expectation(&expected.to_string())
+        )))
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
@@ -105,6 +108,19 @@ impl de::Error for DeError {
 
     fn missing_field(field: &'static str) -> Self {
         DeError(Error::new(format!("missing required key `{field}`")))
+    }
+}
+
+/// serde's words for types, in the words of the people who write YAML.
+fn plain_expectation(expected: &str) -> &str {
+    match expected {
+        "a sequence" => "a list",
+        "a map" => "a mapping",
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number, 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a boolean" => "true or false",
+        other => other,
     }
 }
 
@@ -746,7 +762,10 @@ mod tests {
         let err = from_node::<Sample>(&node("name: x\ncount: [1]\n")).unwrap_err();
         assert_eq!(err.span, Some(Span { line: 2, col: 8 }));
         assert_eq!(err.field_path(), "count");
-        assert_eq!(err.message, "expected u32, found a list");
+        assert_eq!(
+            err.message,
+            "expected a whole number, 0 or more, found a list"
+        );
     }
 
     #[test]

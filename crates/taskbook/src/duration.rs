@@ -38,7 +38,7 @@ impl Duration {
             let unit_len = rest
                 .find(|c: char| c.is_ascii_digit())
                 .unwrap_or(rest.len());
-            let unit_ms: u64 = match &rest[..unit_len] {
+            let unit_ms: u64 = match rest[..unit_len].trim() {
                 "ms" => 1,
                 "s" => 1_000,
                 "m" => 60_000,

@@ -106,6 +106,20 @@ impl Error {
         }
     }
 
+    /// The error with its source line when the file can be read again, for terminals.
+    pub fn render_for_terminal(&self) -> String {
+        let source = self
+            .span
+            .and(self.file.as_deref())
+            .and_then(|file| std::fs::metadata(file).ok().map(|m| (file, m)))
+            .filter(|(_, m)| m.is_file() && m.len() <= crate::yaml::MAX_SOURCE_BYTES as u64)
+            .and_then(|(file, _)| std::fs::read_to_string(file).ok());
+        match source {
+            Some(source) => self.render_with_source(&source),
+            None => self.to_string(),
+        }
+    }
+
     /// The error with the offending source line and a caret under the column, for terminals.
     pub fn render_with_source(&self, source: &str) -> String {
         let mut out = self.to_string();
@@ -129,7 +143,9 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: ", self.location())?;
+        if self.file.is_some() || self.span.is_some() {
+            write!(f, "{}: ", self.location())?;
+        }
         if !self.path.is_empty() {
             write!(f, "`{}`: ", self.field_path())?;
         }

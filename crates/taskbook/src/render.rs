@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::error::{closest_match, Error, Span};
+use crate::error::{closest_match, Error, PathSegment, Span};
 use crate::yaml::{Node, NodeValue};
 
 /// True when Tera would change the text.
@@ -160,6 +160,44 @@ impl Renderer {
                 Ok(Value::Object(map))
             }
         }
+    }
+
+    /// Renders a node into a node: untemplated scalars keep their raw text ("0644"),
+    /// rendered values take the position of the template they came from.
+    pub fn render_to_node(&mut self, node: &Node, context: &tera::Context) -> Result<Node, Error> {
+        Ok(match &node.value {
+            NodeValue::Scalar { text, .. } if is_template(text) => {
+                Node::from_json(&self.render_node(node, context)?, node.span)
+            }
+            NodeValue::Scalar { .. } => node.clone(),
+            NodeValue::Sequence(items) => Node {
+                span: node.span,
+                value: NodeValue::Sequence(
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, item)| {
+                            self.render_to_node(item, context)
+                                .map_err(|e| e.under(PathSegment::Index(i)))
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+            },
+            NodeValue::Mapping(entries) => Node {
+                span: node.span,
+                value: NodeValue::Mapping(
+                    entries
+                        .iter()
+                        .map(|(k, v)| {
+                            let rendered = self.render_to_node(v, context).map_err(|e| {
+                                e.under(PathSegment::Key(k.scalar().unwrap_or_default().into()))
+                            })?;
+                            Ok((k.clone(), rendered))
+                        })
+                        .collect::<Result<_, Error>>()?,
+                ),
+            },
+        })
     }
 
     /// Compiles a template without rendering it, so syntax errors surface before a run.

@@ -464,10 +464,16 @@ pub fn read_source(file: &Path) -> Result<String> {
     let bytes = std::fs::read(file)
         .map_err(|e| Error::new(format!("cannot read the file: {e}")).in_file(file))?;
     String::from_utf8(bytes).map_err(|e| {
-        Error::new(format!(
-            "the file is not UTF-8 text (invalid byte at offset {})",
-            e.utf8_error().valid_up_to()
-        ))
-        .in_file(file)
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+        let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let col = String::from_utf8_lossy(&valid[line_start..])
+            .chars()
+            .count()
+            + 1;
+        Error::new("the file is not UTF-8 text")
+            .at(crate::Span { line, col })
+            .in_file(file)
+            .with_hint("save it as UTF-8")
     })
 }

@@ -151,27 +151,43 @@ pub fn parse_extra_vars(argument: &str) -> Result<Vars> {
         return mapping_from_yaml(argument, Path::new("-e"));
     }
     let mut vars = Vars::new();
-    let pairs = shell_split(argument);
-    for pair in pairs {
-        let Some((key, value)) = pair.split_once('=') else {
-            return Err(
-                Error::new(format!("`-e {argument}`: `{pair}` is not KEY=VALUE"))
-                    .with_hint("pass `-e name=value`, `-e '{\"name\": [1, 2]}'` or `-e @vars.yml`"),
-            );
-        };
-        if !crate::taskbook::is_identifier(key) {
-            return Err(Error::new(format!(
-                "`-e {argument}`: `{key}` cannot be a variable name"
-            )));
-        }
-        let documents = parse_documents(value, Path::new("-e"))?;
+    for (key, value) in key_value_pairs(argument)? {
+        let documents = parse_documents(&value, Path::new("-e"))?;
         let typed = match documents.first() {
             Some(doc) if doc.root.scalar().is_some() => doc.root.to_json(),
-            _ => Value::String(value.to_string()),
+            _ => Value::String(value),
         };
-        vars.insert(key.to_string(), typed);
+        vars.insert(key, typed);
     }
     Ok(vars)
+}
+
+/// `a=1 b='two words' cmd=touch /tmp/x`: a new pair starts only at a word that begins
+/// with `NAME=`, so unquoted spaces stay inside the value, as users mean them.
+fn key_value_pairs(argument: &str) -> Result<Vec<(String, String)>> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for word in shell_split(argument) {
+        match word.split_once('=') {
+            Some((key, value)) if crate::taskbook::is_identifier(key) => {
+                pairs.push((key.to_string(), value.to_string()))
+            }
+            _ => match pairs.last_mut() {
+                Some((_, value)) => {
+                    value.push(' ');
+                    value.push_str(&word);
+                }
+                None => {
+                    return Err(
+                        Error::new(format!("`-e {argument}`: `{word}` is not KEY=VALUE"))
+                            .with_hint(
+                                "pass `-e name=value`, `-e '{\"name\": [1, 2]}'` or `-e @vars.yml`",
+                            ),
+                    )
+                }
+            },
+        }
+    }
+    Ok(pairs)
 }
 
 fn mapping_from_yaml(source: &str, file: &Path) -> Result<Vars> {
@@ -237,6 +253,10 @@ mod tests {
         assert_eq!(
             parse_extra_vars("n=3 name='a b' ok=true").unwrap(),
             vars(json!({"n": 3, "name": "a b", "ok": true}))
+        );
+        assert_eq!(
+            parse_extra_vars("cmd=touch /tmp/x n=1").unwrap(),
+            vars(json!({"cmd": "touch /tmp/x", "n": 1}))
         );
         assert_eq!(
             parse_extra_vars("{users: [a, b]}").unwrap(),

@@ -125,6 +125,35 @@ impl Node {
     }
 }
 
+impl Node {
+    /// A tree for a JSON value, every node at `span` (values that came from a template).
+    pub fn from_json(value: &serde_json::Value, span: Span) -> Node {
+        use serde_json::Value;
+        let scalar = |text: String, quoted: bool| NodeValue::Scalar { text, quoted };
+        let value = match value {
+            Value::Null => scalar(String::new(), false),
+            Value::Bool(b) => scalar(b.to_string(), false),
+            Value::Number(n) => scalar(n.to_string(), false),
+            Value::String(s) => scalar(s.clone(), true),
+            Value::Array(items) => {
+                NodeValue::Sequence(items.iter().map(|i| Node::from_json(i, span)).collect())
+            }
+            Value::Object(map) => NodeValue::Mapping(
+                map.iter()
+                    .map(|(k, v)| {
+                        let key = Node {
+                            span,
+                            value: scalar(k.clone(), true),
+                        };
+                        (key, Node::from_json(v, span))
+                    })
+                    .collect(),
+            ),
+        };
+        Node { span, value }
+    }
+}
+
 fn parse_number(text: &str) -> Option<ScalarValue<'static>> {
     let unsigned = text.trim_start_matches(['+', '-']);
     let negative = text.starts_with('-');
@@ -266,7 +295,16 @@ impl TreeBuilder {
             Some((parent, _, pending_key)) => match &mut parent.value {
                 NodeValue::Sequence(items) => items.push(node),
                 NodeValue::Mapping(entries) => match pending_key.take() {
-                    None => *pending_key = Some(node),
+                    None => {
+                        // A block mapping's start event is reported after its first key;
+                        // the mapping starts where that key does.
+                        if entries.is_empty()
+                            && (node.span.line, node.span.col) < (parent.span.line, parent.span.col)
+                        {
+                            parent.span = node.span;
+                        }
+                        *pending_key = Some(node)
+                    }
                     Some(key) => {
                         let duplicate = entries
                             .iter()
@@ -400,6 +438,16 @@ mod tests {
             ]
         );
         assert_eq!(items[2].scalar(), Some("0644"));
+    }
+
+    #[test]
+    fn block_mappings_start_at_their_first_key() {
+        let docs = parse("tasks:\n  - name: t\n    ping:\n").unwrap();
+        let NodeValue::Sequence(tasks) = &docs[0].root.get("tasks").unwrap().value else {
+            panic!()
+        };
+        assert_eq!(tasks[0].span, Span { line: 2, col: 5 });
+        assert_eq!(docs[0].root.span, Span { line: 1, col: 1 });
     }
 
     #[test]

@@ -1,0 +1,210 @@
+//! Running a process for `command` and `shell`: output captured, bounded in size,
+//! killed when the task's timeout runs out.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, Stdio};
+use std::time::Instant;
+
+use serde::Deserialize;
+use wait_timeout::ChildExt;
+
+use crate::module::{ModuleError, Outcome};
+
+/// Output kept per stream; the rest is dropped with a note (a runaway command must not
+/// exhaust the node's memory or the master's store).
+const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+
+/// Arguments shared by `command` and `shell`; both also take a bare string.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessArgs {
+    pub cmd: String,
+    pub chdir: Option<PathBuf>,
+    /// Skip when this path exists (the command made it already).
+    pub creates: Option<PathBuf>,
+    /// Skip unless this path exists.
+    pub removes: Option<PathBuf>,
+    pub stdin: Option<String>,
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// The shell for `shell` (default /bin/sh); `command` runs no shell and refuses it.
+    pub executable: Option<String>,
+}
+
+/// `command: echo hi` as well as `command: {cmd: echo hi, chdir: /tmp}`.
+pub fn deserialize_free_form<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<ProcessArgs, D::Error> {
+    struct FreeForm;
+    impl<'de> serde::de::Visitor<'de> for FreeForm {
+        type Value = ProcessArgs;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a command line, or a mapping with `cmd`")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ProcessArgs, E> {
+            Ok(ProcessArgs {
+                cmd: v.to_string(),
+                chdir: None,
+                creates: None,
+                removes: None,
+                stdin: None,
+                env: Default::default(),
+                executable: None,
+            })
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<ProcessArgs, A::Error> {
+            ProcessArgs::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    deserializer.deserialize_any(FreeForm)
+}
+
+/// Why a command would not run, per `creates` / `removes`; `None` when it should.
+pub fn skip_reason(args: &ProcessArgs) -> Option<String> {
+    if let Some(creates) = &args.creates {
+        if creates.exists() {
+            return Some(format!("skipped: {} exists", creates.display()));
+        }
+    }
+    if let Some(removes) = &args.removes {
+        if !removes.exists() {
+            return Some(format!("skipped: {} does not exist", removes.display()));
+        }
+    }
+    None
+}
+
+/// Runs `program argv...` and reports `rc`, `stdout`, `stderr`; a non-zero exit fails.
+pub fn run_process(
+    argv: &[String],
+    args: &ProcessArgs,
+    deadline: Option<Instant>,
+) -> Result<Outcome, ModuleError> {
+    let (program, rest) = argv
+        .split_first()
+        .ok_or_else(|| ModuleError::Failed("the command is empty".into()))?;
+    let mut process = Process::new(program);
+    process
+        .args(rest)
+        .envs(&args.env)
+        .stdin(if args.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(dir) = &args.chdir {
+        process.current_dir(dir);
+    }
+    let started = Instant::now();
+    let mut child = process
+        .spawn()
+        .map_err(|e| spawn_error(program, args.chdir.as_deref(), e))?;
+
+    // Feed stdin and drain both pipes on threads: a child blocked on a full pipe never exits.
+    let stdin_feeder = child
+        .stdin
+        .take()
+        .zip(args.stdin.clone())
+        .map(|(mut pipe, text)| {
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(text.as_bytes());
+            })
+        });
+    let stdout_reader = child
+        .stdout
+        .take()
+        .map(|pipe| std::thread::spawn(move || read_bounded(pipe)));
+    let stderr_reader = child
+        .stderr
+        .take()
+        .map(|pipe| std::thread::spawn(move || read_bounded(pipe)));
+
+    let status = match deadline {
+        Some(deadline) => {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match child.wait_timeout(remaining) {
+                Ok(Some(status)) => status,
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(ModuleError::Failed(format!(
+                        "`{}` did not finish within the task's timeout and was killed",
+                        argv.join(" ")
+                    )));
+                }
+                Err(e) => return Err(ModuleError::Failed(format!("waiting for `{program}`: {e}"))),
+            }
+        }
+        None => child
+            .wait()
+            .map_err(|e| ModuleError::Failed(format!("waiting for `{program}`: {e}")))?,
+    };
+    if let Some(feeder) = stdin_feeder {
+        let _ = feeder.join();
+    }
+    let collect = |reader: Option<std::thread::JoinHandle<String>>| {
+        reader.and_then(|r| r.join().ok()).unwrap_or_default()
+    };
+    let stdout = collect(stdout_reader);
+    let stderr = collect(stderr_reader);
+
+    let rc = status.code().unwrap_or_else(|| {
+        use std::os::unix::process::ExitStatusExt;
+        128 + status.signal().unwrap_or(0)
+    });
+    let mut outcome = Outcome::changed(true)
+        .with_output("cmd", argv.join(" "))
+        .with_output("rc", rc)
+        .with_output("stdout", stdout.trim_end_matches('\n'))
+        .with_output("stderr", stderr.trim_end_matches('\n'))
+        .with_output("duration_ms", started.elapsed().as_secs_f64() * 1000.0);
+    if rc != 0 {
+        outcome.failed = true;
+        let detail = first_lines(if stderr.trim().is_empty() {
+            &stdout
+        } else {
+            &stderr
+        });
+        outcome.msg = Some(format!("`{}` exited with {rc}{detail}", argv.join(" ")));
+    }
+    Ok(outcome)
+}
+
+fn spawn_error(program: &str, chdir: Option<&Path>, error: std::io::Error) -> ModuleError {
+    match (error.kind(), chdir) {
+        (std::io::ErrorKind::NotFound, Some(dir)) if !dir.is_dir() => {
+            ModuleError::Failed(format!("`chdir` {} is not a directory", dir.display()))
+        }
+        (std::io::ErrorKind::NotFound, _) => ModuleError::Failed(format!(
+            "`{program}` was not found on PATH; for pipes, redirects or shell built-ins use the `shell` module"
+        )),
+        _ => ModuleError::Failed(format!("cannot run `{program}`: {error}")),
+    }
+}
+
+fn read_bounded(pipe: impl Read) -> String {
+    let mut buffer = Vec::new();
+    let mut limited = pipe.take(MAX_OUTPUT_BYTES as u64 + 1);
+    let _ = limited.read_to_end(&mut buffer);
+    // Drain the rest so the child is not blocked writing into a pipe nobody reads.
+    let _ = std::io::copy(&mut limited.into_inner(), &mut std::io::sink());
+    let truncated = buffer.len() > MAX_OUTPUT_BYTES;
+    buffer.truncate(MAX_OUTPUT_BYTES);
+    let mut text = String::from_utf8_lossy(&buffer).into_owned();
+    if truncated {
+        text.push_str("\n[output truncated at 1 MiB]");
+    }
+    text
+}
+
+fn first_lines(text: &str) -> String {
+    let lines: Vec<&str> = text.trim().lines().take(5).collect();
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!(":\n{}", lines.join("\n"))
+    }
+}
