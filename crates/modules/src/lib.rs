@@ -23,6 +23,7 @@ pub use module::{DynModule, Module, ModuleContext, ModuleError, Outcome};
 
 use weft_taskbook::error::{unknown_name_hint, PathSegment};
 use weft_taskbook::task::TASK_KEYWORDS;
+use weft_taskbook::taskbook::task_field_path;
 use weft_taskbook::{Error, TaskBook};
 
 static MODULES: &[&dyn DynModule] = &[
@@ -66,11 +67,7 @@ pub fn validate_taskbook(taskbook: &TaskBook) -> Result<(), Error> {
                     }
                 };
                 result.map_err(|e| {
-                    e.under(PathSegment::Index(index))
-                        .under(PathSegment::Key(list.into()))
-                        .under(PathSegment::Index(step_index))
-                        .under(PathSegment::Key("steps".into()))
-                        .under(PathSegment::Key("spec".into()))
+                    e.under_path(&task_field_path(step_index, list, index))
                         .in_file(&step.file)
                 })?;
             }

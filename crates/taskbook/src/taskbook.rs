@@ -27,17 +27,6 @@ pub struct TaskBookSpec {
     pub steps: Vec<Step>,
 }
 
-impl Serialize for TaskBookSpec {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        // TaskBooks travel as their YAML source; this only summarises them.
-        use serde::ser::SerializeStruct;
-        let mut s = serializer.serialize_struct("TaskBookSpec", 2)?;
-        s.serialize_field("vars", &self.vars)?;
-        s.serialize_field("steps", &self.steps.len())?;
-        s.end()
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Include {
@@ -321,11 +310,7 @@ impl TaskBook {
         let mut renderer = Renderer::default();
         for (step_index, step) in self.steps.iter().enumerate() {
             let in_step = |e: Error, list: &str, index: usize| {
-                e.under(PathSegment::Index(index))
-                    .under(PathSegment::Key(list.to_string()))
-                    .under(PathSegment::Index(step_index))
-                    .under(PathSegment::Key("steps".into()))
-                    .under(PathSegment::Key("spec".into()))
+                e.under_path(&task_field_path(step_index, list, index))
                     .in_file(&step.file)
             };
             let handler_names: Vec<&str> = step
@@ -396,6 +381,17 @@ fn validate_task(task: &Task, handler_names: &[&str], renderer: &mut Renderer) -
     renderer
         .check_node_syntax(&task.args)
         .map_err(|e| e.under(PathSegment::Key(task.module.value.clone())))
+}
+
+/// `spec.steps[S].tasks[T]` (or `handlers`): where a task's errors are reported.
+pub fn task_field_path(step_index: usize, list: &str, index: usize) -> Vec<PathSegment> {
+    vec![
+        PathSegment::Key("spec".into()),
+        PathSegment::Key("steps".into()),
+        PathSegment::Index(step_index),
+        PathSegment::Key(list.into()),
+        PathSegment::Index(index),
+    ]
 }
 
 /// A spanned string's position for Tera; the offset is unknown, so errors point at its start.
