@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
 """Checks one run's output and prints its recap on one line.
 
-    check_run.py weft    STDOUT_FILE EXPECTED_CHANGED
-    check_run.py ansible STDOUT_FILE EXPECTED_CHANGED
+    check_run.py weft    STDOUT_FILE EXPECTED_CHANGED TASKS
+    check_run.py ansible STDOUT_FILE EXPECTED_CHANGED TASKS
 
 weft:    STDOUT_FILE is the single JSON document of `weft run ... -o json`
          (schema weft.run/v1); its `recap` list is summed over nodes.
 ansible: STDOUT_FILE is ansible-playbook's default output; the PLAY RECAP lines
          (`host : ok=N changed=N unreachable=N failed=N ...`) are summed.
 
-Exits 1 with a message on stderr unless changed == EXPECTED_CHANGED and nothing
-failed or was unreachable.
+Exits 1 with a message on stderr unless changed == EXPECTED_CHANGED, nothing
+failed, was skipped or was unreachable, and all TASKS tasks ran: Ansible counts
+changed tasks in `ok` (ok == TASKS); for weft, whether or not its `ok` includes the
+changed ones, ok + changed >= TASKS is required.
 """
 
 import json
@@ -61,9 +63,10 @@ def ansible_recap(text):
 
 
 def main():
-    if len(sys.argv) != 4 or sys.argv[1] not in ("weft", "ansible"):
+    if len(sys.argv) != 5 or sys.argv[1] not in ("weft", "ansible"):
         raise SystemExit(__doc__)
-    tool, path, expected = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    tool, path = sys.argv[1], sys.argv[2]
+    expected, tasks = int(sys.argv[3]), int(sys.argv[4])
     with open(path, encoding="utf-8", errors="replace") as f:
         text = f.read()
     totals = weft_recap(text) if tool == "weft" else ansible_recap(text)
@@ -71,7 +74,10 @@ def main():
     problems = []
     if totals["changed"] != expected:
         problems.append(f"changed={totals['changed']}, expected {expected}")
-    for key in ("failed", "unreachable"):
+    ran = totals["ok"] if tool == "ansible" else totals["ok"] + totals["changed"]
+    if ran < tasks or (tool == "ansible" and ran != tasks):
+        problems.append(f"ok={totals['ok']} does not account for all {tasks} tasks")
+    for key in ("failed", "unreachable", "skipped"):
         if totals[key]:
             problems.append(f"{key}={totals[key]}")
     if problems:

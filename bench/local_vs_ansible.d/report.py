@@ -100,7 +100,7 @@ def section(samples, meta):
         "## Local run: weft vs Ansible, 100-task TaskBook",
         "",
         f"Measured {meta.get('date', '?')} with `{meta.get('command', 'bench/local_vs_ansible')}`"
-        f" ({meta.get('reps', '?')} repetitions).",
+        f" ({meta.get('reps', '?')} repetition{'' if meta.get('reps') == '1' else 's'}).",
         "",
         f"- **Machine:** {meta.get('nproc', '?')} CPUs (`nproc`), {cpu_model()},"
         f" {mem_total_gib()}, Linux {os.uname().release}; load average at start: {meta.get('loadavg', '?')}.",
@@ -178,7 +178,7 @@ def section(samples, meta):
         lines.append(f"| weft peak RSS < {GOAL_RSS_MB:.0f} MB | {mb:.1f} MB | {status(mb < GOAL_RSS_MB)} |")
     lines += [
         "",
-        f"Rerun: `bench/local_vs_ansible --reps {meta.get('reps', '3')}` from the repository root"
+        f"Rerun: `{meta.get('command', 'bench/local_vs_ansible')}` from the repository root"
         " (installs ansible-core into `bench/.venv` on first use, builds weft with"
         " `cargo build --release`, works in `bench/work/`).",
         END,
