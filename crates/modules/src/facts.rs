@@ -5,10 +5,10 @@
 //! Only the admin's own executables in the custom facts directory are spawned.
 
 use std::collections::BTreeMap;
-use std::ffi::{c_char, c_int, c_uint, CStr, CString};
+use std::ffi::{CStr, CString};
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -260,27 +260,21 @@ struct SystemNames {
 }
 
 fn uname() -> SystemNames {
-    // SAFETY: utsname is a struct of C char arrays, for which all zero bytes are valid.
-    let mut names: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: uname(2) only writes NUL-terminated strings into the struct it is given.
-    let succeeded = unsafe { libc::uname(&mut names) } == 0;
-    let text = |field: &[c_char]| {
-        let bytes: Vec<u8> = field
-            .iter()
-            .take_while(|&&c| c != 0)
-            .map(|&c| u8::from_ne_bytes(c.to_ne_bytes()))
-            .collect();
-        Some(String::from_utf8_lossy(&bytes).into_owned())
-            .filter(|text| succeeded && !text.is_empty())
+    let names = nix::sys::utsname::uname().ok();
+    let text = |field: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
+        names
+            .as_ref()
+            .map(|n| field(n).to_string_lossy().into_owned())
+            .filter(|text| !text.is_empty())
     };
-    let or_unknown = |field: &[c_char]| text(field).unwrap_or_else(|| "unknown".to_string());
+    let or_unknown = |field| text(field).unwrap_or_else(|| "unknown".to_string());
     SystemNames {
         // What the kernel calls a node without a name.
-        node_name: text(&names.nodename).unwrap_or_else(|| "localhost".to_string()),
-        kernel_name: or_unknown(&names.sysname),
-        kernel_release: or_unknown(&names.release),
-        kernel_version: or_unknown(&names.version),
-        machine: or_unknown(&names.machine),
+        node_name: text(|n| n.nodename()).unwrap_or_else(|| "localhost".to_string()),
+        kernel_name: or_unknown(|n| n.sysname()),
+        kernel_release: or_unknown(|n| n.release()),
+        kernel_version: or_unknown(|n| n.version()),
+        machine: or_unknown(|n| n.machine()),
     }
 }
 
@@ -318,10 +312,10 @@ fn canonical_name(node_name: &str) -> Option<String> {
 }
 
 fn online_cpu_count() -> u64 {
-    // SAFETY: sysconf takes no pointers and has no preconditions.
-    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    u64::try_from(online)
+    nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
         .ok()
+        .flatten()
+        .and_then(|online| u64::try_from(online).ok())
         .filter(|&count| count > 0)
         .unwrap_or_else(|| thread::available_parallelism().map_or(1, |count| count.get() as u64))
 }
@@ -567,67 +561,28 @@ fn network_interfaces() -> Vec<Interface> {
 }
 
 fn interface_entries() -> Vec<InterfaceEntry> {
-    let mut list: *mut libc::ifaddrs = ptr::null_mut();
-    // SAFETY: getifaddrs only writes the list head through the pointer it is given.
-    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+    let Ok(addresses) = nix::ifaddrs::getifaddrs() else {
         return Vec::new();
-    }
-    let mut entries = Vec::new();
-    let mut cursor = list;
-    while !cursor.is_null() {
-        // SAFETY: `cursor` is a node of the list getifaddrs built, alive until
-        // freeifaddrs below; its name is null or NUL-terminated, and its socket
-        // addresses are null or as large as their family says.
-        let (name, flags, address, netmask, next) = unsafe {
-            let entry = &*cursor;
-            let name = (!entry.ifa_name.is_null()).then(|| {
-                CStr::from_ptr(entry.ifa_name)
-                    .to_string_lossy()
-                    .into_owned()
-            });
-            (
-                name,
-                entry.ifa_flags,
-                ip_address(entry.ifa_addr),
-                ip_address(entry.ifa_netmask),
-                entry.ifa_next,
-            )
-        };
-        if let Some(name) = name {
-            entries.push(InterfaceEntry {
-                name,
-                up: flags & libc::IFF_UP as c_uint != 0,
+    };
+    addresses
+        .map(|entry| {
+            let address = entry.address.as_ref().and_then(ip_address);
+            let netmask = entry.netmask.as_ref().and_then(ip_address);
+            InterfaceEntry {
+                up: entry.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP),
                 address: address.map(|address| (address, prefix_length(address, netmask))),
-            });
-        }
-        cursor = next;
-    }
-    // SAFETY: `list` came from getifaddrs and nothing borrowed from it outlives this point.
-    unsafe { libc::freeifaddrs(list) };
-    entries
+                name: entry.interface_name,
+            }
+        })
+        .collect()
 }
 
 /// The IPv4 or IPv6 address in a socket address; other families (the link layer) have none.
-///
-/// # Safety
-/// `address` must be null or point to a socket address as large as its family says.
-unsafe fn ip_address(address: *const libc::sockaddr) -> Option<IpAddr> {
-    if address.is_null() {
-        return None;
+fn ip_address(address: &nix::sys::socket::SockaddrStorage) -> Option<IpAddr> {
+    if let Some(ipv4) = address.as_sockaddr_in() {
+        return Some(IpAddr::V4(ipv4.ip()));
     }
-    match c_int::from(ptr::read_unaligned(ptr::addr_of!((*address).sa_family))) {
-        libc::AF_INET => {
-            let ipv4 = ptr::read_unaligned(address.cast::<libc::sockaddr_in>());
-            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                ipv4.sin_addr.s_addr,
-            ))))
-        }
-        libc::AF_INET6 => {
-            let ipv6 = ptr::read_unaligned(address.cast::<libc::sockaddr_in6>());
-            Some(IpAddr::V6(Ipv6Addr::from(ipv6.sin6_addr.s6_addr)))
-        }
-        _ => None,
-    }
+    address.as_sockaddr_in6().map(|ipv6| IpAddr::V6(ipv6.ip()))
 }
 
 /// The number of netmask bits; no netmask (a point-to-point peer) means a host address.
@@ -902,15 +857,14 @@ fn read_pipe_in_background<R: Read + Send + 'static>(
 
 /// Kills the executable and everything it started, then reaps it.
 fn kill_process_group(child: &mut Child) {
-    match libc::pid_t::try_from(child.id()) {
-        // SAFETY: kill(2) touches none of our memory. The group id is the child's pid,
-        // which cannot have been reused: the child is only reaped by the wait below.
-        Ok(group) => unsafe {
-            libc::kill(-group, libc::SIGKILL);
-        },
-        Err(_) => {
-            let _ = child.kill();
-        }
+    // The group id is the child's pid, which cannot have been reused: the child is only
+    // reaped by the wait below.
+    let group = i32::try_from(child.id()).map(nix::unistd::Pid::from_raw);
+    let killed = group.is_ok_and(|group| {
+        nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL).is_ok()
+    });
+    if !killed {
+        let _ = child.kill();
     }
     let _ = child.wait();
 }
