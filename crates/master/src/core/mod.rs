@@ -1,0 +1,4 @@
+//! The master's logic, free of gRPC, SQL and etcd.
+
+pub mod pki;
+pub mod token;

@@ -1,0 +1,790 @@
+//! The cluster CA and the certificates it issues, all ECDSA P-256.
+//!
+//! Identity: every leaf certificate carries exactly one URI SAN `weft://<role>/<name>`,
+//! role `master`, `admin` or `node` ([`PeerIdentity`]'s `Display`), and [`peer_identity`]
+//! reads it back, so the adminapi can refuse a node's certificate and the vpnapi an
+//! admin's. A URI SAN rather than a subject field because it is typed, one per
+//! certificate, and ignored by host name verification, so a role can never pass for a
+//! host. The subject CN repeats the name for people reading certificates with openssl.
+//!
+//! Chain verification belongs to rustls, with the CA certificate as the only root of
+//! every mTLS listener and client: [`peer_identity`] assumes a verified chain.
+//! [`ClusterCa::has_issued`] checks one signature, for files read from disk and tests.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rcgen::ExtendedKeyUsagePurpose::{self, ClientAuth, ServerAuth};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
+};
+use sha2::{Digest, Sha256};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
+
+const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// Certificates start this far in the past, so that a peer whose clock is a little
+/// behind the master's accepts a certificate issued a moment ago.
+const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(5 * 60);
+const IDENTITY_URI_SCHEME: &str = "weft://";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error(
+        "invalid {kind} name {name:?}: use 1-63 characters of a-z, 0-9, '-', '.' and '_', \
+         starting with a letter or digit"
+    )]
+    InvalidName { kind: &'static str, name: String },
+    #[error(
+        "invalid master certificate host {0:?}: expected a DNS name or an IP address, \
+         without port or brackets"
+    )]
+    InvalidHost(String),
+    #[error("the master certificate needs at least one host: its public endpoint's host")]
+    NoHosts,
+    #[error("could not create a key or certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("could not read the {what}: {reason}")]
+    Parse { what: &'static str, reason: String },
+    #[error("the CA certificate is not a CA (no basicConstraints CA:true); is it the cluster's?")]
+    NotACa,
+    #[error(
+        "the CA key does not belong to the CA certificate; restore both from the same \
+         master data directory"
+    )]
+    KeyMismatch,
+    #[error(
+        "the certificate carries no weft identity (one `weft://<role>/<name>` URI); was it \
+         issued by this cluster's CA?"
+    )]
+    NoIdentity,
+}
+
+/// Who a verified peer certificate belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerIdentity {
+    Master { name: String },
+    Admin { name: String },
+    Node { name: String },
+}
+
+impl PeerIdentity {
+    pub fn role(&self) -> &'static str {
+        match self {
+            Self::Master { .. } => "master",
+            Self::Admin { .. } => "admin",
+            Self::Node { .. } => "node",
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Master { name } | Self::Admin { name } | Self::Node { name } => name,
+        }
+    }
+}
+
+/// The identity URI the certificate carries.
+impl fmt::Display for PeerIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{IDENTITY_URI_SCHEME}{}/{}", self.role(), self.name())
+    }
+}
+
+/// A leaf certificate and its private key, for the caller to hand out or write down.
+pub struct IssuedCert {
+    pub cert_pem: String,
+    pub cert_der: Vec<u8>,
+    pub key_pem: String,
+    /// Lowercase hex, as the certificate carries it; the handle for revocation.
+    pub serial: String,
+}
+
+/// A certificate signed for a key the master never saw (from a certificate request).
+#[derive(Debug, Clone)]
+pub struct SignedCert {
+    pub cert_pem: String,
+    pub cert_der: Vec<u8>,
+    pub serial: String,
+}
+
+pub struct ClusterCa {
+    cert_pem: String,
+    cert_der: Vec<u8>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl ClusterCa {
+    pub fn generate(cluster_name: &str, now: SystemTime) -> Result<Self, PkiError> {
+        validate_name("cluster", cluster_name)?;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = common_name(&format!("weft CA {cluster_name}"));
+        // Path length 0: the CA signs leaves only, never another CA.
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+        set_validity(&mut params, now, CA_VALIDITY);
+        let cert = params.self_signed(&key)?;
+        Ok(Self {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().to_vec(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// Loads what [`Self::cert_pem`] and [`Self::key_pem`] wrote, refusing a mixed-up pair.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
+        let parse_error = |reason: String| PkiError::Parse {
+            what: "CA certificate",
+            reason,
+        };
+        let (rest, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+            .map_err(|error| parse_error(error.to_string()))?;
+        if pem.label != "CERTIFICATE" || !rest.trim_ascii().is_empty() {
+            return Err(parse_error("expected one PEM CERTIFICATE block".into()));
+        }
+        let key = KeyPair::from_pem(key_pem).map_err(|error| PkiError::Parse {
+            what: "CA key",
+            reason: error.to_string(),
+        })?;
+        let cert = parse_der(&pem.contents)?;
+        if !cert.is_ca() {
+            return Err(PkiError::NotACa);
+        }
+        if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(PkiError::KeyMismatch);
+        }
+        let issuer = Issuer::from_ca_cert_der(&pem.contents.as_slice().into(), key)?;
+        Ok(Self {
+            cert_pem: cert_pem.to_owned(),
+            cert_der: pem.contents,
+            issuer,
+        })
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    /// What bootstrap tokens carry, so a joining node can recognise this CA.
+    pub fn ca_cert_sha256(&self) -> [u8; 32] {
+        Sha256::digest(&self.cert_der).into()
+    }
+
+    /// `hosts` are the names and IPs nodes and admins dial: the public endpoint's host,
+    /// the master's VPN IP. clientAuth too, for the connections the master opens.
+    pub fn issue_master_cert(
+        &self,
+        master_name: &str,
+        hosts: &[String],
+        now: SystemTime,
+    ) -> Result<IssuedCert, PkiError> {
+        if hosts.is_empty() {
+            return Err(PkiError::NoHosts);
+        }
+        let host_sans = hosts
+            .iter()
+            .map(|host| match host.parse::<IpAddr>() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) if is_dns_name(host) => Ok(SanType::DnsName(host.as_str().try_into()?)),
+                Err(_) => Err(PkiError::InvalidHost(host.clone())),
+            })
+            .collect::<Result<_, _>>()?;
+        let identity = PeerIdentity::Master {
+            name: master_name.to_owned(),
+        };
+        self.issue(identity, host_sans, vec![ServerAuth, ClientAuth], now)
+    }
+
+    pub fn issue_admin_cert(
+        &self,
+        admin_name: &str,
+        now: SystemTime,
+    ) -> Result<IssuedCert, PkiError> {
+        let identity = PeerIdentity::Admin {
+            name: admin_name.to_owned(),
+        };
+        self.issue(identity, Vec::new(), vec![ClientAuth], now)
+    }
+
+    pub fn issue_node_cert(
+        &self,
+        node_name: &str,
+        now: SystemTime,
+    ) -> Result<IssuedCert, PkiError> {
+        let identity = PeerIdentity::Node {
+            name: node_name.to_owned(),
+        };
+        self.issue(identity, Vec::new(), vec![ClientAuth], now)
+    }
+
+    /// A node's certificate for the key in its certificate request, so the node's private
+    /// key never leaves the node (Join). Only the public key is taken from the request,
+    /// after its signature proves the node holds the key; the identity, usages and
+    /// validity are the master's, whatever the request asked for.
+    pub fn sign_node_csr(
+        &self,
+        node_name: &str,
+        csr_der: &[u8],
+        now: SystemTime,
+    ) -> Result<SignedCert, PkiError> {
+        let identity = PeerIdentity::Node {
+            name: node_name.to_owned(),
+        };
+        let request =
+            CertificateSigningRequestParams::from_der(&csr_der.to_vec().into()).map_err(|e| {
+                PkiError::Parse {
+                    what: "certificate request",
+                    reason: e.to_string(),
+                }
+            })?;
+        let (params, serial) = self.leaf_params(identity, Vec::new(), vec![ClientAuth], now)?;
+        let cert = params.signed_by(&request.public_key, &self.issuer)?;
+        Ok(SignedCert {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().to_vec(),
+            serial,
+        })
+    }
+
+    /// Whether this CA signed `cert_der`. Expiry and usage are rustls' to check.
+    pub fn has_issued(&self, cert_der: &[u8]) -> bool {
+        let (Ok(ca), Ok(cert)) = (parse_der(&self.cert_der), parse_der(cert_der)) else {
+            return false;
+        };
+        cert.issuer().as_raw() == ca.subject().as_raw()
+            && cert.verify_signature(Some(ca.public_key())).is_ok()
+    }
+
+    fn issue(
+        &self,
+        identity: PeerIdentity,
+        subject_alt_names: Vec<SanType>,
+        extended_key_usages: Vec<ExtendedKeyUsagePurpose>,
+        now: SystemTime,
+    ) -> Result<IssuedCert, PkiError> {
+        let (params, serial) =
+            self.leaf_params(identity, subject_alt_names, extended_key_usages, now)?;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(IssuedCert {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().to_vec(),
+            key_pem: key.serialize_pem(),
+            serial,
+        })
+    }
+
+    /// Everything a leaf certificate says, and its serial as lowercase hex.
+    fn leaf_params(
+        &self,
+        identity: PeerIdentity,
+        mut subject_alt_names: Vec<SanType>,
+        extended_key_usages: Vec<ExtendedKeyUsagePurpose>,
+        now: SystemTime,
+    ) -> Result<(CertificateParams, String), PkiError> {
+        validate_name(identity.role(), identity.name())?;
+        subject_alt_names.push(SanType::URI(identity.to_string().try_into()?));
+        let serial = random_serial();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = common_name(identity.name());
+        params.subject_alt_names = subject_alt_names;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = extended_key_usages;
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        set_validity(&mut params, now, LEAF_VALIDITY);
+        Ok((
+            params,
+            serial.iter().map(|byte| format!("{byte:02x}")).collect(),
+        ))
+    }
+}
+
+/// The role and name in a peer's certificate, whose chain the TLS layer has verified.
+pub fn peer_identity(cert_der: &[u8]) -> Result<PeerIdentity, PkiError> {
+    let cert = parse_der(cert_der)?;
+    let subject_alt_name = cert
+        .subject_alternative_name()
+        .map_err(|error| PkiError::Parse {
+            what: "certificate's subject alternative names",
+            reason: error.to_string(),
+        })?;
+    let mut identity_uris = subject_alt_name
+        .iter()
+        .flat_map(|extension| &extension.value.general_names)
+        .filter_map(|general_name| match general_name {
+            GeneralName::URI(uri) => uri.strip_prefix(IDENTITY_URI_SCHEME),
+            _ => None,
+        });
+    // Two identities in one certificate would leave the role to whoever looks first.
+    let (Some(identity_uri), None) = (identity_uris.next(), identity_uris.next()) else {
+        return Err(PkiError::NoIdentity);
+    };
+    let (role, name) = identity_uri.split_once('/').ok_or(PkiError::NoIdentity)?;
+    let name = name.to_owned();
+    let identity = match role {
+        "master" => PeerIdentity::Master { name },
+        "admin" => PeerIdentity::Admin { name },
+        "node" => PeerIdentity::Node { name },
+        _ => return Err(PkiError::NoIdentity),
+    };
+    validate_name(identity.role(), identity.name())?;
+    Ok(identity)
+}
+
+/// A host name as X.509 dNSName and DNS allow it: dot-separated labels of 1-63
+/// letters, digits and inner hyphens, 253 characters at most.
+pub(crate) fn is_dns_name(host: &str) -> bool {
+    host.len() <= 253
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Names end up in URIs, file names and command lines, hence the tight alphabet and
+/// the leading letter or digit (no `-flag`, no `..`).
+fn validate_name(kind: &'static str, name: &str) -> Result<(), PkiError> {
+    let valid = (1..=63).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(PkiError::InvalidName {
+            kind,
+            name: name.to_owned(),
+        })
+    }
+}
+
+fn common_name(name: &str) -> DistinguishedName {
+    let mut distinguished_name = DistinguishedName::new();
+    distinguished_name.push(DnType::CommonName, name);
+    distinguished_name
+}
+
+/// 126 random bits, positive and with a non-zero first byte, so DER stores exactly these
+/// 16 bytes and the hex we report is the serial `openssl x509 -serial` shows.
+fn random_serial() -> [u8; 16] {
+    let mut serial: [u8; 16] = rand::random();
+    serial[0] = (serial[0] & 0x7f) | 0x40;
+    serial
+}
+
+fn set_validity(params: &mut CertificateParams, now: SystemTime, validity: Duration) {
+    // rcgen's time crate is built without `std`, so count from the epoch ourselves.
+    let epoch = rcgen::date_time_ymd(1970, 1, 1);
+    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    params.not_before = epoch + since_epoch.saturating_sub(CLOCK_SKEW_ALLOWANCE);
+    params.not_after = epoch + since_epoch + validity;
+}
+
+fn parse_der(cert_der: &[u8]) -> Result<X509Certificate<'_>, PkiError> {
+    let parse_error = |reason: String| PkiError::Parse {
+        what: "certificate",
+        reason,
+    };
+    match x509_parser::parse_x509_certificate(cert_der) {
+        Ok(([], cert)) => Ok(cert),
+        Ok(_) => Err(parse_error(
+            "trailing bytes after the DER certificate".into(),
+        )),
+        Err(error) => Err(parse_error(error.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_750_000_000)
+    }
+
+    fn ca() -> ClusterCa {
+        ClusterCa::generate("prod", now()).unwrap()
+    }
+
+    fn master_hosts() -> Vec<String> {
+        [
+            "master.example.com",
+            "203.0.113.7",
+            "2001:db8::7",
+            "10.77.0.1",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    fn parsed(cert_der: &[u8]) -> X509Certificate<'_> {
+        parse_der(cert_der).unwrap()
+    }
+
+    /// A node's key and its certificate request asking for more than it may have.
+    fn node_request() -> (KeyPair, Vec<u8>) {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::new(vec!["evil.example.com".to_string()]).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let csr = params.serialize_request(&key).unwrap();
+        (key, csr.der().to_vec())
+    }
+
+    #[test]
+    fn node_certificates_from_requests_carry_the_nodes_key_and_the_masters_terms() {
+        let ca = ca();
+        let (key, csr_der) = node_request();
+        let signed = ca.sign_node_csr("web-1", &csr_der, now()).unwrap();
+        assert!(ca.has_issued(&signed.cert_der));
+        assert_eq!(
+            peer_identity(&signed.cert_der).unwrap(),
+            PeerIdentity::Node {
+                name: "web-1".into()
+            }
+        );
+        let cert = parsed(&signed.cert_der);
+        assert_eq!(
+            cert.public_key().subject_public_key.data.as_ref(),
+            key.public_key_raw()
+        );
+        // What the request asked for (a CA, a DNS name) is not granted.
+        assert!(!cert.is_ca());
+        let sans = cert.subject_alternative_name().unwrap().unwrap();
+        assert!(sans
+            .value
+            .general_names
+            .iter()
+            .all(|name| matches!(name, GeneralName::URI(_))));
+    }
+
+    #[test]
+    fn tampered_or_garbage_requests_are_refused() {
+        let ca = ca();
+        let (_, mut csr_der) = node_request();
+        let last = csr_der.len() - 1;
+        csr_der[last] ^= 0x01;
+        assert!(matches!(
+            ca.sign_node_csr("web-1", &csr_der, now()),
+            Err(PkiError::Parse {
+                what: "certificate request",
+                ..
+            })
+        ));
+        assert!(ca.sign_node_csr("web-1", b"not a csr", now()).is_err());
+        let (_, csr_der) = node_request();
+        assert!(matches!(
+            ca.sign_node_csr("Bad Name", &csr_der, now()),
+            Err(PkiError::InvalidName { .. })
+        ));
+    }
+
+    #[test]
+    fn ca_is_a_ten_year_p256_ca_and_its_hash_is_of_the_der() {
+        let ca = ca();
+        assert_eq!(
+            ca.ca_cert_sha256(),
+            <[u8; 32]>::from(Sha256::digest(ca.cert_der()))
+        );
+        let cert = parsed(ca.cert_der());
+        assert!(cert.is_ca());
+        assert!(cert.key_usage().unwrap().unwrap().value.key_cert_sign());
+        assert_eq!(cert.subject().to_string(), "CN=weft CA prod");
+        let validity = cert.validity();
+        let lifetime = validity.not_after.timestamp() - validity.not_before.timestamp();
+        assert_eq!(
+            lifetime,
+            (CA_VALIDITY + CLOCK_SKEW_ALLOWANCE).as_secs() as i64
+        );
+        assert!(ca.has_issued(ca.cert_der()));
+        let key = KeyPair::from_pem(&ca.key_pem()).unwrap();
+        assert_eq!(key.algorithm(), &PKCS_ECDSA_P256_SHA256);
+    }
+
+    #[test]
+    fn ca_round_trips_through_pem() {
+        let ca = ca();
+        let loaded = ClusterCa::from_pem(ca.cert_pem(), &ca.key_pem()).unwrap();
+        assert_eq!(loaded.cert_der(), ca.cert_der());
+        assert_eq!(loaded.ca_cert_sha256(), ca.ca_cert_sha256());
+        let node = loaded.issue_node_cert("edge-1", now()).unwrap();
+        assert!(ca.has_issued(&node.cert_der));
+        let issuer = parsed(&node.cert_der).issuer().as_raw().to_vec();
+        assert_eq!(issuer, parsed(ca.cert_der()).subject().as_raw());
+    }
+
+    #[test]
+    fn from_pem_refuses_mixed_up_or_wrong_files() {
+        let (ca, other) = (ca(), ca());
+        let leaf = ca.issue_node_cert("edge-1", now()).unwrap();
+        let refusal = |cert_pem: &str, key_pem: &str| ClusterCa::from_pem(cert_pem, key_pem).err();
+        assert!(matches!(
+            refusal(ca.cert_pem(), &other.key_pem()),
+            Some(PkiError::KeyMismatch)
+        ));
+        assert!(matches!(
+            refusal(&leaf.cert_pem, &leaf.key_pem),
+            Some(PkiError::NotACa)
+        ));
+        assert!(matches!(
+            refusal(&ca.key_pem(), &ca.key_pem()),
+            Some(PkiError::Parse { .. })
+        ));
+        assert!(matches!(
+            refusal(ca.cert_pem(), ca.cert_pem()),
+            Some(PkiError::Parse { what: "CA key", .. })
+        ));
+        let two_certs = format!("{}{}", ca.cert_pem(), other.cert_pem());
+        assert!(matches!(
+            refusal(&two_certs, &ca.key_pem()),
+            Some(PkiError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn each_kind_carries_its_identity_and_usages() {
+        let ca = ca();
+        let master = ca
+            .issue_master_cert("master-1", &master_hosts(), now())
+            .unwrap();
+        let admin = ca.issue_admin_cert("alice", now()).unwrap();
+        let node = ca.issue_node_cert("edge-1.web_a", now()).unwrap();
+        let expectations = [
+            (
+                &master,
+                PeerIdentity::Master {
+                    name: "master-1".into(),
+                },
+                true,
+            ),
+            (
+                &admin,
+                PeerIdentity::Admin {
+                    name: "alice".into(),
+                },
+                false,
+            ),
+            (
+                &node,
+                PeerIdentity::Node {
+                    name: "edge-1.web_a".into(),
+                },
+                false,
+            ),
+        ];
+        for (issued, identity, server_auth) in expectations {
+            assert_eq!(peer_identity(&issued.cert_der).unwrap(), identity);
+            assert!(ca.has_issued(&issued.cert_der));
+            let cert = parsed(&issued.cert_der);
+            assert!(!cert.is_ca());
+            let usages = cert.extended_key_usage().unwrap().unwrap().value;
+            assert!(usages.client_auth);
+            assert_eq!(usages.server_auth, server_auth);
+            assert_eq!(
+                cert.subject().to_string(),
+                format!("CN={}", identity.name())
+            );
+            assert_eq!(cert.raw_serial().len(), 16);
+            assert_eq!(issued.serial, cert.raw_serial_as_string().replace(':', ""));
+            let lifetime =
+                cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+            assert_eq!(
+                lifetime,
+                (LEAF_VALIDITY + CLOCK_SKEW_ALLOWANCE).as_secs() as i64
+            );
+            let key = KeyPair::from_pem(&issued.key_pem).unwrap();
+            assert_eq!(key.algorithm(), &PKCS_ECDSA_P256_SHA256);
+        }
+        assert_eq!(
+            peer_identity(&admin.cert_der).unwrap().to_string(),
+            "weft://admin/alice"
+        );
+    }
+
+    #[test]
+    fn master_cert_names_its_hosts() {
+        let master = ca()
+            .issue_master_cert("master-1", &master_hosts(), now())
+            .unwrap();
+        let cert = parsed(&master.cert_der);
+        let names = &cert
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names;
+        let shown: Vec<String> = names.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "DNSName(master.example.com)",
+                "IPAddress(cb:00:71:07)",
+                "IPAddress(20:01:0d:b8:00:00:00:00:00:00:00:00:00:00:00:07)",
+                "IPAddress(0a:4d:00:01)",
+                "URI(weft://master/master-1)",
+            ]
+        );
+    }
+
+    #[test]
+    fn master_hosts_are_validated() {
+        let ca = ca();
+        assert!(matches!(
+            ca.issue_master_cert("master-1", &[], now()).err(),
+            Some(PkiError::NoHosts)
+        ));
+        for host in [
+            "master.example.com:7443",
+            "[2001:db8::1]",
+            "",
+            "-x.example.com",
+            "mäster",
+        ] {
+            assert!(
+                matches!(
+                    ca.issue_master_cert("master-1", &[host.to_owned()], now()).err(),
+                    Some(PkiError::InvalidHost(h)) if h == host
+                ),
+                "{host:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_certificate_from_another_ca_is_told_apart() {
+        let (ca, other) = (ca(), ca());
+        let foreign = other.issue_node_cert("edge-1", now()).unwrap();
+        assert!(!ca.has_issued(&foreign.cert_der));
+        assert!(!ca.has_issued(other.cert_der()));
+        assert!(other.has_issued(&foreign.cert_der));
+        assert!(!ca.has_issued(b"not a certificate"));
+    }
+
+    #[test]
+    fn names_are_validated() {
+        let ca = ca();
+        let too_long = "a".repeat(64);
+        for name in [
+            "", "Edge", "edge 1", "edge/1", "-edge", ".edge", "..", "édge", &too_long,
+        ] {
+            let refusals = [
+                ca.issue_node_cert(name, now()).err(),
+                ca.issue_admin_cert(name, now()).err(),
+                ca.issue_master_cert(name, &master_hosts(), now()).err(),
+                ClusterCa::generate(name, now()).err(),
+            ];
+            for refusal in refusals {
+                assert!(
+                    matches!(&refusal, Some(PkiError::InvalidName { name: n, .. }) if n == name),
+                    "{name:?}: {refusal:?}"
+                );
+            }
+        }
+        ca.issue_node_cert(&"a".repeat(63), now()).unwrap();
+        ca.issue_node_cert("0", now()).unwrap();
+    }
+
+    #[test]
+    fn serials_differ() {
+        let ca = ca();
+        let serials: std::collections::HashSet<String> = (0..20)
+            .map(|_| ca.issue_node_cert("edge-1", now()).unwrap().serial)
+            .collect();
+        assert_eq!(serials.len(), 20);
+    }
+
+    #[test]
+    fn a_certificate_without_a_weft_identity_has_none() {
+        let ca = ca();
+        assert!(matches!(
+            peer_identity(ca.cert_der()),
+            Err(PkiError::NoIdentity)
+        ));
+        assert!(matches!(
+            peer_identity(b"junk"),
+            Err(PkiError::Parse { .. })
+        ));
+        let mut trailing = ca.issue_node_cert("edge-1", now()).unwrap().cert_der;
+        trailing.push(0);
+        assert!(matches!(
+            peer_identity(&trailing),
+            Err(PkiError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn odd_identities_are_refused() {
+        let ca = ca();
+        let with_uris = |uris: &[&str]| {
+            let mut params = CertificateParams::default();
+            params.subject_alt_names = uris
+                .iter()
+                .map(|uri| SanType::URI((*uri).try_into().unwrap()))
+                .collect();
+            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+            params.signed_by(&key, &ca.issuer).unwrap().der().to_vec()
+        };
+        for uris in [
+            &["weft://root/alice"][..],
+            &["weft://node"],
+            &["https://example.com/node/edge-1"],
+            &["weft://node/edge-1", "weft://admin/alice"],
+        ] {
+            let refusal = peer_identity(&with_uris(uris));
+            assert!(
+                matches!(refusal, Err(PkiError::NoIdentity)),
+                "{uris:?}: {refusal:?}"
+            );
+        }
+        let refusal = peer_identity(&with_uris(&["weft://admin/../alice"]));
+        assert!(matches!(
+            refusal,
+            Err(PkiError::InvalidName { kind: "admin", .. })
+        ));
+        let identity = peer_identity(&with_uris(&["https://example.com", "weft://node/edge-1"]));
+        assert_eq!(
+            identity.unwrap(),
+            PeerIdentity::Node {
+                name: "edge-1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn dns_names() {
+        for host in ["a", "master.example.com", "x-1.y2", &"a".repeat(63)] {
+            assert!(is_dns_name(host), "{host:?}");
+        }
+        for host in [
+            "",
+            ".",
+            "a..b",
+            "a.",
+            "-a",
+            "a-",
+            "a_b",
+            "a:1",
+            &"a".repeat(64),
+        ] {
+            assert!(!is_dns_name(host), "{host:?}");
+        }
+    }
+}
