@@ -2,3 +2,4 @@
 
 pub mod pki;
 pub mod token;
+pub mod token_registry;
