@@ -129,21 +129,7 @@ impl Renderer {
     pub fn render_node(&mut self, node: &Node, context: &tera::Context) -> Result<Value, Error> {
         match &node.value {
             NodeValue::Scalar { text, .. } if is_template(text) => {
-                let origin = TemplateOrigin::of(node);
-                match whole_expression(text) {
-                    Some(expression) => {
-                        let offset = origin.offset + text.find("{{").unwrap_or(0) + 2;
-                        self.evaluate(
-                            expression,
-                            context,
-                            TemplateOrigin {
-                                span: origin.span,
-                                offset,
-                            },
-                        )
-                    }
-                    None => self.render_text(text, context, origin).map(Value::String),
-                }
+                self.render_scalar(node, text, context)
             }
             NodeValue::Scalar { .. } => Ok(node.to_json()),
             NodeValue::Sequence(items) => items
@@ -167,7 +153,7 @@ impl Renderer {
     pub fn render_to_node(&mut self, node: &Node, context: &tera::Context) -> Result<Node, Error> {
         Ok(match &node.value {
             NodeValue::Scalar { text, .. } if is_template(text) => {
-                Node::from_json(&self.render_node(node, context)?, node.span)
+                Node::from_json(&self.render_scalar(node, text, context)?, node.span)
             }
             NodeValue::Scalar { .. } => node.clone(),
             NodeValue::Sequence(items) => Node {
@@ -198,6 +184,31 @@ impl Renderer {
                 ),
             },
         })
+    }
+
+    /// A templated scalar's value: a lone `{{ expr }}` keeps its type, anything else
+    /// renders to a string.
+    fn render_scalar(
+        &mut self,
+        node: &Node,
+        text: &str,
+        context: &tera::Context,
+    ) -> Result<Value, Error> {
+        let origin = TemplateOrigin::of(node);
+        match whole_expression(text) {
+            Some(expression) => {
+                let offset = origin.offset + text.find("{{").unwrap_or(0) + 2;
+                self.evaluate(
+                    expression,
+                    context,
+                    TemplateOrigin {
+                        span: origin.span,
+                        offset,
+                    },
+                )
+            }
+            None => self.render_text(text, context, origin).map(Value::String),
+        }
     }
 
     /// Compiles a template without rendering it, so syntax errors surface before a run.

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::render::{is_template, Renderer, TemplateOrigin};
-use crate::yaml::parse_documents;
+use crate::yaml::{parse_documents, Node};
 
 pub type Vars = serde_json::Map<String, Value>;
 
@@ -110,32 +110,10 @@ fn contains_template(value: &Value) -> bool {
     }
 }
 
+/// Renders the templated strings anywhere inside a variable's value.
 fn render_value(value: &Value, context: &tera::Context, renderer: &mut Renderer) -> Result<Value> {
-    let origin = TemplateOrigin::file();
-    Ok(match value {
-        Value::String(text) if is_template(text) => {
-            let node = crate::yaml::Node {
-                span: origin.span,
-                value: crate::yaml::NodeValue::Scalar {
-                    text: text.clone(),
-                    quoted: true,
-                },
-            };
-            renderer.render_node(&node, context)?
-        }
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|item| render_value(item, context, renderer))
-                .collect::<Result<_>>()?,
-        ),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| Ok((k.clone(), render_value(v, context, renderer)?)))
-                .collect::<Result<_>>()?,
-        ),
-        other => other.clone(),
-    })
+    let node = Node::from_json(value, TemplateOrigin::file().span);
+    renderer.render_node(&node, context)
 }
 
 /// Reads one `-e` argument: `@file.yml`, an inline YAML/JSON mapping, or `K=V` pairs
