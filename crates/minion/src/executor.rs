@@ -77,10 +77,6 @@ impl NodeExecutor {
         }
     }
 
-    pub fn context(&self) -> &tera::Context {
-        &self.context
-    }
-
     pub fn renderer(&mut self) -> &mut Renderer {
         &mut self.renderer
     }

@@ -19,10 +19,6 @@ pub struct NodeSelector {
 }
 
 impl NodeSelector {
-    pub fn is_empty(&self) -> bool {
-        !self.all && self.group.is_none() && self.selector.is_empty() && self.names.is_empty()
-    }
-
     /// Whether a node matches the name and label conditions (a group is resolved by
     /// the caller, who knows the NodeGroups).
     pub fn matches(&self, node_name: &str, node_labels: &BTreeMap<String, String>) -> bool {

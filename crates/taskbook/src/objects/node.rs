@@ -30,16 +30,3 @@ pub struct NodeGroupSpec {
     #[serde(default, skip_serializing_if = "Vars::is_empty")]
     pub vars: Vars,
 }
-
-impl NodeGroupSpec {
-    /// Members: the nodes named explicitly, plus those whose labels match a non-empty selector.
-    pub fn contains(&self, node_name: &str, node_labels: &BTreeMap<String, String>) -> bool {
-        let named = self.nodes.iter().any(|n| n == node_name);
-        let selected = !self.selector.is_empty()
-            && self
-                .selector
-                .iter()
-                .all(|(key, value)| node_labels.get(key) == Some(value));
-        named || selected
-    }
-}
