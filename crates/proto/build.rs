@@ -11,6 +11,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
-    tonic_prost_build::configure().compile_protos(&protos, &["proto"])?;
+    // Files travel to every node of a run: `Bytes` lets one buffer serve them all.
+    tonic_prost_build::configure()
+        .bytes(".")
+        .compile_protos(&protos, &["proto"])?;
     Ok(())
 }
