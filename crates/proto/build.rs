@@ -3,7 +3,6 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
-        "proto/common.proto",
         "proto/pubapi.proto",
         "proto/vpnapi.proto",
         "proto/adminapi.proto",

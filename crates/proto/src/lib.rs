@@ -8,11 +8,6 @@
 /// the proto packages (`weft.pubapi.v1` -> `weft::pubapi::v1`).
 mod generated {
     pub mod weft {
-        pub mod common {
-            pub mod v1 {
-                tonic::include_proto!("weft.common.v1");
-            }
-        }
         pub mod pubapi {
             pub mod v1 {
                 tonic::include_proto!("weft.pubapi.v1");
@@ -31,8 +26,11 @@ mod generated {
     }
 }
 
+pub mod bootstrap_token;
+pub mod credentials;
+pub mod tls;
+
 pub use generated::weft::adminapi::v1 as adminapi;
-pub use generated::weft::common::v1 as common;
 pub use generated::weft::pubapi::v1 as pubapi;
 pub use generated::weft::vpnapi::v1 as vpnapi;
 
