@@ -92,8 +92,7 @@ pub fn gather_facts_from(custom_dir: &Path) -> Result<Value, FactsError> {
     let custom = gather_custom_facts(custom_dir)?;
 
     let mut facts = Map::new();
-    let short_name = system.node_name.split('.').next().unwrap_or_default();
-    facts.insert("hostname".into(), json!(short_name));
+    facts.insert("hostname".into(), json!(short_host_name(&system.node_name)));
     let fqdn = fqdn_answer
         .recv_timeout(deadline.saturating_duration_since(Instant::now()))
         .ok()
@@ -257,6 +256,15 @@ struct SystemNames {
     kernel_release: String,
     kernel_version: String,
     machine: String,
+}
+
+/// This machine's host name without its domain: the default name of a node.
+pub fn host_name() -> String {
+    short_host_name(&uname().node_name).to_string()
+}
+
+fn short_host_name(node_name: &str) -> &str {
+    node_name.split('.').next().unwrap_or_default()
 }
 
 fn uname() -> SystemNames {

@@ -3,7 +3,9 @@
 
 mod module;
 
+pub mod bundle;
 pub mod facts;
+pub mod state_file;
 
 mod assert;
 mod command;

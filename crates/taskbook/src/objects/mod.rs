@@ -239,6 +239,43 @@ pub fn validate_name(name: &str) -> std::result::Result<(), String> {
     }
 }
 
+/// Most labels one object (or joining node) may carry.
+pub const MAX_LABELS: usize = 64;
+
+/// Labels as Kubernetes bounds them: keys of up to 63 letters, digits, `-`, `_`, `.`
+/// (with an optional `prefix/`), values of up to 63 of the same, possibly empty.
+pub fn validate_labels(labels: &BTreeMap<String, String>) -> std::result::Result<(), String> {
+    if labels.len() > MAX_LABELS {
+        return Err(format!(
+            "{} labels are more than the limit of {MAX_LABELS}",
+            labels.len()
+        ));
+    }
+    let label_chars = |text: &str| {
+        text.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    for (key, value) in labels {
+        let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+        if name.is_empty()
+            || name.len() > 63
+            || !label_chars(name)
+            || prefix.len() > 253
+            || !label_chars(prefix)
+        {
+            return Err(format!(
+                "label key `{key}` is not valid: use up to 63 letters, digits, `-`, `_` or `.`, optionally after a `prefix/`"
+            ));
+        }
+        if value.len() > 63 || !label_chars(value) {
+            return Err(format!(
+                "label `{key}` has an invalid value `{value}`: use up to 63 letters, digits, `-`, `_` or `.`"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn validate_metadata(root: &Node, object: &AnyObject) -> Result<()> {
     let metadata = object.metadata();
     let metadata_node = root.get("metadata").unwrap_or(root);
