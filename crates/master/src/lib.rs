@@ -1,6 +1,10 @@
-//! The weft master. `core/` holds the logic (nodes, tokens, jobs, rollouts, scheduler)
-//! and knows no gRPC, SQL or etcd; `store/` implements one store trait on sqlite (and,
-//! later, etcd); `api/` will serve pubapi, vpnapi and adminapi by calling into the core.
+//! The weft master. `core/` holds the logic (nodes, tokens, jobs, rollouts) and knows
+//! no gRPC, SQL or etcd; `store/` implements one store trait on sqlite (and, later,
+//! etcd); `api/` serves pubapi, vpnapi and adminapi by calling into the core;
+//! `init` and `daemon` are `weft master init` and `weft master`.
 
+pub mod api;
 pub mod core;
+pub mod daemon;
+pub mod init;
 pub mod store;

@@ -1,5 +1,11 @@
 //! The master's logic, free of gRPC, SQL and etcd.
 
+pub mod job;
+pub mod job_runner;
+pub mod join;
+pub mod node_registry;
 pub mod pki;
+pub mod record;
+pub mod sessions;
 pub mod token;
 pub mod token_registry;

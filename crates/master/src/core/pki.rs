@@ -21,6 +21,7 @@ use rcgen::{
     DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
 };
 use sha2::{Digest, Sha256};
+use weft_proto::bootstrap_token::is_dns_name;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
@@ -347,18 +348,6 @@ pub fn peer_identity(cert_der: &[u8]) -> Result<PeerIdentity, PkiError> {
 
 /// A host name as X.509 dNSName and DNS allow it: dot-separated labels of 1-63
 /// letters, digits and inner hyphens, 253 characters at most.
-pub(crate) fn is_dns_name(host: &str) -> bool {
-    host.len() <= 253
-        && host.split('.').all(|label| {
-            (1..=63).contains(&label.len())
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
-}
-
 /// Names end up in URIs, file names and command lines, hence the tight alphabet and
 /// the leading letter or digit (no `-flag`, no `..`).
 fn validate_name(kind: &'static str, name: &str) -> Result<(), PkiError> {

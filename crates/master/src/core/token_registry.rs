@@ -5,7 +5,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::token::{BootstrapToken, TokenError, TokenRecord};
+use super::record::{decode, encode, CorruptRecord};
+use super::token::{BootstrapToken, TokenCredentials, TokenError, TokenRecord};
 use crate::store::{Precondition, Store, StoreError};
 
 const TOKENS_PREFIX: &str = "/tokens/";
@@ -21,8 +22,8 @@ pub enum TokenRegistryError {
     Token(#[from] TokenError),
     #[error("the token store failed: {0}")]
     Store(#[from] StoreError),
-    #[error("the stored token record {key} is unreadable: {reason}")]
-    CorruptRecord { key: String, reason: String },
+    #[error(transparent)]
+    Corrupt(#[from] CorruptRecord),
     #[error("too many nodes are joining with this token at once; try again")]
     Contended,
 }
@@ -45,7 +46,8 @@ impl<S: Store> TokenRegistry<S> {
         uses: u32,
         now: SystemTime,
     ) -> Result<BootstrapToken, TokenRegistryError> {
-        let token = BootstrapToken::generate(master_public_endpoint, ca_cert_sha256)?;
+        let token = BootstrapToken::generate(master_public_endpoint, ca_cert_sha256)
+            .map_err(TokenError::from)?;
         let record = TokenRecord::new(&token, now, ttl, uses)?;
         // A new id never overwrites a live token, however unlikely the collision.
         self.store
@@ -62,15 +64,16 @@ impl<S: Store> TokenRegistry<S> {
     /// secret, so a caller learns nothing about which tokens exist.
     pub async fn redeem(
         &self,
-        presented: &BootstrapToken,
+        presented: &TokenCredentials,
         now: SystemTime,
     ) -> Result<(), TokenRegistryError> {
-        let key = record_key(presented.token_id());
+        presented.validate().map_err(TokenError::from)?;
+        let key = record_key(&presented.token_id);
         for _ in 0..MAX_REDEEM_ATTEMPTS {
             let Some(entry) = self.store.get(&key).await? else {
                 return Err(TokenError::Invalid.into());
             };
-            let mut record = decode(&key, &entry.value)?;
+            let mut record: TokenRecord = decode(&entry)?;
             record.redeem(presented, now)?;
             let written = self
                 .store
@@ -94,7 +97,7 @@ impl<S: Store> TokenRegistry<S> {
     pub async fn sweep(&self, now: SystemTime) -> Result<usize, TokenRegistryError> {
         let mut swept = 0;
         for entry in self.store.list(TOKENS_PREFIX).await? {
-            let record = decode(&entry.key, &entry.value)?;
+            let record: TokenRecord = decode(&entry)?;
             if !record.is_sweepable(now) {
                 continue;
             }
@@ -114,17 +117,6 @@ impl<S: Store> TokenRegistry<S> {
 
 fn record_key(token_id: &str) -> String {
     format!("{TOKENS_PREFIX}{token_id}")
-}
-
-fn encode(record: &TokenRecord) -> Vec<u8> {
-    serde_json::to_vec(record).expect("a token record always serializes")
-}
-
-fn decode(key: &str, value: &[u8]) -> Result<TokenRecord, TokenRegistryError> {
-    serde_json::from_slice(value).map_err(|e| TokenRegistryError::CorruptRecord {
-        key: key.to_string(),
-        reason: e.to_string(),
-    })
 }
 
 #[cfg(test)]
@@ -156,10 +148,10 @@ mod tests {
     async fn uses_are_counted_down_and_then_refused() {
         let registry = registry();
         let token = create(&registry, 2).await;
-        registry.redeem(&token, now()).await.unwrap();
-        registry.redeem(&token, now()).await.unwrap();
+        registry.redeem(&token.credentials(), now()).await.unwrap();
+        registry.redeem(&token.credentials(), now()).await.unwrap();
         assert!(matches!(
-            registry.redeem(&token, now()).await,
+            registry.redeem(&token.credentials(), now()).await,
             Err(TokenRegistryError::Token(TokenError::UsedUp))
         ));
     }
@@ -172,7 +164,7 @@ mod tests {
 
         let later = now() + Duration::from_secs(601);
         assert!(matches!(
-            registry.redeem(&token, later).await,
+            registry.redeem(&token.credentials(), later).await,
             Err(TokenRegistryError::Token(TokenError::Expired { .. }))
         ));
         // Same id, another secret: a forgery.
@@ -182,17 +174,17 @@ mod tests {
         fields[2] = &forged_secret;
         let forged = BootstrapToken::parse(&fields.join(".")).unwrap();
         assert!(matches!(
-            registry.redeem(&forged, now()).await,
+            registry.redeem(&forged.credentials(), now()).await,
             Err(TokenRegistryError::Token(TokenError::Invalid))
         ));
         let unknown = BootstrapToken::generate(ENDPOINT, [7; 32]).unwrap();
         assert!(matches!(
-            registry.redeem(&unknown, now()).await,
+            registry.redeem(&unknown.credentials(), now()).await,
             Err(TokenRegistryError::Token(TokenError::Invalid))
         ));
         assert_eq!(registry.store.current_revision().await.unwrap(), before);
         // The real token still works: the failures spent nothing.
-        registry.redeem(&token, now()).await.unwrap();
+        registry.redeem(&token.credentials(), now()).await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,7 +195,7 @@ mod tests {
             .map(|_| {
                 let registry = Arc::clone(&registry);
                 let token = token.clone();
-                tokio::spawn(async move { registry.redeem(&token, now()).await })
+                tokio::spawn(async move { registry.redeem(&token.credentials(), now()).await })
             })
             .collect();
         let mut admitted = 0;
@@ -221,7 +213,10 @@ mod tests {
     async fn sweep_deletes_expired_and_used_up_tokens_only() {
         let registry = registry();
         let used_up = create(&registry, 1).await;
-        registry.redeem(&used_up, now()).await.unwrap();
+        registry
+            .redeem(&used_up.credentials(), now())
+            .await
+            .unwrap();
         let short = registry
             .create(ENDPOINT, [7; 32], Duration::from_secs(60), 1, now())
             .await
@@ -237,7 +232,7 @@ mod tests {
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].key, record_key(live.token_id()));
         assert!(matches!(
-            registry.redeem(&short, now()).await,
+            registry.redeem(&short.credentials(), now()).await,
             Err(TokenRegistryError::Token(TokenError::Invalid))
         ));
     }

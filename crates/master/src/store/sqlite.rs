@@ -56,6 +56,7 @@ const WATCH_PAGE: u64 = 256;
 /// Events waiting for a watcher's consumer before the watcher stops reading.
 const WATCH_BUFFER: usize = 64;
 
+#[derive(Clone)]
 pub struct SqliteStore {
     shared: Arc<Shared>,
 }

@@ -1,0 +1,82 @@
+//! The tonic services, thin: each call is authenticated by its peer certificate, checked
+//! for size by tonic's limits, and handed to the core.
+
+pub mod adminapi;
+pub mod pubapi;
+pub mod vpnapi;
+
+use std::sync::Arc;
+
+use tonic::{Request, Status};
+use weft_proto::tls::peer_cert_der;
+
+use crate::core::job_runner::JobRunner;
+use crate::core::join::Joiner;
+use crate::core::node_registry::NodeRegistry;
+use crate::core::pki::{peer_identity, ClusterCa, PeerIdentity};
+use crate::core::sessions::NodeSessions;
+use crate::core::token_registry::TokenRegistry;
+use crate::store::Store;
+
+/// Largest message each API accepts. Join is a name, labels and a certificate request;
+/// a run ships its TaskBook's folder; a node sends facts and task results.
+pub const PUBAPI_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+pub const VPNAPI_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+pub const ADMINAPI_MAX_MESSAGE_BYTES: usize = 12 * 1024 * 1024;
+
+/// What every service reaches.
+pub struct MasterContext<S> {
+    pub ca: Arc<ClusterCa>,
+    pub master_public_endpoint: String,
+    /// Where nodes reach the vpnapi (with `--vpn off`, the public endpoint).
+    pub master_vpnapi_endpoints: Vec<String>,
+    pub sessions: Arc<NodeSessions>,
+    pub nodes: NodeRegistry<S>,
+    pub tokens: TokenRegistry<S>,
+    pub joiner: Joiner<S>,
+    pub runner: JobRunner<S>,
+}
+
+impl<S: Store + Clone> MasterContext<S> {
+    /// The caller's identity from its client certificate, which the TLS layer has
+    /// already verified against the cluster CA.
+    fn identity<T>(request: &Request<T>) -> Result<PeerIdentity, Status> {
+        let cert_der = peer_cert_der(request).ok_or_else(|| {
+            Status::unauthenticated("this call needs a client certificate of this cluster")
+        })?;
+        peer_identity(&cert_der)
+            .map_err(|e| Status::unauthenticated(format!("unusable client certificate: {e}")))
+    }
+
+    fn require_admin<T>(request: &Request<T>) -> Result<(), Status> {
+        match Self::identity(request)? {
+            PeerIdentity::Admin { .. } => Ok(()),
+            other => Err(Status::permission_denied(format!(
+                "the adminapi takes the admin's certificate, not {other}'s"
+            ))),
+        }
+    }
+
+    /// A node's name, if the certificate is the one it holds now: a removed node's, or
+    /// one replaced by a rejoin, is refused.
+    async fn require_node<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        let PeerIdentity::Node { name } = Self::identity(request)? else {
+            return Err(Status::permission_denied(
+                "the vpnapi takes node certificates only",
+            ));
+        };
+        let cert_der = peer_cert_der(request).expect("identity() found it");
+        match self.nodes.get(&name).await {
+            Ok(Some(record)) if record.holds_cert(&cert_der) => Ok(name),
+            Ok(_) => Err(Status::permission_denied(format!(
+                "the certificate of node `{name}` was revoked (the node was removed or joined again); join it again with a new token"
+            ))),
+            Err(error) => Err(Status::unavailable(error.to_string())),
+        }
+    }
+}
+
+pub(crate) fn unix_ms(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

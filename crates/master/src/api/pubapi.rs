@@ -1,0 +1,73 @@
+//! Join, the one call a node makes before it has an identity.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tonic::{Request, Response, Status};
+use weft_proto::pubapi::pub_api_server::PubApi;
+use weft_proto::pubapi::{JoinRequest, JoinResponse};
+
+use super::MasterContext;
+use crate::core::join::{self, JoinError};
+use crate::core::token::TokenCredentials;
+use crate::core::token_registry::TokenRegistryError;
+use crate::store::Store;
+
+pub struct PubApiService<S> {
+    pub context: Arc<MasterContext<S>>,
+}
+
+#[tonic::async_trait]
+impl<S: Store + Clone> PubApi for PubApiService<S> {
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let seen_from = request.remote_addr();
+        let request = request.into_inner();
+        let node_name = request.node_name.clone();
+        let non_empty = |text: String| (!text.is_empty()).then_some(text);
+        let join_request = join::JoinRequest {
+            credentials: TokenCredentials {
+                token_id: request.token_id,
+                token_secret: request.token_secret,
+            },
+            node_name: request.node_name,
+            node_labels: request.node_labels.into_iter().collect(),
+            node_csr_der: request.node_csr_der.to_vec(),
+            node_vpn_pub_key: non_empty(request.node_vpn_pub_key),
+            node_public_endpoint: non_empty(request.node_public_endpoint),
+        };
+        let sessions = &self.context.sessions;
+        let joined = self
+            .context
+            .joiner
+            .join(
+                join_request,
+                |name| sessions.is_online(name),
+                SystemTime::now(),
+            )
+            .await
+            .map_err(|error| {
+                tracing::warn!(node = %node_name, from = ?seen_from, %error, "join refused");
+                join_status(error)
+            })?;
+        tracing::info!(node = %node_name, from = ?seen_from, "node joined");
+        Ok(Response::new(JoinResponse {
+            node_name,
+            node_cert_pem: joined.node_cert_pem,
+            ca_cert_pem: joined.ca_cert_pem,
+            master_vpnapi_endpoints: self.context.master_vpnapi_endpoints.clone(),
+        }))
+    }
+}
+
+fn join_status(error: JoinError) -> Status {
+    let message = error.to_string();
+    match error {
+        JoinError::InvalidName(_) | JoinError::InvalidLabels(_) | JoinError::Csr(_) => {
+            Status::invalid_argument(message)
+        }
+        JoinError::NameInUse(_) => Status::already_exists(message),
+        JoinError::Token(TokenRegistryError::Token(_)) => Status::unauthenticated(message),
+        JoinError::Token(TokenRegistryError::Contended) => Status::unavailable(message),
+        JoinError::Token(_) | JoinError::Nodes(_) => Status::internal(message),
+    }
+}

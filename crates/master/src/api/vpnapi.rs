@@ -1,0 +1,231 @@
+//! A node's session: work goes down, facts, heartbeats and results come up.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+use weft_proto::vpnapi::vpn_api_server::VpnApi;
+use weft_proto::vpnapi::{master_message, node_message, MasterMessage, NodeMessage, RunStep};
+use weft_taskbook::report::TaskResult;
+use weft_taskbook::Vars;
+
+use super::{unix_ms, MasterContext};
+use crate::core::job::{LateReport, StepAssignment};
+use crate::core::node_registry::FactsRecord;
+use crate::core::sessions::{SessionHandle, StepEvent, ToNode};
+use crate::store::Store;
+
+/// A node sends a heartbeat every 10 seconds; three missed and the session is over.
+const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+
+pub struct VpnApiService<S> {
+    pub context: Arc<MasterContext<S>>,
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<MasterMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<S: Store + Clone> VpnApi for VpnApiService<S> {
+    type SessionStream = SessionStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<NodeMessage>>,
+    ) -> Result<Response<SessionStream>, Status> {
+        let node = self.context.require_node(&request).await?;
+        let inbound = request.into_inner();
+        let handle = self.context.sessions.open(&node);
+        tracing::info!(%node, "node connected");
+        let (outbound, outbound_rx) = mpsc::channel(64);
+        let context = self.context.clone();
+        tokio::spawn(async move {
+            let session_id = handle.session_id;
+            let reason = serve_session(&context, &node, handle, inbound, outbound).await;
+            context.sessions.close(&node, session_id, &reason);
+            tracing::info!(%node, %reason, "node disconnected");
+            if let Err(error) = context
+                .nodes
+                .set_last_seen(&node, unix_ms(SystemTime::now()))
+                .await
+            {
+                tracing::warn!(%node, %error, "last-seen time not recorded");
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(outbound_rx))))
+    }
+}
+
+/// Runs until the session ends; returns why.
+async fn serve_session<S: Store + Clone>(
+    context: &MasterContext<S>,
+    node: &str,
+    mut handle: SessionHandle,
+    mut inbound: Streaming<NodeMessage>,
+    outbound: mpsc::Sender<Result<MasterMessage, Status>>,
+) -> String {
+    loop {
+        tokio::select! {
+            message = tokio::time::timeout(SILENCE_LIMIT, inbound.message()) => {
+                let message = match message {
+                    Err(_) => return format!("no word from the node for {}s", SILENCE_LIMIT.as_secs()),
+                    Ok(Err(status)) => return format!("the connection failed: {}", status.message()),
+                    Ok(Ok(None)) => return "the node closed its session".to_string(),
+                    Ok(Ok(Some(message))) => message,
+                };
+                if let Err(reason) = handle_message(context, node, handle.session_id, message).await {
+                    let _ = outbound.send(Err(Status::invalid_argument(reason.clone()))).await;
+                    return reason;
+                }
+            }
+            Some(to_node) = handle.to_node.recv() => {
+                let ToNode::RunStep(assignment) = to_node;
+                let message = MasterMessage { kind: Some(master_message::Kind::RunStep(run_step(&assignment))) };
+                if outbound.send(Ok(message)).await.is_err() {
+                    return "the connection closed".to_string();
+                }
+            }
+            _ = handle.closed.changed() => {
+                let _ = outbound.send(Err(Status::permission_denied("the master ended this session (the node was removed or connected again)"))).await;
+                return "the master ended the session".to_string();
+            }
+        }
+    }
+}
+
+/// `Err` is a protocol violation that ends the session.
+async fn handle_message<S: Store + Clone>(
+    context: &MasterContext<S>,
+    node: &str,
+    session_id: u64,
+    message: NodeMessage,
+) -> Result<(), String> {
+    let Some(kind) = message.kind else {
+        return Err("an empty message".to_string());
+    };
+    let now_ms = unix_ms(SystemTime::now());
+    match kind {
+        node_message::Kind::Hello(hello) => {
+            tracing::debug!(%node, version = %hello.weft_version, "hello");
+        }
+        node_message::Kind::Heartbeat(_) => {}
+        node_message::Kind::Facts(facts) => {
+            let facts = serde_json::from_str(&facts.facts_json)
+                .map_err(|e| format!("facts are not JSON: {e}"))?;
+            let record = FactsRecord {
+                facts,
+                updated_unix_ms: now_ms,
+            };
+            if let Err(error) = context.nodes.set_facts(node, &record).await {
+                tracing::warn!(%node, %error, "facts not stored");
+            }
+        }
+        node_message::Kind::TaskResult(report) => {
+            let result: TaskResult = serde_json::from_str(&report.result_json)
+                .map_err(|e| format!("a task result is not weft.run/v1 JSON: {e}"))?;
+            let event = StepEvent::Result {
+                sequence: report.sequence,
+                result: Box::new(result),
+            };
+            deliver(
+                context,
+                node,
+                session_id,
+                &report.job_id,
+                report.step_index,
+                event,
+                now_ms,
+            )
+            .await;
+        }
+        node_message::Kind::StepDone(done) => {
+            let registered: Vars = if done.registered_json.is_empty() {
+                Vars::new()
+            } else {
+                serde_json::from_str(&done.registered_json)
+                    .map_err(|e| format!("registered results are not a JSON object: {e}"))?
+            };
+            let event = StepEvent::Done {
+                failed: done.failed,
+                registered,
+            };
+            deliver(
+                context,
+                node,
+                session_id,
+                &done.job_id,
+                done.step_index,
+                event,
+                now_ms,
+            )
+            .await;
+        }
+    }
+    Ok(())
+}
+
+async fn deliver<S: Store + Clone>(
+    context: &MasterContext<S>,
+    node: &str,
+    session_id: u64,
+    job_id: &str,
+    step_index: u32,
+    event: StepEvent,
+    now_ms: u64,
+) {
+    let Some(unwaited) = context
+        .sessions
+        .deliver(node, session_id, job_id, step_index, event)
+    else {
+        return;
+    };
+    let late = match unwaited {
+        StepEvent::Result {
+            sequence,
+            mut result,
+        } => {
+            result.node = node.to_string();
+            LateReport::Result { sequence, result }
+        }
+        StepEvent::Done { failed, .. } => LateReport::Done { failed },
+        StepEvent::Lost(_) => return,
+    };
+    if let Err(error) = context
+        .runner
+        .jobs()
+        .record_late(job_id, node, step_index, late, now_ms)
+        .await
+    {
+        tracing::warn!(%node, job = %job_id, %error, "a late report was not stored");
+    }
+}
+
+fn run_step(assignment: &StepAssignment) -> RunStep {
+    RunStep {
+        job_id: assignment.job_id.clone(),
+        step_index: assignment.step_index,
+        taskbook_file: assignment.bundle.taskbook_file.clone(),
+        files: assignment
+            .bundle
+            .files
+            .iter()
+            .map(|(path, content)| (path.clone(), content.clone()))
+            .collect(),
+        cluster_vars_json: to_json(&*assignment.cluster_vars),
+        check_mode: assignment.check_mode,
+        diff: assignment.diff,
+        tags: assignment.tags.to_vec(),
+        skip_tags: assignment.skip_tags.to_vec(),
+        extra_vars_json: assignment.extra_vars.iter().map(to_json).collect(),
+        context_json: to_json(&assignment.context),
+        registered_json: to_json(&assignment.registered),
+        run_once_node: assignment.run_once_node.clone().unwrap_or_default(),
+    }
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("JSON values always serialize")
+}

@@ -1,0 +1,536 @@
+//! Jobs as stored: a header per job (`/jobs/<id>`), a record per node and step
+//! (`/job-steps/<id>/<node>/<step>`) and every task result
+//! (`/job-results/<id>/<node>/<step>/<seq>`). Keys are idempotent, so a node that
+//! reports a result twice (after a reconnect) stores it once. Writes go through a
+//! journal that commits them in groups, one transaction (one fsync) per group, so a
+//! thousand nodes answering at once cost a handful of disk syncs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use weft_modules::bundle::Bundle;
+use weft_taskbook::objects::JobRetention;
+use weft_taskbook::report::{RunReport, TaskResult, TaskStatus};
+use weft_taskbook::Vars;
+
+use super::record::{decode, encode, CorruptRecord};
+use crate::store::{Operation, Precondition, Store, StoreError, MAX_OPERATIONS};
+
+pub const JOB_SCHEMA: &str = "weft.job/v1";
+const JOBS_PREFIX: &str = "/jobs/";
+const STEPS_PREFIX: &str = "/job-steps/";
+const RESULTS_PREFIX: &str = "/job-results/";
+
+/// One step of one job for one node, as the master sends it.
+#[derive(Debug, Clone, Default)]
+pub struct StepAssignment {
+    pub job_id: String,
+    pub step_index: u32,
+    pub bundle: Arc<Bundle>,
+    /// Variables below the TaskBook's in precedence.
+    pub cluster_vars: Arc<Vars>,
+    pub extra_vars: Arc<Vec<Vars>>,
+    /// `node` and `nodes`, as tasks read them.
+    pub context: Value,
+    /// The node's registered results so far.
+    pub registered: Vars,
+    pub check_mode: bool,
+    pub diff: bool,
+    pub tags: Arc<Vec<String>>,
+    pub skip_tags: Arc<Vec<String>>,
+    pub run_once_node: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Running,
+    Succeeded,
+    Failed,
+    /// The master stopped while the job ran; the job's records say how far it got.
+    Interrupted,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Interrupted => "interrupted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStepPlan {
+    pub name: String,
+    pub nodes: Vec<String>,
+}
+
+/// `/jobs/<id>`: small, whatever the number of nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub job_id: String,
+    pub taskbook: String,
+    pub file: String,
+    pub check_mode: bool,
+    pub state: JobState,
+    pub started_unix_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_unix_ms: Option<u64>,
+    pub steps: Vec<JobStepPlan>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl JobRecord {
+    pub fn node_count(&self) -> usize {
+        let mut nodes: Vec<&String> = self.steps.iter().flat_map(|s| &s.nodes).collect();
+        nodes.sort();
+        nodes.dedup();
+        nodes.len()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStepState {
+    Running,
+    Ok,
+    Failed,
+    Unreachable,
+    /// Never started: an earlier failure, or `max_fail_percent`, stopped the rollout.
+    Skipped,
+    /// Was running when the master stopped.
+    Interrupted,
+}
+
+impl NodeStepState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStepState::Running => "running",
+            NodeStepState::Ok => "ok",
+            NodeStepState::Failed => "failed",
+            NodeStepState::Unreachable => "unreachable",
+            NodeStepState::Skipped => "skipped",
+            NodeStepState::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// `/job-steps/<id>/<node>/<step>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStepRecord {
+    pub node: String,
+    pub step_index: u32,
+    pub state: NodeStepState,
+    pub dispatched_unix_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_unix_ms: Option<u64>,
+    /// Set when the node reported after the master had stopped waiting for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A job with everything recorded about it: what `weft job show` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobDetail {
+    pub schema: String,
+    #[serde(flatten)]
+    pub job: JobRecord,
+    pub node_steps: Vec<NodeStepRecord>,
+    pub report: RunReport,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobStoreError {
+    #[error("the job store failed: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Corrupt(#[from] CorruptRecord),
+    #[error("no job `{0}`; `weft jobs` lists them")]
+    NotFound(String),
+}
+
+pub fn job_key(job_id: &str) -> String {
+    format!("{JOBS_PREFIX}{job_id}")
+}
+
+fn node_step_key(job_id: &str, node: &str, step_index: u32) -> String {
+    format!("{STEPS_PREFIX}{job_id}/{node}/{step_index:04}")
+}
+
+fn result_key(job_id: &str, node: &str, step_index: u32, sequence: u32) -> String {
+    format!("{RESULTS_PREFIX}{job_id}/{node}/{step_index:04}/{sequence:06}")
+}
+
+/// Job ids sort by start time and read as one: `20261122-101500-3fa9`.
+pub fn new_job_id(now: SystemTime) -> String {
+    let stamp = humantime::format_rfc3339_seconds(now).to_string();
+    let digits: String = stamp.chars().filter(char::is_ascii_digit).collect();
+    format!(
+        "{}-{}-{:04x}",
+        &digits[..8],
+        &digits[8..14],
+        rand::random::<u16>()
+    )
+}
+
+enum JournalEntry {
+    Write(Operation),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Group commit of job records: writes queue up while the previous group syncs.
+#[derive(Clone)]
+pub struct JobJournal {
+    entries: mpsc::UnboundedSender<JournalEntry>,
+}
+
+impl JobJournal {
+    pub fn start<S: Store>(store: S) -> JobJournal {
+        let (entries, queue) = mpsc::unbounded_channel();
+        tokio::spawn(commit_groups(store, queue));
+        JobJournal { entries }
+    }
+
+    fn put(&self, key: String, value: Vec<u8>) {
+        let operation = Operation::Put {
+            key,
+            value,
+            precondition: Precondition::None,
+        };
+        let _ = self.entries.send(JournalEntry::Write(operation));
+    }
+
+    pub fn job(&self, job: &JobRecord) {
+        self.put(job_key(&job.job_id), encode(job));
+    }
+
+    pub fn node_step(&self, job_id: &str, record: &NodeStepRecord) {
+        self.put(
+            node_step_key(job_id, &record.node, record.step_index),
+            encode(record),
+        );
+    }
+
+    pub fn result(&self, job_id: &str, step_index: u32, sequence: u32, result: &TaskResult) {
+        self.put(
+            result_key(job_id, &result.node, step_index, sequence),
+            encode(result),
+        );
+    }
+
+    /// Waits until everything journaled before is committed (or failed to commit).
+    pub async fn flush(&self) {
+        let (done, committed) = oneshot::channel();
+        if self.entries.send(JournalEntry::Flush(done)).is_ok() {
+            let _ = committed.await;
+        }
+    }
+}
+
+async fn commit_groups<S: Store>(store: S, mut queue: mpsc::UnboundedReceiver<JournalEntry>) {
+    let mut group: BTreeMap<String, Operation> = BTreeMap::new();
+    let mut waiting = Vec::new();
+    while let Some(entry) = queue.recv().await {
+        let mut next = Some(entry);
+        // Take what queued up meanwhile, up to one transaction's worth.
+        while let Some(entry) = next.take() {
+            match entry {
+                JournalEntry::Write(operation) => {
+                    group.insert(operation.key().to_string(), operation);
+                }
+                JournalEntry::Flush(done) => waiting.push(done),
+            }
+            if group.len() >= MAX_OPERATIONS {
+                break;
+            }
+            next = queue.try_recv().ok();
+        }
+        if !group.is_empty() {
+            let operations: Vec<Operation> = std::mem::take(&mut group).into_values().collect();
+            if let Err(error) = commit(&store, operations).await {
+                tracing::error!(%error, "job records could not be written");
+            }
+        }
+        for done in waiting.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// One transaction, split when the values are over one write's byte limit.
+async fn commit<S: Store>(store: &S, operations: Vec<Operation>) -> Result<(), StoreError> {
+    match store.transaction(operations.clone()).await {
+        Err(StoreError::TooLarge { .. }) if operations.len() > 1 => {
+            let mut rest = operations;
+            let second = rest.split_off(rest.len() / 2);
+            Box::pin(commit(store, rest)).await?;
+            Box::pin(commit(store, second)).await
+        }
+        other => other.map(|_| ()),
+    }
+}
+
+/// Reading and tidying stored jobs.
+pub struct JobStore<S> {
+    store: S,
+}
+
+impl<S: Store> JobStore<S> {
+    pub fn new(store: S) -> Self {
+        JobStore { store }
+    }
+
+    /// Newest first.
+    pub async fn list(&self, limit: usize) -> Result<Vec<JobRecord>, JobStoreError> {
+        let entries = self.store.list(JOBS_PREFIX).await?;
+        entries
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|entry| Ok(decode(entry)?))
+            .collect()
+    }
+
+    pub async fn get(&self, job_id: &str) -> Result<JobRecord, JobStoreError> {
+        let entry = self
+            .store
+            .get(&job_key(job_id))
+            .await?
+            .ok_or_else(|| JobStoreError::NotFound(job_id.to_string()))?;
+        Ok(decode(&entry)?)
+    }
+
+    pub async fn detail(&self, job_id: &str) -> Result<JobDetail, JobStoreError> {
+        let job = self.get(job_id).await?;
+        let node_steps: Vec<NodeStepRecord> = self
+            .store
+            .list(&format!("{STEPS_PREFIX}{job_id}/"))
+            .await?
+            .iter()
+            .map(decode)
+            .collect::<Result<_, _>>()?;
+        let mut report = RunReport::new(&job.taskbook, &job.file, job.check_mode);
+        report.job = Some(job.job_id.clone());
+        report.started_unix_ms = job.started_unix_ms;
+        for node in job.steps.iter().flat_map(|step| &step.nodes) {
+            report.add_node(node);
+        }
+        for entry in self
+            .store
+            .list(&format!("{RESULTS_PREFIX}{job_id}/"))
+            .await?
+        {
+            report.record(decode(&entry)?);
+        }
+        report.finish();
+        if let Some(finished) = job.finished_unix_ms {
+            report.duration_ms = finished.saturating_sub(job.started_unix_ms) as f64;
+        }
+        Ok(JobDetail {
+            schema: JOB_SCHEMA.to_string(),
+            job,
+            node_steps,
+            report,
+        })
+    }
+
+    /// At start: a job the previous master left running cannot be resumed (its nodes
+    /// may have gone on without it), so it is marked interrupted, and so is every node
+    /// step it was waiting for. Nothing is re-run. Returns the jobs marked.
+    pub async fn interrupt_unfinished(&self, now_ms: u64) -> Result<Vec<String>, JobStoreError> {
+        let mut interrupted = Vec::new();
+        for entry in self.store.list(JOBS_PREFIX).await? {
+            let mut job: JobRecord = decode(&entry)?;
+            if job.state != JobState::Running {
+                continue;
+            }
+            let mut operations = Vec::new();
+            let steps_prefix = format!("{STEPS_PREFIX}{}/", job.job_id);
+            let mut running_steps = Vec::new();
+            for step_entry in self.store.list(&steps_prefix).await? {
+                let mut record: NodeStepRecord = decode(&step_entry)?;
+                if record.state == NodeStepState::Running {
+                    running_steps.push(format!("{} (step {})", record.node, record.step_index + 1));
+                    record.state = NodeStepState::Interrupted;
+                    operations.push(Operation::Put {
+                        key: step_entry.key.clone(),
+                        value: encode(&record),
+                        precondition: Precondition::None,
+                    });
+                }
+            }
+            job.state = JobState::Interrupted;
+            job.finished_unix_ms = Some(now_ms);
+            job.message = Some(if running_steps.is_empty() {
+                "the master stopped while this job ran; nothing was running on a node".to_string()
+            } else {
+                format!(
+                    "the master stopped while this job ran on {}; those nodes' results up to then are recorded, later ones as the nodes report them",
+                    running_steps.join(", ")
+                )
+            });
+            operations.push(Operation::Put {
+                key: entry.key.clone(),
+                value: encode(&job),
+                precondition: Precondition::ModRevision(entry.mod_revision),
+            });
+            for chunk in operations.rchunks(MAX_OPERATIONS) {
+                self.store.transaction(chunk.to_vec()).await?;
+            }
+            interrupted.push(job.job_id);
+        }
+        Ok(interrupted)
+    }
+
+    /// A node reported on a step nobody waits for any more (the master restarted, or the
+    /// job had given the node up): the report is kept, marked as late.
+    pub async fn record_late(
+        &self,
+        job_id: &str,
+        node: &str,
+        step_index: u32,
+        late: LateReport,
+        now_ms: u64,
+    ) -> Result<(), JobStoreError> {
+        let Some(job_entry) = self.store.get(&job_key(job_id)).await? else {
+            return Ok(());
+        };
+        let job: JobRecord = decode(&job_entry)?;
+        if job.state == JobState::Running {
+            // A live job that gave the node up has already said why.
+            return Ok(());
+        }
+        let key = node_step_key(job_id, node, step_index);
+        let mut record = match self.store.get(&key).await? {
+            Some(entry) => decode(&entry)?,
+            None => NodeStepRecord {
+                node: node.to_string(),
+                step_index,
+                state: NodeStepState::Interrupted,
+                dispatched_unix_ms: now_ms,
+                finished_unix_ms: None,
+                note: None,
+            },
+        };
+        let note = "reported by the node after the master stopped waiting";
+        let mut operations = Vec::new();
+        match late {
+            LateReport::Result { sequence, result } => {
+                operations.push(Operation::Put {
+                    key: result_key(job_id, node, step_index, sequence),
+                    value: encode(&result),
+                    precondition: Precondition::None,
+                });
+            }
+            LateReport::Done { failed } => {
+                record.state = if failed {
+                    NodeStepState::Failed
+                } else {
+                    NodeStepState::Ok
+                };
+                record.finished_unix_ms = Some(now_ms);
+            }
+        }
+        record.note = Some(note.to_string());
+        operations.push(Operation::Put {
+            key,
+            value: encode(&record),
+            precondition: Precondition::None,
+        });
+        self.store.transaction(operations).await?;
+        Ok(())
+    }
+
+    /// Keeps at most `max_jobs` finished jobs, none older than `max_age`. Running jobs
+    /// are never swept. Returns how many went.
+    pub async fn sweep(
+        &self,
+        retention: &JobRetention,
+        now: SystemTime,
+    ) -> Result<usize, JobStoreError> {
+        let max_age: Duration = retention.max_age.0;
+        let oldest_ms = now
+            .checked_sub(max_age)
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as u64);
+        let jobs: Vec<JobRecord> = self
+            .store
+            .list(JOBS_PREFIX)
+            .await?
+            .iter()
+            .map(decode)
+            .collect::<Result<_, _>>()?;
+        let finished: Vec<&JobRecord> = jobs
+            .iter()
+            .filter(|j| j.state != JobState::Running)
+            .collect();
+        let over_count = finished.len().saturating_sub(retention.max_jobs as usize);
+        let mut swept = 0;
+        // Ids sort by start time: the first ones are the oldest.
+        for (index, job) in finished.iter().enumerate() {
+            if index < over_count || job.started_unix_ms < oldest_ms {
+                self.delete(&job.job_id).await?;
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+
+    async fn delete(&self, job_id: &str) -> Result<(), JobStoreError> {
+        // Details first: a half-deleted job still shows in `weft jobs` and goes next time.
+        self.store
+            .delete_prefix(&format!("{RESULTS_PREFIX}{job_id}/"))
+            .await?;
+        self.store
+            .delete_prefix(&format!("{STEPS_PREFIX}{job_id}/"))
+            .await?;
+        self.store
+            .delete(&job_key(job_id), Precondition::None)
+            .await?;
+        Ok(())
+    }
+}
+
+pub enum LateReport {
+    Result {
+        sequence: u32,
+        result: Box<TaskResult>,
+    },
+    Done {
+        failed: bool,
+    },
+}
+
+/// The result line for a node that could not run (or finish) a step.
+pub fn unreachable_result(
+    node: &str,
+    step_name: &str,
+    file: &str,
+    reason: &str,
+    now_ms: u64,
+) -> TaskResult {
+    TaskResult {
+        node: node.to_string(),
+        step: step_name.to_string(),
+        task: String::new(),
+        module: String::new(),
+        location: file.to_string(),
+        handler: false,
+        status: TaskStatus::Unreachable,
+        msg: Some(reason.to_string()),
+        diff: None,
+        items: Vec::new(),
+        output: Value::Null,
+        attempts: 0,
+        started_unix_ms: now_ms,
+        duration_ms: 0.0,
+    }
+}

@@ -1,0 +1,712 @@
+//! Runs a TaskBook across the fleet: picks each step's nodes, rolls the step out in
+//! batches (`barrier`: a batch ends before the next starts; `window`: a node starts
+//! as soon as one finishes), stops at `max_fail_percent`, and records every result as
+//! it arrives. A step is a barrier across all its nodes. Nodes that fail or cannot be
+//! reached stop there; the others go on.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use futures_util::future::join_all;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Semaphore};
+use weft_modules::bundle::Bundle;
+use weft_taskbook::objects::{JobRetention, NodeGroupSpec};
+use weft_taskbook::report::{unix_ms_now, RunReport, TaskResult};
+use weft_taskbook::rollout::plan_batches;
+use weft_taskbook::selector::NodeSelector;
+use weft_taskbook::taskbook::{Rollout, RolloutMode};
+use weft_taskbook::{Error, Step, TaskBook, Vars};
+
+use super::job::{
+    new_job_id, unreachable_result, JobJournal, JobRecord, JobState, JobStepPlan, JobStore,
+    NodeStepRecord, NodeStepState, StepAssignment,
+};
+use super::node_registry::{NodeRecord, NodeRegistry, NodeRegistryError};
+use super::record::{decode, CorruptRecord};
+use super::sessions::{NodeSessions, StepEvent};
+use crate::store::{Store, StoreError};
+
+/// Where NodeGroups are read from (written by `weft apply`).
+pub const NODE_GROUPS_PREFIX: &str = "/objects/nodegroup/";
+
+/// What `weft run taskbook` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    pub bundle: Bundle,
+    pub check_mode: bool,
+    pub diff: bool,
+    pub tags: Vec<String>,
+    pub skip_tags: Vec<String>,
+    pub extra_vars: Vec<Vars>,
+    /// Replaces every step's own node selection (`--nodes`).
+    pub nodes_override: Option<NodeSelector>,
+}
+
+/// What a job reports while it runs, in order.
+#[derive(Debug, Clone)]
+pub enum JobEvent {
+    Started {
+        job_id: String,
+        step_count: usize,
+    },
+    StepStarted {
+        step_index: usize,
+        step_count: usize,
+        step_name: String,
+        nodes: Vec<String>,
+    },
+    Result(Box<TaskResult>),
+    NodeStepDone {
+        step_index: usize,
+        node: String,
+        state: NodeStepState,
+    },
+    Finished(Box<RunReport>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Input(Error),
+    #[error("{0}")]
+    Nodes(#[from] NodeRegistryError),
+    #[error("the store failed: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Corrupt(#[from] CorruptRecord),
+    #[error("the master could not prepare the run: {0}")]
+    Scratch(String),
+}
+
+pub struct RunnerConfig {
+    /// Private scratch space where bundles are unpacked to be read.
+    pub scratch_dir: PathBuf,
+    /// For steps that set no rollout.
+    pub default_rollout: Option<Rollout>,
+    pub retention: JobRetention,
+}
+
+#[derive(Clone)]
+pub struct JobRunner<S> {
+    inner: Arc<Inner<S>>,
+}
+
+struct Inner<S> {
+    store: S,
+    sessions: Arc<NodeSessions>,
+    nodes: NodeRegistry<S>,
+    jobs: JobStore<S>,
+    journal: JobJournal,
+    config: RunnerConfig,
+}
+
+/// A node as the run sees it when it starts.
+struct NodeView {
+    record: NodeRecord,
+    facts: Value,
+}
+
+impl<S: Store + Clone> JobRunner<S> {
+    pub fn new(store: S, sessions: Arc<NodeSessions>, config: RunnerConfig) -> Self {
+        JobRunner {
+            inner: Arc::new(Inner {
+                nodes: NodeRegistry::new(store.clone()),
+                jobs: JobStore::new(store.clone()),
+                journal: JobJournal::start(store.clone()),
+                store,
+                sessions,
+                config,
+            }),
+        }
+    }
+
+    pub fn jobs(&self) -> &JobStore<S> {
+        &self.inner.jobs
+    }
+
+    /// Checks the request, plans which nodes run which step, records the job and
+    /// starts it. `Err` means nothing started and nothing was recorded. The job runs on
+    /// whether or not anyone reads its events.
+    pub async fn start(
+        &self,
+        request: RunRequest,
+    ) -> Result<mpsc::UnboundedReceiver<JobEvent>, RunError> {
+        request.bundle.validate().map_err(RunError::Input)?;
+        let taskbook = self.load(&request.bundle).await?;
+        let views = self.node_views().await?;
+        let mut step_plans = Vec::new();
+        for (index, step) in taskbook.steps.iter().enumerate() {
+            let selector = request.nodes_override.as_ref().unwrap_or(&step.nodes);
+            let nodes = self.select(selector, &views, step, index).await?;
+            step_plans.push(JobStepPlan {
+                name: step.display_name(index),
+                nodes,
+            });
+        }
+        let now = SystemTime::now();
+        let job = JobRecord {
+            job_id: new_job_id(now),
+            taskbook: taskbook.metadata.name.clone(),
+            file: request.bundle.taskbook_file.clone(),
+            check_mode: request.check_mode,
+            state: JobState::Running,
+            started_unix_ms: unix_ms_now(),
+            finished_unix_ms: None,
+            steps: step_plans,
+            message: None,
+        };
+        // Written before anything runs, so a crash from here on leaves a job to interrupt.
+        self.inner.journal.job(&job);
+        self.inner.journal.flush().await;
+
+        let (events, receiver) = mpsc::unbounded_channel();
+        let _ = events.send(JobEvent::Started {
+            job_id: job.job_id.clone(),
+            step_count: job.steps.len(),
+        });
+        let reads_other_nodes =
+            reads_other_nodes(request.bundle.taskbook_source().unwrap_or_default());
+        let run = JobRun {
+            inner: self.inner.clone(),
+            report: Mutex::new(new_report(&job)),
+            registered: Mutex::new(HashMap::new()),
+            views,
+            reads_other_nodes,
+            bundle: Arc::new(request.bundle),
+            extra_vars: Arc::new(request.extra_vars),
+            tags: Arc::new(request.tags),
+            skip_tags: Arc::new(request.skip_tags),
+            check_mode: request.check_mode,
+            diff: request.diff,
+            events,
+            job,
+        };
+        tokio::spawn(run.run(taskbook));
+        Ok(receiver)
+    }
+
+    async fn load(&self, bundle: &Bundle) -> Result<TaskBook, RunError> {
+        let scratch = self.inner.config.scratch_dir.clone();
+        let bundle = bundle.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&scratch)
+                .map_err(|e| RunError::Scratch(format!("{}: {e}", scratch.display())))?;
+            let dir = tempfile::tempdir_in(&scratch)
+                .map_err(|e| RunError::Scratch(format!("{}: {e}", scratch.display())))?;
+            bundle.load_taskbook(dir.path()).map_err(RunError::Input)
+        })
+        .await
+        .map_err(|e| RunError::Scratch(e.to_string()))?
+    }
+
+    async fn node_views(&self) -> Result<BTreeMap<String, NodeView>, RunError> {
+        let mut facts = self.inner.nodes.all_facts().await?;
+        Ok(self
+            .inner
+            .nodes
+            .list()
+            .await?
+            .into_iter()
+            .map(|record| {
+                let facts = facts
+                    .remove(&record.node_name)
+                    .map_or(Value::Null, |f| f.facts);
+                (record.node_name.clone(), NodeView { record, facts })
+            })
+            .collect())
+    }
+
+    async fn select(
+        &self,
+        selector: &NodeSelector,
+        views: &BTreeMap<String, NodeView>,
+        step: &Step,
+        index: usize,
+    ) -> Result<Vec<String>, RunError> {
+        let group: Option<NodeGroupSpec> = match &selector.group {
+            None => None,
+            Some(group) => {
+                let key = format!("{NODE_GROUPS_PREFIX}{group}");
+                let Some(entry) = self.inner.store.get(&key).await? else {
+                    return Err(RunError::Input(
+                        Error::new(format!(
+                            "step {} (`{}`) selects NodeGroup `{group}`, which does not exist",
+                            index + 1,
+                            step.display_name(index)
+                        ))
+                        .in_file(&step.file)
+                        .with_hint(
+                            "select nodes by `names`, `selector` or `facts`, or create the group",
+                        ),
+                    ));
+                };
+                Some(decode(&entry)?)
+            }
+        };
+        if let Some(unknown) = selector
+            .names
+            .iter()
+            .find(|name| !views.contains_key(*name))
+        {
+            return Err(RunError::Input(
+                Error::new(format!(
+                    "step {} (`{}`) names node `{unknown}`, which has not joined",
+                    index + 1,
+                    step.display_name(index)
+                ))
+                .in_file(&step.file)
+                .with_hint("`weft nodes` lists the nodes"),
+            ));
+        }
+        let selects_everything = selector.all || *selector == NodeSelector::default();
+        // A group's members: its label selector's matches plus its named nodes.
+        let in_group = |record: &NodeRecord| {
+            group.as_ref().is_none_or(|spec| {
+                spec.nodes.contains(&record.node_name)
+                    || (!spec.selector.is_empty()
+                        && spec
+                            .selector
+                            .iter()
+                            .all(|(k, v)| record.labels.get(k) == Some(v)))
+            })
+        };
+        Ok(views
+            .values()
+            .filter(|view| {
+                selects_everything
+                    || (in_group(&view.record)
+                        && selector.matches(
+                            &view.record.node_name,
+                            &view.record.labels,
+                            &view.facts,
+                        ))
+            })
+            .map(|view| view.record.node_name.clone())
+            .collect())
+    }
+}
+
+/// Whether the TaskBook reads `nodes[...]` / `nodes.x`; only then does every node get
+/// every other node's facts and results, which is large on a big fleet.
+fn reads_other_nodes(source: &str) -> bool {
+    let bytes = source.as_bytes();
+    source.match_indices("nodes").any(|(at, _)| {
+        let before_ok =
+            at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_');
+        let after = source[at + 5..].trim_start();
+        before_ok && (after.starts_with('[') || after.starts_with('.'))
+    })
+}
+
+fn new_report(job: &JobRecord) -> RunReport {
+    let mut report = RunReport::new(&job.taskbook, &job.file, job.check_mode);
+    report.job = Some(job.job_id.clone());
+    report.started_unix_ms = job.started_unix_ms;
+    for node in job.steps.iter().flat_map(|step| &step.nodes) {
+        report.add_node(node);
+    }
+    report
+}
+
+/// One job while it runs.
+struct JobRun<S> {
+    inner: Arc<Inner<S>>,
+    job: JobRecord,
+    report: Mutex<RunReport>,
+    /// Registered results per node, carried from step to step.
+    registered: Mutex<HashMap<String, Vars>>,
+    views: BTreeMap<String, NodeView>,
+    reads_other_nodes: bool,
+    bundle: Arc<Bundle>,
+    extra_vars: Arc<Vec<Vars>>,
+    tags: Arc<Vec<String>>,
+    skip_tags: Arc<Vec<String>>,
+    check_mode: bool,
+    diff: bool,
+    events: mpsc::UnboundedSender<JobEvent>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<S: Store + Clone> JobRun<S> {
+    async fn run(mut self, taskbook: TaskBook) {
+        let step_count = taskbook.steps.len();
+        let mut stopped: HashSet<String> = HashSet::new();
+        let mut abort: Option<String> = None;
+        for (index, step) in taskbook.steps.iter().enumerate() {
+            let step_name = self.job.steps[index].name.clone();
+            let nodes: Vec<String> = self.job.steps[index]
+                .nodes
+                .iter()
+                .filter(|node| !stopped.contains(*node))
+                .cloned()
+                .collect();
+            let _ = self.events.send(JobEvent::StepStarted {
+                step_index: index,
+                step_count,
+                step_name: step_name.clone(),
+                nodes: nodes.clone(),
+            });
+            if abort.is_some() {
+                for node in &nodes {
+                    self.skip(index, node);
+                }
+                continue;
+            }
+            let rollout = step
+                .rollout
+                .clone()
+                .or_else(|| self.inner.config.default_rollout.clone())
+                .unwrap_or_default();
+            let run_once_node = step
+                .tasks
+                .iter()
+                .any(|t| t.run_once)
+                .then(|| nodes.first().cloned())
+                .flatten();
+            let outcomes = self
+                .roll_out(
+                    index,
+                    &step_name,
+                    &nodes,
+                    &rollout,
+                    run_once_node.as_deref(),
+                )
+                .await;
+
+            let failed: Vec<&String> = outcomes
+                .iter()
+                .filter(|(_, state)| {
+                    matches!(state, NodeStepState::Failed | NodeStepState::Unreachable)
+                })
+                .map(|(node, _)| node)
+                .collect();
+            stopped.extend(failed.iter().map(|n| n.to_string()));
+            if let Some(max) = rollout.max_fail_percent {
+                let percent = failed.len() as f64 * 100.0 / nodes.len().max(1) as f64;
+                if percent > max {
+                    abort = Some(format!(
+                        "step {} (`{step_name}`) failed on {} of {} nodes ({percent:.0}%), over max_fail_percent {max}; the rollout stopped",
+                        index + 1,
+                        failed.len(),
+                        nodes.len()
+                    ));
+                }
+            }
+            if let Some(source) = &run_once_node {
+                self.share_run_once_results(step, source, &nodes);
+            }
+        }
+
+        let mut report = std::mem::replace(&mut *lock(&self.report), RunReport::new("", "", false));
+        report.finish();
+        self.job.state = if report.failed || abort.is_some() {
+            JobState::Failed
+        } else {
+            JobState::Succeeded
+        };
+        self.job.finished_unix_ms = Some(unix_ms_now());
+        self.job.message = abort;
+        self.inner.journal.job(&self.job);
+        self.inner.journal.flush().await;
+        let _ = self.events.send(JobEvent::Finished(Box::new(report)));
+        if let Err(error) = self
+            .inner
+            .jobs
+            .sweep(&self.inner.config.retention, SystemTime::now())
+            .await
+        {
+            tracing::warn!(%error, "old jobs could not be swept");
+        }
+    }
+
+    /// Returns each node's final state for the step.
+    async fn roll_out(
+        &self,
+        index: usize,
+        step_name: &str,
+        nodes: &[String],
+        rollout: &Rollout,
+        run_once_node: Option<&str>,
+    ) -> Vec<(String, NodeStepState)> {
+        let sizes = plan_batches(nodes.len(), &rollout.batch);
+        let pause = rollout.pause.map(|p| p.0).unwrap_or(Duration::ZERO);
+        let max_fail = rollout.max_fail_percent;
+        let failed = std::sync::atomic::AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let over_limit = |failed: usize| {
+            max_fail.is_some_and(|max| failed as f64 * 100.0 / nodes.len() as f64 > max)
+        };
+        let run_node = |node: String| {
+            let failed = &failed;
+            let stop = &stop;
+            async move {
+                if stop.load(Ordering::SeqCst) {
+                    self.skip(index, &node);
+                    return (node, NodeStepState::Skipped);
+                }
+                let state = self
+                    .run_node_step(index, step_name, &node, run_once_node)
+                    .await;
+                if matches!(state, NodeStepState::Failed | NodeStepState::Unreachable)
+                    && over_limit(failed.fetch_add(1, Ordering::SeqCst) + 1)
+                {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                (node, state)
+            }
+        };
+        match rollout.mode {
+            RolloutMode::Barrier => {
+                let mut outcomes = Vec::new();
+                let mut rest = nodes;
+                for (batch_index, size) in sizes.iter().enumerate() {
+                    let (batch, later) = rest.split_at(*size);
+                    rest = later;
+                    if batch_index > 0 && !pause.is_zero() && !stop.load(Ordering::SeqCst) {
+                        tokio::time::sleep(pause).await;
+                    }
+                    outcomes.extend(join_all(batch.iter().cloned().map(run_node)).await);
+                }
+                outcomes
+            }
+            RolloutMode::Window => {
+                // The window widens as the ramp does: the node that starts batch k's
+                // share may run beside sizes[k] - 1 others.
+                let window = Semaphore::new(sizes.first().copied().unwrap_or(0));
+                let mut batch_of = Vec::new();
+                for (batch_index, size) in sizes.iter().enumerate() {
+                    batch_of.extend(std::iter::repeat_n(batch_index, *size));
+                }
+                let widened = Mutex::new(0usize);
+                let first_window = sizes.first().copied().unwrap_or(0);
+                join_all(nodes.iter().cloned().enumerate().map(|(position, node)| {
+                    let window = &window;
+                    let widened = &widened;
+                    let sizes = &sizes;
+                    let batch_of = &batch_of;
+                    let run_node = &run_node;
+                    async move {
+                        {
+                            let mut widened = lock(widened);
+                            let batch = batch_of[position];
+                            if batch > *widened {
+                                let grow = sizes[*widened..=batch]
+                                    .iter()
+                                    .max()
+                                    .copied()
+                                    .unwrap_or(0)
+                                    .saturating_sub(
+                                        sizes[..=*widened].iter().max().copied().unwrap_or(0),
+                                    );
+                                window.add_permits(grow);
+                                *widened = batch;
+                            }
+                        }
+                        let _permit = window.acquire().await.expect("the window is never closed");
+                        if position >= first_window && !pause.is_zero() {
+                            tokio::time::sleep(pause).await;
+                        }
+                        run_node(node).await
+                    }
+                }))
+                .await
+            }
+        }
+    }
+
+    async fn run_node_step(
+        &self,
+        index: usize,
+        step_name: &str,
+        node: &str,
+        run_once_node: Option<&str>,
+    ) -> NodeStepState {
+        let job_id = &self.job.job_id;
+        let mut record = NodeStepRecord {
+            node: node.to_string(),
+            step_index: index as u32,
+            state: NodeStepState::Running,
+            dispatched_unix_ms: unix_ms_now(),
+            finished_unix_ms: None,
+            note: None,
+        };
+        self.inner.journal.node_step(job_id, &record);
+        let assignment = Arc::new(StepAssignment {
+            job_id: job_id.clone(),
+            step_index: index as u32,
+            bundle: self.bundle.clone(),
+            cluster_vars: Arc::new(Vars::new()),
+            extra_vars: self.extra_vars.clone(),
+            context: self.context_for(node),
+            registered: lock(&self.registered)
+                .get(node)
+                .cloned()
+                .unwrap_or_default(),
+            check_mode: self.check_mode,
+            diff: self.diff,
+            tags: self.tags.clone(),
+            skip_tags: self.skip_tags.clone(),
+            run_once_node: run_once_node.map(str::to_string),
+        });
+        let state = match self.inner.sessions.dispatch(node, assignment) {
+            Err(error) => {
+                self.unreachable(
+                    index,
+                    step_name,
+                    node,
+                    &format!("{error}; it was not sent this step"),
+                );
+                NodeStepState::Unreachable
+            }
+            Ok(mut events) => loop {
+                match events.recv().await {
+                    Some(StepEvent::Result {
+                        sequence,
+                        mut result,
+                    }) => {
+                        // A node reports for itself only.
+                        result.node = node.to_string();
+                        result.step = step_name.to_string();
+                        self.record(index, sequence, *result);
+                    }
+                    Some(StepEvent::Done { failed, registered }) => {
+                        lock(&self.registered).insert(node.to_string(), registered);
+                        break if failed {
+                            NodeStepState::Failed
+                        } else {
+                            NodeStepState::Ok
+                        };
+                    }
+                    Some(StepEvent::Lost(reason)) => {
+                        self.unreachable(index, step_name, node, &reason);
+                        break NodeStepState::Unreachable;
+                    }
+                    None => {
+                        self.unreachable(index, step_name, node, "the node's session ended");
+                        break NodeStepState::Unreachable;
+                    }
+                }
+            },
+        };
+        record.state = state;
+        record.finished_unix_ms = Some(unix_ms_now());
+        self.inner.journal.node_step(job_id, &record);
+        let _ = self.events.send(JobEvent::NodeStepDone {
+            step_index: index,
+            node: node.to_string(),
+            state,
+        });
+        state
+    }
+
+    fn record(&self, index: usize, sequence: u32, result: TaskResult) {
+        self.inner
+            .journal
+            .result(&self.job.job_id, index as u32, sequence, &result);
+        lock(&self.report).record(result.clone());
+        let _ = self.events.send(JobEvent::Result(Box::new(result)));
+    }
+
+    fn unreachable(&self, index: usize, step_name: &str, node: &str, reason: &str) {
+        let result = unreachable_result(node, step_name, &self.job.file, reason, unix_ms_now());
+        // Past any sequence a node uses, so a late report never overwrites it.
+        self.record(index, u32::MAX / 2, result);
+    }
+
+    fn skip(&self, index: usize, node: &str) {
+        let now = unix_ms_now();
+        let record = NodeStepRecord {
+            node: node.to_string(),
+            step_index: index as u32,
+            state: NodeStepState::Skipped,
+            dispatched_unix_ms: now,
+            finished_unix_ms: Some(now),
+            note: Some("not started: the rollout stopped".to_string()),
+        };
+        self.inner.journal.node_step(&self.job.job_id, &record);
+        let _ = self.events.send(JobEvent::NodeStepDone {
+            step_index: index,
+            node: node.to_string(),
+            state: NodeStepState::Skipped,
+        });
+    }
+
+    /// `node` and, when the TaskBook reads them, `nodes`.
+    fn context_for(&self, node: &str) -> Value {
+        let describe = |view: &NodeView| {
+            json!({
+                "name": view.record.node_name,
+                "labels": view.record.labels,
+                "vpn_ip": view.record.node_vpn_ip,
+            })
+        };
+        let mut context = json!({"node": self.views.get(node).map(describe)});
+        if self.reads_other_nodes {
+            let registered = lock(&self.registered);
+            let nodes: serde_json::Map<String, Value> = self
+                .views
+                .iter()
+                .map(|(name, view)| {
+                    let mut entry = describe(view);
+                    entry["facts"] = view.facts.clone();
+                    entry["register"] =
+                        Value::Object(registered.get(name).cloned().unwrap_or_default());
+                    (name.clone(), entry)
+                })
+                .collect();
+            context["nodes"] = Value::Object(nodes);
+        }
+        context
+    }
+
+    /// What a `run_once` task registered on the node that ran it, every other node of
+    /// the step sees as its own, as in Ansible.
+    fn share_run_once_results(&self, step: &Step, source: &str, nodes: &[String]) {
+        let names: Vec<&str> = step
+            .tasks
+            .iter()
+            .filter(|task| task.run_once)
+            .filter_map(|task| task.register.as_ref().map(|r| r.value.as_str()))
+            .collect();
+        let mut registered = lock(&self.registered);
+        let shared: Vars = registered
+            .get(source)
+            .map(|vars| {
+                vars.iter()
+                    .filter(|(k, _)| names.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for node in nodes.iter().filter(|n| n.as_str() != source) {
+            registered
+                .entry(node.clone())
+                .or_default()
+                .extend(shared.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_nodes_are_sent_only_to_taskbooks_that_read_them() {
+        assert!(reads_other_nodes(
+            r#"msg: "{{ nodes["db-1"].register.out }}""#
+        ));
+        assert!(reads_other_nodes(
+            "when: nodes.db.facts.os.family == 'debian'"
+        ));
+        assert!(!reads_other_nodes("nodes: {all: true}"));
+        assert!(!reads_other_nodes("msg: '{{ my_nodes.x }}'"));
+    }
+}

@@ -1,0 +1,216 @@
+//! Join: a node trades a bootstrap token and a certificate request for its identity.
+//! Everything that can be refused is checked before anything is written, so a refused
+//! join leaves no trace but, for a valid token, nothing either: the use is spent last
+//! but one, right before the node's record.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use weft_taskbook::objects::{validate_labels, validate_name};
+
+use super::node_registry::{cert_sha256_hex, NodeRecord, NodeRegistry, NodeRegistryError};
+use super::pki::{ClusterCa, PkiError};
+use super::token::{TokenCredentials, TokenError};
+use super::token_registry::{TokenRegistry, TokenRegistryError};
+use crate::store::Store;
+
+pub struct JoinRequest {
+    pub credentials: TokenCredentials,
+    pub node_name: String,
+    pub node_labels: BTreeMap<String, String>,
+    pub node_csr_der: Vec<u8>,
+    pub node_vpn_pub_key: Option<String>,
+    pub node_public_endpoint: Option<String>,
+}
+
+pub struct Joined {
+    pub node_cert_pem: String,
+    pub ca_cert_pem: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("invalid node name: {0}")]
+    InvalidName(String),
+    #[error("invalid node labels: {0}")]
+    InvalidLabels(String),
+    #[error("the certificate request was refused: {0}")]
+    Csr(#[from] PkiError),
+    #[error(
+        "a node named `{0}` is online; pick another name with --name, or remove it first \
+         with `weft node remove {0}`"
+    )]
+    NameInUse(String),
+    #[error(transparent)]
+    Token(#[from] TokenRegistryError),
+    #[error(transparent)]
+    Nodes(#[from] NodeRegistryError),
+}
+
+impl From<TokenError> for JoinError {
+    fn from(error: TokenError) -> Self {
+        JoinError::Token(error.into())
+    }
+}
+
+pub struct Joiner<S> {
+    ca: Arc<ClusterCa>,
+    tokens: TokenRegistry<S>,
+    nodes: NodeRegistry<S>,
+    /// Joins that share one token take turns here rather than racing on its record.
+    redeem_turn: tokio::sync::Mutex<()>,
+}
+
+impl<S: Store + Clone> Joiner<S> {
+    pub fn new(ca: Arc<ClusterCa>, store: S) -> Self {
+        Joiner {
+            ca,
+            tokens: TokenRegistry::new(store.clone()),
+            nodes: NodeRegistry::new(store),
+            redeem_turn: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// `is_online` says whether a node of that name has a session now: a live node's
+    /// name cannot be taken over.
+    pub async fn join(
+        &self,
+        request: JoinRequest,
+        is_online: impl Fn(&str) -> bool,
+        now: SystemTime,
+    ) -> Result<Joined, JoinError> {
+        request.credentials.validate().map_err(TokenError::from)?;
+        validate_name(&request.node_name).map_err(JoinError::InvalidName)?;
+        validate_labels(&request.node_labels).map_err(JoinError::InvalidLabels)?;
+        let signed = self
+            .ca
+            .sign_node_csr(&request.node_name, &request.node_csr_der, now)?;
+        if is_online(&request.node_name) {
+            return Err(JoinError::NameInUse(request.node_name));
+        }
+        {
+            let _turn = self.redeem_turn.lock().await;
+            self.tokens.redeem(&request.credentials, now).await?;
+        }
+        let record = NodeRecord {
+            node_cert_sha256: cert_sha256_hex(&signed.cert_der),
+            node_cert_serial: signed.serial,
+            node_name: request.node_name,
+            labels: request.node_labels,
+            node_vpn_ip: None,
+            node_vpn_pub_key: request.node_vpn_pub_key,
+            node_public_endpoint: request.node_public_endpoint,
+            joined_unix_ms: unix_ms(now),
+            last_seen_unix_ms: 0,
+        };
+        self.nodes.put(&record).await?;
+        Ok(Joined {
+            node_cert_pem: signed.cert_pem,
+            ca_cert_pem: self.ca.cert_pem().to_string(),
+        })
+    }
+}
+
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rcgen::{CertificateParams, KeyPair};
+
+    use super::*;
+    use crate::store::SqliteStore;
+
+    struct Cluster {
+        store: SqliteStore,
+        joiner: Joiner<SqliteStore>,
+        ca: Arc<ClusterCa>,
+    }
+
+    fn cluster() -> Cluster {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let ca = Arc::new(ClusterCa::generate("test", SystemTime::now()).unwrap());
+        Cluster {
+            joiner: Joiner::new(ca.clone(), store.clone()),
+            store,
+            ca,
+        }
+    }
+
+    fn csr() -> Vec<u8> {
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.serialize_request(&key).unwrap().der().to_vec()
+    }
+
+    async fn request(cluster: &Cluster, uses: u32, name: &str) -> JoinRequest {
+        let token = TokenRegistry::new(cluster.store.clone())
+            .create(
+                "127.0.0.1:7443",
+                cluster.ca.ca_cert_sha256(),
+                Duration::from_secs(600),
+                uses,
+                SystemTime::now(),
+            )
+            .await
+            .unwrap();
+        JoinRequest {
+            credentials: token.credentials(),
+            node_name: name.into(),
+            node_labels: BTreeMap::new(),
+            node_csr_der: csr(),
+            node_vpn_pub_key: None,
+            node_public_endpoint: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_join_issues_a_certificate_and_records_the_node() {
+        let cluster = cluster();
+        let request = request(&cluster, 1, "web-1").await;
+        let joined = cluster
+            .joiner
+            .join(request, |_| false, SystemTime::now())
+            .await
+            .unwrap();
+        let node = NodeRegistry::new(cluster.store.clone())
+            .get("web-1")
+            .await
+            .unwrap()
+            .unwrap();
+        let (_, pem) = x509_parser::pem::parse_x509_pem(joined.node_cert_pem.as_bytes()).unwrap();
+        assert!(node.holds_cert(&pem.contents));
+        assert!(cluster.ca.has_issued(&pem.contents));
+    }
+
+    #[tokio::test]
+    async fn refused_joins_store_nothing_and_keep_the_token() {
+        let cluster = cluster();
+        let nodes = NodeRegistry::new(cluster.store.clone());
+
+        let mut bad_name = request(&cluster, 1, "Web_1!").await;
+        let credentials = TokenCredentials {
+            token_id: bad_name.credentials.token_id.clone(),
+            token_secret: bad_name.credentials.token_secret.clone(),
+        };
+        let refused = cluster.joiner.join(bad_name, |_| false, SystemTime::now());
+        assert!(matches!(refused.await, Err(JoinError::InvalidName(_))));
+
+        bad_name = request(&cluster, 1, "web-1").await;
+        bad_name.credentials = credentials;
+        bad_name.node_csr_der = b"not a request".to_vec();
+        let refused = cluster.joiner.join(bad_name, |_| false, SystemTime::now());
+        assert!(matches!(refused.await, Err(JoinError::Csr(_))));
+
+        let online = request(&cluster, 1, "web-1").await;
+        let refused = cluster.joiner.join(online, |_| true, SystemTime::now());
+        assert!(matches!(refused.await, Err(JoinError::NameInUse(_))));
+
+        assert!(nodes.list().await.unwrap().is_empty());
+    }
+}

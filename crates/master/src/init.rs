@@ -1,0 +1,211 @@
+//! `weft master init`: the cluster CA, the master's certificate, the admin's
+//! credentials and the store, in a data directory only root can read.
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use weft_modules::state_file;
+use weft_proto::credentials::ClientCredentials;
+use weft_proto::tls::MASTER_SERVER_NAME;
+use weft_taskbook::Error;
+
+use crate::core::pki::{ClusterCa, PkiError};
+use crate::store::{SqliteStore, StoreError};
+use weft_proto::bootstrap_token::is_endpoint;
+
+pub const SETTINGS_FILE: &str = "master.yaml";
+pub const CA_CERT_FILE: &str = "ca.pem";
+pub const CA_KEY_FILE: &str = "ca.key";
+pub const MASTER_CERT_FILE: &str = "master.pem";
+pub const MASTER_KEY_FILE: &str = "master.key";
+pub const ADMIN_FILE: &str = "admin.yaml";
+pub const STORE_FILE: &str = "store.db";
+
+/// What `master.yaml` holds; `weft master` reads it at start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MasterSettings {
+    pub cluster_name: String,
+    pub master_name: String,
+    /// `host:port` nodes and admins dial; tokens carry it.
+    pub master_public_endpoint: String,
+}
+
+pub struct InitOptions {
+    pub data_dir: PathBuf,
+    pub master_public_endpoint: String,
+    pub cluster_name: String,
+    pub master_name: String,
+    /// Where the admin's credentials are also written unless a file is there already
+    /// (`~/.config/weft/config.yaml`); `None` skips it.
+    pub user_config: Option<PathBuf>,
+}
+
+pub struct Initialized {
+    pub admin_file: PathBuf,
+    /// The user config, when it was written.
+    pub user_config: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("{0} is already a master's data directory; use it with `weft master --data-dir {0}`, or remove it to start a new cluster")]
+    AlreadyInitialized(String),
+    #[error("invalid public endpoint `{0}`: expected HOST:PORT, e.g. 192.0.2.10:7443 or master.example.com:7443")]
+    InvalidEndpoint(String),
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    File(#[from] Error),
+    #[error("the store could not be created: {0}")]
+    Store(#[from] StoreError),
+}
+
+pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
+    let dir = &options.data_dir;
+    if dir.join(SETTINGS_FILE).exists() {
+        return Err(InitError::AlreadyInitialized(dir.display().to_string()));
+    }
+    if !is_endpoint(&options.master_public_endpoint) {
+        return Err(InitError::InvalidEndpoint(
+            options.master_public_endpoint.clone(),
+        ));
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|error| InitError::Io {
+            path: dir.display().to_string(),
+            error,
+        })?;
+
+    let now = SystemTime::now();
+    let ca = ClusterCa::generate(&options.cluster_name, now)?;
+    let host = endpoint_host(&options.master_public_endpoint);
+    let master_cert = ca.issue_master_cert(
+        &options.master_name,
+        &[MASTER_SERVER_NAME.to_string(), host],
+        now,
+    )?;
+    let admin_cert = ca.issue_admin_cert("admin", now)?;
+
+    state_file::write_private_bytes(&dir.join(CA_CERT_FILE), ca.cert_pem().as_bytes())?;
+    state_file::write_private_bytes(&dir.join(CA_KEY_FILE), ca.key_pem().as_bytes())?;
+    // The chain, so a node that knows only the CA's hash finds the CA in the handshake.
+    let chain = format!("{}{}", master_cert.cert_pem, ca.cert_pem());
+    state_file::write_private_bytes(&dir.join(MASTER_CERT_FILE), chain.as_bytes())?;
+    state_file::write_private_bytes(&dir.join(MASTER_KEY_FILE), master_cert.key_pem.as_bytes())?;
+    SqliteStore::open(&dir.join(STORE_FILE))?;
+
+    let admin = ClientCredentials {
+        master_endpoints: vec![options.master_public_endpoint.clone()],
+        ca_cert_pem: ca.cert_pem().to_string(),
+        cert_pem: admin_cert.cert_pem,
+        key_pem: admin_cert.key_pem,
+    };
+    let admin_file = dir.join(ADMIN_FILE);
+    state_file::write_private(&admin_file, &admin)?;
+    let user_config = match &options.user_config {
+        Some(path) if !path.exists() => {
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(|error| InitError::Io {
+                    path: parent.display().to_string(),
+                    error,
+                })?;
+            }
+            state_file::write_private(path, &admin)?;
+            Some(path.clone())
+        }
+        _ => None,
+    };
+    // Last: a directory with settings is a finished one.
+    let settings = MasterSettings {
+        cluster_name: options.cluster_name.clone(),
+        master_name: options.master_name.clone(),
+        master_public_endpoint: options.master_public_endpoint.clone(),
+    };
+    state_file::write_private(&dir.join(SETTINGS_FILE), &settings)?;
+    Ok(Initialized {
+        admin_file,
+        user_config,
+    })
+}
+
+fn endpoint_host(endpoint: &str) -> String {
+    let host = endpoint.rsplit_once(':').map_or(endpoint, |(host, _)| host);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
+}
+
+/// Reads what `init` wrote.
+pub fn read_settings(dir: &Path) -> Result<MasterSettings, Error> {
+    let path = dir.join(SETTINGS_FILE);
+    if !path.exists() {
+        return Err(Error::new(format!(
+            "{} is not a master's data directory",
+            dir.display()
+        ))
+        .with_hint(
+            "create one with `weft master init --data-dir DIR --public-endpoint HOST:PORT`",
+        ));
+    }
+    state_file::read(&path)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn init_writes_private_files_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = InitOptions {
+            data_dir: dir.path().join("master"),
+            master_public_endpoint: "127.0.0.1:7443".into(),
+            cluster_name: "test".into(),
+            master_name: "m1".into(),
+            user_config: Some(dir.path().join("home/config.yaml")),
+        };
+        let initialized = init(&options).unwrap();
+        assert_eq!(initialized.user_config, options.user_config);
+        for file in [CA_KEY_FILE, MASTER_KEY_FILE, ADMIN_FILE, SETTINGS_FILE] {
+            let mode = fs::metadata(options.data_dir.join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
+        let settings = read_settings(&options.data_dir).unwrap();
+        assert_eq!(settings.master_public_endpoint, "127.0.0.1:7443");
+        let admin: ClientCredentials = state_file::read(&initialized.admin_file).unwrap();
+        assert_eq!(admin.master_endpoints, ["127.0.0.1:7443"]);
+
+        assert!(matches!(
+            init(&options),
+            Err(InitError::AlreadyInitialized(_))
+        ));
+    }
+
+    #[test]
+    fn a_bad_endpoint_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = InitOptions {
+            data_dir: dir.path().join("master"),
+            master_public_endpoint: "no port".into(),
+            cluster_name: "test".into(),
+            master_name: "m1".into(),
+            user_config: None,
+        };
+        assert!(matches!(init(&options), Err(InitError::InvalidEndpoint(_))));
+        assert!(!options.data_dir.exists());
+    }
+}
