@@ -1,19 +1,35 @@
 //! The one `weft` binary: parses the command line and calls into the crates.
 
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use weft_cli::output::Output as CliOutput;
+use weft_cli::run::RemoteRun;
+use weft_cli::CliError;
+use weft_master::daemon::{MasterError, MasterOptions};
+use weft_master::init::{InitOptions, Initialized};
+use weft_minion::agent::{AgentOptions, FactsSource};
 use weft_minion::executor::RunOptions;
+use weft_minion::identity::MinionIdentity;
+use weft_minion::join::JoinOptions;
 use weft_minion::local::{run_local, LocalRun};
-use weft_taskbook::report::{RunObserver, Silent, TextPrinter};
+use weft_taskbook::duration::Duration;
+use weft_taskbook::objects::JobRetention;
+use weft_taskbook::report::{RunObserver, RunReport, Silent, TextPrinter};
 use weft_taskbook::vars::parse_extra_vars;
-use weft_taskbook::Error;
+use weft_taskbook::{Error, Vars};
 
 /// Exit statuses, as documented in `weft --help`.
 const EXIT_INPUT_ERROR: u8 = 1;
 const EXIT_TASK_FAILED: u8 = 2;
+
+const DEFAULT_MASTER_DIR: &str = "/var/lib/weft/master";
+const DEFAULT_MINION_DIR: &str = "/var/lib/weft/minion";
 
 #[derive(Parser)]
 #[command(
@@ -21,7 +37,10 @@ const EXIT_TASK_FAILED: u8 = 2;
     version,
     about = "Configuration management over its own WireGuard mesh",
     long_about = "weft runs TaskBooks (YAML steps of tasks) on this machine or, through a \
-master, across a fleet.\n\nStart with a local run:\n  weft run taskbook site.yml --local --check --diff",
+master, across a fleet.\n\nStart with a local run:\n  weft run taskbook site.yml --local --check --diff\n\n\
+A cluster in four commands:\n  weft master init --public-endpoint 192.0.2.10:7443 && weft master &\n  \
+TOKEN=$(weft token create --uses 10)\n  weft minion join --token $TOKEN && weft minion &     # on each node\n  \
+weft run taskbook site.yml",
     after_help = "Exit status: 0 all ok, 1 usage or input error, 2 some task failed."
 )]
 struct Cli {
@@ -34,26 +53,46 @@ enum Command {
     /// Run something now.
     #[command(subcommand)]
     Run(RunCommand),
-    /// Show the facts tasks see as `facts.*`.
+    /// Show a node's facts (the ones tasks see as `facts.*`), or this machine's with --local.
     Facts(FactsArgs),
+    /// Create a master (`init`), or run one.
+    Master(MasterArgs),
+    /// Join a cluster (`join`), or run this node's agent.
+    Minion(MinionArgs),
+    /// Bootstrap tokens for joining nodes.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// List the nodes: state, VPN IP, last seen, labels.
+    Nodes(ListArgs),
+    /// One node: show or remove.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// List recent jobs, newest first.
+    Jobs(JobsArgs),
+    /// One job.
+    #[command(subcommand)]
+    Job(JobCommand),
 }
 
 #[derive(Subcommand)]
 enum RunCommand {
-    /// Run a TaskBook file.
+    /// Run a TaskBook file on the cluster, or with --local on this machine.
     #[command(
-        after_help = "Examples:\n  weft run taskbook taskbooks/sshd-hardening.yml --local --check --diff\n  weft run taskbook site.yml --local -e port=8080 -e @vars.yml --tags config\n  weft run taskbook site.yml --local -o json | jq '.recap'"
+        after_help = "Examples:\n  weft run taskbook taskbooks/motd.yml --check --diff\n  weft run taskbook site.yml --nodes web-1,role=db -e port=8080\n  weft run taskbook taskbooks/sshd-hardening.yml --local --check --diff\n  weft run taskbook site.yml -o json | jq '.recap'"
     )]
     Taskbook(RunTaskbookArgs),
 }
 
 #[derive(Args)]
 struct RunTaskbookArgs {
-    /// The TaskBook file (YAML).
+    /// The TaskBook file (YAML). Its folder (templates/, files/, includes) goes with it.
     file: PathBuf,
     /// Run on this machine, with no master (like `ansible-playbook -c local`).
     #[arg(long)]
     local: bool,
+    /// Run on these nodes instead of each step's own: names and k=v labels, comma-separated.
+    #[arg(long, value_name = "SEL", conflicts_with = "local")]
+    nodes: Option<String>,
     /// Report what would change without changing anything.
     #[arg(long)]
     check: bool,
@@ -73,13 +112,178 @@ struct RunTaskbookArgs {
     /// Output: live text lines, or one JSON document (schema weft.run/v1) at the end.
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
     output: Output,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+/// Where the admin's credentials are.
+#[derive(Args)]
+struct AdminArgs {
+    /// Admin credentials (default: $WEFT_CONFIG, then ~/.config/weft/config.yaml).
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
 struct FactsArgs {
-    /// Gather this machine's facts (cluster nodes' facts come with `weft facts NODE`).
-    #[arg(long)]
+    /// The node (as `weft nodes` lists it).
+    #[arg(required_unless_present = "local")]
+    node: Option<String>,
+    /// Gather this machine's facts instead, with no master.
+    #[arg(long, conflicts_with = "node")]
     local: bool,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct MasterArgs {
+    #[command(subcommand)]
+    init: Option<MasterCommand>,
+    /// The master's data directory, made by `weft master init`.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_MASTER_DIR)]
+    data_dir: PathBuf,
+    /// Listen here instead of every address on the public endpoint's port.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<SocketAddr>,
+    /// Job history kept: at most this many finished jobs...
+    #[arg(long, default_value_t = 1000)]
+    keep_jobs: u32,
+    /// ...and none older than this.
+    #[arg(long, default_value = "30d", value_parser = Duration::parse)]
+    keep_jobs_for: Duration,
+    /// Write logs to daily files here (the last 7 kept) instead of stderr.
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum MasterCommand {
+    /// Create the cluster: CA, master certificate, admin credentials, store.
+    Init(MasterInitArgs),
+}
+
+#[derive(Args)]
+struct MasterInitArgs {
+    /// The master's data directory (made private to root).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_MASTER_DIR)]
+    data_dir: PathBuf,
+    /// HOST:PORT where nodes and admins reach this master; tokens carry it.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7443")]
+    public_endpoint: String,
+    /// The cluster's name, in its CA certificate.
+    #[arg(long, default_value = "weft")]
+    cluster_name: String,
+    /// This master's name (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct MinionArgs {
+    #[command(subcommand)]
+    join: Option<MinionCommand>,
+    /// The node's data directory, where `weft minion join` keeps its identity.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_MINION_DIR)]
+    data_dir: PathBuf,
+    /// Write logs to daily files here (the last 7 kept) instead of stderr.
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum MinionCommand {
+    /// Join a cluster with a token from `weft token create`, then exit; `weft minion` runs the node.
+    Join(MinionJoinArgs),
+}
+
+#[derive(Args)]
+struct MinionJoinArgs {
+    /// The token `weft token create` printed.
+    #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
+    token: String,
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Labels, k=v comma-separated: `--labels role=web,zone=a`.
+    #[arg(long, value_delimiter = ',', value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_MINION_DIR)]
+    data_dir: PathBuf,
+    /// HOST:PORT where peers reach this node's WireGuard (default: what the master sees).
+    #[arg(long, value_name = "HOST:PORT")]
+    public_endpoint: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new token (alone on stdout) for `weft minion join --token`.
+    Create(TokenCreateArgs),
+}
+
+#[derive(Args)]
+struct TokenCreateArgs {
+    /// How long the token is good for (1m to 7d).
+    #[arg(long, default_value = "10m", value_parser = Duration::parse)]
+    ttl: Duration,
+    /// How many nodes may join with it (1 to 1000).
+    #[arg(long, default_value_t = 1)]
+    uses: u32,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// A node's state, labels and main facts.
+    Show(NodeArgs),
+    /// Remove a node: its certificate is refused from then on.
+    Remove(NodeArgs),
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    name: String,
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Args)]
+struct JobsArgs {
+    /// How many to list.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Subcommand)]
+enum JobCommand {
+    /// A job's steps, each node's state in each, and its recap.
+    Show(JobShowArgs),
+}
+
+#[derive(Args)]
+struct JobShowArgs {
+    job_id: String,
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(flatten)]
+    admin: AdminArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -88,27 +292,90 @@ enum Output {
     Json,
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Run(RunCommand::Taskbook(args)) => run_taskbook(args),
-        Command::Facts(args) => show_facts(args),
+impl From<Output> for CliOutput {
+    fn from(output: Output) -> Self {
+        match output {
+            Output::Text => CliOutput::Text,
+            Output::Json => CliOutput::Json,
+        }
     }
 }
 
-fn run_taskbook(args: RunTaskbookArgs) -> ExitCode {
-    if !args.local {
-        return usage_error(
-            "running on a cluster needs a master, which this version of weft does not have yet; \
-             pass --local to run on this machine",
-        );
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .ok_or_else(|| format!("`{text}` is not a label: expected KEY=VALUE"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(RunCommand::Taskbook(args)) if args.local => run_taskbook_locally(args),
+        Command::Run(RunCommand::Taskbook(args)) => run_taskbook_on_cluster(args),
+        Command::Facts(args) if args.local => show_local_facts(),
+        Command::Facts(args) => admin(&args.admin, |mut client| async move {
+            weft_cli::nodes::show_facts(&mut client, args.node.as_deref().unwrap_or_default()).await
+        }),
+        Command::Master(MasterArgs {
+            init: Some(MasterCommand::Init(args)),
+            ..
+        }) => master_init(args),
+        Command::Master(args) => run_master(args),
+        Command::Minion(MinionArgs {
+            join: Some(MinionCommand::Join(args)),
+            ..
+        }) => minion_join(args),
+        Command::Minion(args) => run_minion(args),
+        Command::Token(TokenCommand::Create(args)) => admin(&args.admin, |mut client| async move {
+            weft_cli::token::create_token(&mut client, args.ttl.0, args.uses).await
+        }),
+        Command::Nodes(args) => admin(&args.admin, |mut client| async move {
+            weft_cli::nodes::list_nodes(&mut client, args.output.into()).await
+        }),
+        Command::Node(NodeCommand::Show(args)) => admin(&args.admin, |mut client| async move {
+            weft_cli::nodes::show_node(&mut client, &args.name, args.output.into()).await
+        }),
+        Command::Node(NodeCommand::Remove(args)) => admin(&args.admin, |mut client| async move {
+            weft_cli::nodes::remove_node(&mut client, &args.name).await
+        }),
+        Command::Jobs(args) => admin(&args.admin, |mut client| async move {
+            weft_cli::jobs::list_jobs(&mut client, args.limit, args.output.into()).await
+        }),
+        Command::Job(JobCommand::Show(args)) => admin(&args.admin, |mut client| async move {
+            weft_cli::jobs::show_job(&mut client, &args.job_id, args.output.into()).await
+        }),
     }
-    let extra_vars = match args
-        .extra_vars
-        .iter()
-        .map(|e| parse_extra_vars(e))
-        .collect::<Result<Vec<_>, _>>()
-    {
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the async runtime starts")
+}
+
+/// Connects with the admin's credentials and runs one adminapi command.
+fn admin<F, Fut>(args: &AdminArgs, command: F) -> ExitCode
+where
+    F: FnOnce(weft_cli::admin::AdminClient) -> Fut,
+    Fut: Future<Output = Result<(), CliError>>,
+{
+    let done = runtime().block_on(async {
+        let client = weft_cli::admin::connect(args.config.as_deref()).await?;
+        command(client).await
+    });
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => usage_error(&error.to_string()),
+    }
+}
+
+fn extra_vars(arguments: &[String]) -> Result<Vec<Vars>, Error> {
+    arguments.iter().map(|e| parse_extra_vars(e)).collect()
+}
+
+fn run_taskbook_locally(args: RunTaskbookArgs) -> ExitCode {
+    let extra_vars = match extra_vars(&args.extra_vars) {
         Ok(vars) => vars,
         Err(error) => return input_error(&error),
     };
@@ -119,6 +386,7 @@ fn run_taskbook(args: RunTaskbookArgs) -> ExitCode {
             diff: args.diff,
             tags: args.tags,
             skip_tags: args.skip_tags,
+            run_once_node: None,
         },
         extra_vars,
     };
@@ -132,14 +400,47 @@ fn run_taskbook(args: RunTaskbookArgs) -> ExitCode {
         Ok(report) => report,
         Err(error) => return input_error(&error),
     };
-    match args.output {
-        Output::Text => {
-            let _ = printer.write_recap(&report);
-        }
-        Output::Json => println!(
+    if args.output == Output::Text {
+        let _ = printer.write_recap(&report);
+    }
+    report_exit(&report, args.output)
+}
+
+fn run_taskbook_on_cluster(args: RunTaskbookArgs) -> ExitCode {
+    let extra_vars = match extra_vars(&args.extra_vars) {
+        Ok(vars) => vars,
+        Err(error) => return input_error(&error),
+    };
+    let run = RemoteRun {
+        file: args.file,
+        check_mode: args.check,
+        diff: args.diff,
+        extra_vars,
+        tags: args.tags,
+        skip_tags: args.skip_tags,
+        nodes: args.nodes,
+        output: args.output.into(),
+    };
+    let output = args.output;
+    let report = runtime().block_on(async {
+        let mut client = weft_cli::admin::connect(args.admin.config.as_deref()).await?;
+        weft_cli::run::run_taskbook(&mut client, run).await
+    });
+    match report {
+        Ok(report) => report_exit(&report, output),
+        Err(error @ CliError::NoCredentials(_)) => usage_error(&format!(
+            "{error}\n  hint: to run on this machine without a master, pass --local"
+        )),
+        Err(error) => usage_error(&error.to_string()),
+    }
+}
+
+fn report_exit(report: &RunReport, output: Output) -> ExitCode {
+    if output == Output::Json {
+        println!(
             "{}",
-            serde_json::to_string_pretty(&report).expect("a report always serializes")
-        ),
+            serde_json::to_string_pretty(report).expect("a report always serializes")
+        );
     }
     if report.failed {
         ExitCode::from(EXIT_TASK_FAILED)
@@ -148,12 +449,7 @@ fn run_taskbook(args: RunTaskbookArgs) -> ExitCode {
     }
 }
 
-fn show_facts(args: FactsArgs) -> ExitCode {
-    if !args.local {
-        return usage_error(
-            "weft facts NODE needs a master; pass --local for this machine's facts",
-        );
-    }
+fn show_local_facts() -> ExitCode {
     match weft_modules::facts::gather_facts() {
         Ok(facts) => {
             println!(
@@ -162,10 +458,119 @@ fn show_facts(args: FactsArgs) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(error) => {
-            eprintln!("error: gathering facts: {error}");
-            ExitCode::from(EXIT_INPUT_ERROR)
+        Err(error) => usage_error(&format!("gathering facts: {error}")),
+    }
+}
+
+/// Node and master names default to the host name, as a valid name.
+fn host_name() -> String {
+    weft_modules::facts::host_name().to_ascii_lowercase()
+}
+
+fn master_init(args: MasterInitArgs) -> ExitCode {
+    let options = InitOptions {
+        data_dir: args.data_dir,
+        master_public_endpoint: args.public_endpoint,
+        cluster_name: args.cluster_name,
+        master_name: args.name.unwrap_or_else(host_name),
+        user_config: weft_cli::admin::user_config_path(),
+    };
+    match weft_master::init::init(&options) {
+        Ok(Initialized {
+            admin_file,
+            user_config,
+        }) => {
+            eprintln!("cluster created in {}", options.data_dir.display());
+            eprintln!("admin credentials: {}", admin_file.display());
+            if let Some(path) = user_config {
+                eprintln!("                   {} (used by default)", path.display());
+            }
+            eprintln!(
+                "next: weft master --data-dir {}   then: weft token create",
+                options.data_dir.display()
+            );
+            ExitCode::SUCCESS
         }
+        Err(error) => usage_error(&error.to_string()),
+    }
+}
+
+/// Until SIGINT or SIGTERM.
+async fn termination() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM can be caught");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+fn start_logging(daemon: &str, log_dir: Option<&Path>) -> Result<Option<impl Drop>, ExitCode> {
+    weft_cli::logging::init(daemon, log_dir).map_err(|error| usage_error(&error.to_string()))
+}
+
+fn run_master(args: MasterArgs) -> ExitCode {
+    let _log = match start_logging("weft-master", args.log_dir.as_deref()) {
+        Ok(guard) => guard,
+        Err(code) => return code,
+    };
+    let options = MasterOptions {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        retention: JobRetention {
+            max_jobs: args.keep_jobs,
+            max_age: args.keep_jobs_for,
+        },
+    };
+    match runtime().block_on(weft_master::daemon::run(options, termination())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error @ MasterError::Settings(_)) => usage_error(&error.to_string()),
+        Err(error) => {
+            tracing::error!(%error, "the master stopped");
+            usage_error(&error.to_string())
+        }
+    }
+}
+
+fn minion_join(args: MinionJoinArgs) -> ExitCode {
+    let options = JoinOptions {
+        token: args.token,
+        node_name: args.name.unwrap_or_else(host_name),
+        labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        data_dir: args.data_dir,
+        node_public_endpoint: args.public_endpoint,
+    };
+    match runtime().block_on(weft_minion::join::join(&options)) {
+        Ok(identity) => {
+            eprintln!(
+                "joined as {}; identity in {}. Run the node with: weft minion --data-dir {}",
+                identity.node_name,
+                options.data_dir.display(),
+                options.data_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => usage_error(&error.to_string()),
+    }
+}
+
+fn run_minion(args: MinionArgs) -> ExitCode {
+    let _log = match start_logging("weft-minion", args.log_dir.as_deref()) {
+        Ok(guard) => guard,
+        Err(code) => return code,
+    };
+    let identity = match MinionIdentity::load(&args.data_dir) {
+        Ok(identity) => identity,
+        Err(error) => return input_error(&error),
+    };
+    let options = AgentOptions {
+        identity,
+        work_dir: args.data_dir.join("work"),
+        facts: FactsSource::Gather,
+    };
+    match runtime().block_on(weft_minion::agent::run_agent(options, termination())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => usage_error(&error.to_string()),
     }
 }
 

@@ -345,16 +345,19 @@ fn malformed_command_lines_get_exact_errors() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(snapshot(dir.path()), before);
 
-    // Without --local there is no master yet: a usage error, not a silent no-op.
+    // Without --local a run goes to the master: with no credentials, a usage error that
+    // says where they come from, not a silent no-op.
     let output = common::weft()
         .args(["run", "taskbook"])
         .arg(&ok_book)
+        .env("HOME", dir.path())
+        .env_remove("WEFT_CONFIG")
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
     assert!(
-        stderr(&output).contains("pass --local"),
-        "{}",
-        stderr(&output)
+        err.contains("no admin credentials at") && err.contains("--local"),
+        "{err}"
     );
 }

@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
 
+pub mod cluster;
+
 pub fn weft() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
     command.env("NO_COLOR", "1");

@@ -12,7 +12,8 @@ use weft_taskbook::render::{describe_value, Renderer};
 use weft_taskbook::report::{unix_ms_now, ItemResult, TaskResult, TaskStatus};
 use weft_taskbook::task::Conditions;
 use weft_taskbook::taskbook::spanned_origin;
-use weft_taskbook::{Error, Step, Task, Vars};
+use weft_taskbook::vars::{resolve_templated_vars, VarLayers, VarLevel};
+use weft_taskbook::{Error, Step, Task, TaskBook, Vars};
 
 /// How a run treats every task.
 #[derive(Debug, Clone, Default)]
@@ -22,6 +23,8 @@ pub struct RunOptions {
     /// Run only tasks with one of these tags (plus those tagged `always`).
     pub tags: Vec<String>,
     pub skip_tags: Vec<String>,
+    /// In a cluster run, the node `run_once` tasks run on; the others skip them.
+    pub run_once_node: Option<String>,
 }
 
 impl RunOptions {
@@ -77,8 +80,45 @@ impl NodeExecutor {
         }
     }
 
-    pub fn renderer(&mut self) -> &mut Renderer {
-        &mut self.renderer
+    /// Starts from registered results a previous step left (cluster runs carry them
+    /// from step to step through the master).
+    pub fn with_registered(mut self, registered: Vars) -> Self {
+        self.registered = registered;
+        self
+    }
+
+    pub fn registered(&self) -> &Vars {
+        &self.registered
+    }
+
+    /// Runs step `index` of the TaskBook with every variable layered by precedence:
+    /// `cluster` (Config, cluster and node variables, below the TaskBook's), the
+    /// TaskBook's, the step's, then each of `extra` (`-e`), registered results on top.
+    /// `Err` is a variable that cannot be rendered: no task ran.
+    pub fn run_taskbook_step(
+        &mut self,
+        taskbook: &TaskBook,
+        index: usize,
+        cluster: &Vars,
+        extra: &[Vars],
+        options: &RunOptions,
+        emit: &mut dyn FnMut(TaskResult),
+    ) -> Result<(), Error> {
+        let step = &taskbook.steps[index];
+        let mut layers = VarLayers::default();
+        layers.push(VarLevel::Node, cluster.clone());
+        layers.push(VarLevel::TaskBook, taskbook.vars.clone());
+        layers.push(VarLevel::Step, step.vars.clone());
+        for vars in extra {
+            layers.push(VarLevel::ExtraVars, vars.clone());
+        }
+        let mut vars = layers.merged();
+        let base = self.context.clone();
+        resolve_templated_vars(&mut vars, &base, &mut self.renderer)
+            .map_err(|e| e.in_file(&step.file))?;
+        self.set_vars(&vars);
+        self.run_step(step, &step.display_name(index), options, emit);
+        Ok(())
     }
 
     /// Runs the step's tasks, then its notified handlers; each result goes to `emit`.
@@ -145,10 +185,17 @@ impl NodeExecutor {
             started_unix_ms,
             duration_ms: 0.0,
         };
-        let outcome = match find_module(&task.module.value) {
-            Some(module) => self.run_items(task, step, module, options),
+        let run_once_elsewhere = options
+            .run_once_node
+            .as_ref()
+            .filter(|node| task.run_once && **node != self.node_name);
+        let outcome = match (run_once_elsewhere, find_module(&task.module.value)) {
+            (Some(node), _) => Ok(Items::Single(Attempted::skipped(format!(
+                "run_once: runs on {node} only"
+            )))),
+            (None, Some(module)) => self.run_items(task, step, module, options),
             // Validation refuses unknown modules before a run; this guards embedders.
-            None => Err(
+            (None, None) => Err(
                 Error::new(format!("unknown module `{}`", task.module.value))
                     .at(task.module.span()),
             ),

@@ -7,7 +7,6 @@ use serde_json::json;
 use weft_modules::facts::gather_facts;
 use weft_modules::validate_taskbook;
 use weft_taskbook::report::{RunObserver, RunReport};
-use weft_taskbook::vars::{resolve_templated_vars, VarLayers, VarLevel};
 use weft_taskbook::{Error, TaskBook, Vars};
 
 use crate::executor::{NodeExecutor, RunOptions};
@@ -44,31 +43,30 @@ pub fn run_local(run: &LocalRun, observer: &mut dyn RunObserver) -> Result<RunRe
         &json!({"name": node_name, "labels": {}, "vpn_ip": null}),
     );
     base.insert("nodes", &json!({ &node_name: {"facts": facts} }));
-    let mut executor = NodeExecutor::new(node_name.clone(), base.clone());
+    let mut executor = NodeExecutor::new(node_name.clone(), base);
 
     let total = taskbook.steps.len();
     for (index, step) in taskbook.steps.iter().enumerate() {
         if executor.failed {
             break;
         }
-        let step_name = step.display_name(index);
-        observer.step_started(index, total, &step_name, std::slice::from_ref(&node_name));
-
-        let mut layers = VarLayers::default();
-        layers.push(VarLevel::TaskBook, taskbook.vars.clone());
-        layers.push(VarLevel::Step, step.vars.clone());
-        for extra in &run.extra_vars {
-            layers.push(VarLevel::ExtraVars, extra.clone());
-        }
-        let mut vars = layers.merged();
-        resolve_templated_vars(&mut vars, &base, executor.renderer())
-            .map_err(|e| e.in_file(&step.file))?;
-        executor.set_vars(&vars);
-
-        executor.run_step(step, &step_name, &run.options, &mut |result| {
-            observer.task_finished(&result);
-            report.record(result);
-        });
+        observer.step_started(
+            index,
+            total,
+            &step.display_name(index),
+            std::slice::from_ref(&node_name),
+        );
+        executor.run_taskbook_step(
+            &taskbook,
+            index,
+            &Vars::new(),
+            &run.extra_vars,
+            &run.options,
+            &mut |result| {
+                observer.task_finished(&result);
+                report.record(result);
+            },
+        )?;
     }
     report.finish();
     Ok(report)

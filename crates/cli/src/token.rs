@@ -1,0 +1,31 @@
+//! `weft token create`.
+
+use std::time::Duration;
+
+use weft_proto::adminapi::CreateTokenRequest;
+
+use crate::admin::AdminClient;
+use crate::output::timestamp;
+use crate::CliError;
+
+/// Prints the token alone on stdout, so `$(weft token create)` works; the rest to stderr.
+pub async fn create_token(
+    client: &mut AdminClient,
+    ttl: Duration,
+    uses: u32,
+) -> Result<(), CliError> {
+    let response = client
+        .create_token(CreateTokenRequest {
+            ttl_seconds: ttl.as_secs(),
+            uses,
+        })
+        .await?
+        .into_inner();
+    println!("{}", response.token);
+    eprintln!(
+        "token valid until {} for {uses} join{}: weft minion join --token TOKEN",
+        timestamp(response.expires_unix_ms),
+        if uses == 1 { "" } else { "s" }
+    );
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! A real cluster on loopback for end-to-end tests: a `weft master` process and
+//! `weft minion` processes, each with its own data directory, joined with a real token.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::weft;
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub endpoint: String,
+    master: Option<Child>,
+    minions: Vec<(String, Child)>,
+}
+
+/// How long a cluster may take to come up or settle before a test gives up.
+const SETTLE: Duration = Duration::from_secs(30);
+
+impl Cluster {
+    /// A master and `names.len()` minions, all online. Each minion gets the label
+    /// `index=<i>` and `role=<web|db>` (the first is `db`).
+    pub fn start(names: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cluster = Cluster {
+            endpoint: format!("127.0.0.1:{port}"),
+            dir,
+            master: None,
+            minions: Vec::new(),
+        };
+        let init = cluster
+            .command(&["master", "init", "--cluster-name", "test", "--name", "m1"])
+            .arg("--data-dir")
+            .arg(cluster.master_dir())
+            .arg("--public-endpoint")
+            .arg(&cluster.endpoint)
+            .output()
+            .unwrap();
+        assert_success(&init, "master init");
+        cluster.start_master();
+        if !names.is_empty() {
+            let token = cluster.token(names.len() as u32);
+            for (index, name) in names.iter().enumerate() {
+                let role = if index == 0 { "db" } else { "web" };
+                cluster.join(name, &token, &format!("index={index},role={role}"));
+                cluster.start_minion(name);
+            }
+            cluster.wait_online(names);
+        }
+        cluster
+    }
+
+    pub fn master_dir(&self) -> PathBuf {
+        self.dir.path().join("master")
+    }
+
+    pub fn minion_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("minion-{name}"))
+    }
+
+    pub fn admin_config(&self) -> PathBuf {
+        self.master_dir().join("admin.yaml")
+    }
+
+    /// `weft ARGS` with HOME inside the cluster's directory (nothing lands in the real one).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = weft();
+        command
+            .env("HOME", self.dir.path().join("home"))
+            .env_remove("WEFT_CONFIG")
+            .args(args);
+        command
+    }
+
+    /// An admin command (with `--config`).
+    pub fn admin(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .arg("--config")
+            .arg(self.admin_config())
+            .output()
+            .unwrap()
+    }
+
+    pub fn admin_json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let output = self.admin(&all);
+        assert_success(&output, &args.join(" "));
+        serde_json::from_slice(&output.stdout).expect("JSON output")
+    }
+
+    pub fn start_master(&mut self) {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("master.log"))
+            .unwrap();
+        let child = self
+            .command(&["master"])
+            .arg("--data-dir")
+            .arg(self.master_dir())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.master = Some(child);
+        let deadline = Instant::now() + SETTLE;
+        while !self.admin(&["nodes"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "the master did not come up:\n{}",
+                self.master_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no chance to tidy up.
+    pub fn kill_master(&mut self) {
+        if let Some(mut master) = self.master.take() {
+            master.kill().unwrap();
+            master.wait().unwrap();
+        }
+    }
+
+    pub fn master_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("master.log")).unwrap_or_default()
+    }
+
+    pub fn token(&self, uses: u32) -> String {
+        let output = self.admin(&["token", "create", "--uses", &uses.to_string()]);
+        assert_success(&output, "token create");
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    }
+
+    pub fn try_join(&self, name: &str, token: &str, labels: &str) -> Output {
+        let mut command = self.command(&["minion", "join", "--name", name, "--token", token]);
+        if !labels.is_empty() {
+            command.args(["--labels", labels]);
+        }
+        command
+            .arg("--data-dir")
+            .arg(self.minion_dir(name))
+            .output()
+            .unwrap()
+    }
+
+    pub fn join(&self, name: &str, token: &str, labels: &str) {
+        assert_success(&self.try_join(name, token, labels), &format!("join {name}"));
+    }
+
+    pub fn start_minion(&mut self, name: &str) {
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("minion-{name}.log"))).unwrap();
+        let child = self
+            .command(&["minion"])
+            .arg("--data-dir")
+            .arg(self.minion_dir(name))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.minions.push((name.to_string(), child));
+    }
+
+    pub fn kill_minion(&mut self, name: &str) {
+        if let Some(position) = self.minions.iter().position(|(n, _)| n == name) {
+            let (_, mut child) = self.minions.remove(position);
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn nodes(&self) -> Vec<Value> {
+        self.admin_json(&["nodes"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn wait_online(&self, names: &[&str]) {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let nodes = self.nodes();
+            let online = |name: &&str| {
+                nodes
+                    .iter()
+                    .any(|n| n["name"] == **name && n["online"] == true)
+            };
+            if names.iter().all(online) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nodes {names:?} not online: {nodes:?}\n{}",
+                self.master_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `weft run taskbook FILE -o json ARGS...`: (report, exit status).
+    pub fn run(&self, file: &Path, args: &[&str]) -> (Value, Output) {
+        let mut all = vec!["run", "taskbook", file.to_str().unwrap(), "-o", "json"];
+        all.extend_from_slice(args);
+        let output = self.admin(&all);
+        let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "no JSON report ({e}); exit {:?}\nstderr:\n{}\nmaster log:\n{}",
+                output.status.code(),
+                String::from_utf8_lossy(&output.stderr),
+                self.master_log()
+            )
+        });
+        (report, output)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.minions {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.kill_master();
+    }
+}
+
+pub fn assert_success(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Writes a TaskBook into its own folder and returns its path.
+pub fn taskbook(dir: &Path, name: &str, yaml: &str) -> PathBuf {
+    let folder = dir.join(format!("taskbook-{name}"));
+    std::fs::create_dir_all(&folder).unwrap();
+    let path = folder.join("site.yml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
