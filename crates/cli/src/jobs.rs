@@ -39,14 +39,11 @@ pub async fn list_jobs(
             let rows: Vec<Vec<String>> = jobs
                 .iter()
                 .map(|job| {
-                    let took = if job.finished_unix_ms == 0 {
-                        "-".to_string()
-                    } else {
-                        format!(
-                            "{:.1}s",
-                            job.finished_unix_ms.saturating_sub(job.started_unix_ms) as f64
-                                / 1000.0
-                        )
+                    let took = match job.finished_unix_ms.checked_sub(job.started_unix_ms) {
+                        _ if job.finished_unix_ms == 0 => "-".to_string(),
+                        Some(ms) if ms < 10_000 => format!("{ms} ms"),
+                        Some(ms) => format!("{:.0} s", ms as f64 / 1000.0),
+                        None => "-".to_string(),
                     };
                     vec![
                         job.job_id.clone(),
