@@ -534,3 +534,146 @@ pub fn unreachable_result(
         duration_ms: 0.0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    fn job(job_id: &str, state: JobState, started_unix_ms: u64) -> JobRecord {
+        JobRecord {
+            job_id: job_id.into(),
+            taskbook: "site".into(),
+            file: "site.yml".into(),
+            check_mode: false,
+            state,
+            started_unix_ms,
+            finished_unix_ms: None,
+            steps: vec![JobStepPlan {
+                name: "step 1".into(),
+                nodes: vec!["a".into(), "b".into()],
+            }],
+            message: None,
+        }
+    }
+
+    fn node_step(node: &str, state: NodeStepState) -> NodeStepRecord {
+        NodeStepRecord {
+            node: node.into(),
+            step_index: 0,
+            state,
+            dispatched_unix_ms: 1,
+            finished_unix_ms: None,
+            note: None,
+        }
+    }
+
+    fn result(node: &str, task: &str) -> TaskResult {
+        let mut result = unreachable_result(node, "step 1", "site.yml", "x", 1);
+        result.status = TaskStatus::Ok;
+        result.task = task.into();
+        result
+    }
+
+    #[tokio::test]
+    async fn the_journal_writes_everything_and_a_repeated_report_is_stored_once() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let journal = JobJournal::start(store.clone());
+        journal.job(&job("j1", JobState::Running, 1));
+        for _ in 0..2 {
+            journal.result("j1", 0, 0, &result("a", "first"));
+        }
+        journal.result("j1", 0, 1, &result("a", "second"));
+        journal.node_step("j1", &node_step("a", NodeStepState::Running));
+        journal.node_step("j1", &node_step("a", NodeStepState::Ok));
+        journal.flush().await;
+
+        let detail = JobStore::new(store).detail("j1").await.unwrap();
+        let tasks: Vec<&str> = detail
+            .report
+            .results
+            .iter()
+            .map(|r| r.task.as_str())
+            .collect();
+        assert_eq!(tasks, ["first", "second"]);
+        assert_eq!(detail.node_steps, [node_step("a", NodeStepState::Ok)]);
+        assert_eq!(
+            detail.report.recap.len(),
+            2,
+            "both planned nodes are in the recap"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_restart_interrupts_running_jobs_and_keeps_late_reports() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let journal = JobJournal::start(store.clone());
+        journal.job(&job("done", JobState::Succeeded, 1));
+        journal.job(&job("live", JobState::Running, 2));
+        journal.node_step("live", &node_step("a", NodeStepState::Ok));
+        journal.node_step("live", &node_step("b", NodeStepState::Running));
+        journal.flush().await;
+
+        let jobs = JobStore::new(store.clone());
+        assert_eq!(jobs.interrupt_unfinished(9).await.unwrap(), ["live"]);
+        let detail = jobs.detail("live").await.unwrap();
+        assert_eq!(detail.job.state, JobState::Interrupted);
+        assert!(detail.job.message.unwrap().contains("b (step 1)"));
+        assert_eq!(detail.node_steps[1].state, NodeStepState::Interrupted);
+        assert_eq!(jobs.get("done").await.unwrap().state, JobState::Succeeded);
+
+        let late = LateReport::Result {
+            sequence: 0,
+            result: Box::new(result("b", "slow")),
+        };
+        jobs.record_late("live", "b", 0, late, 10).await.unwrap();
+        jobs.record_late("live", "b", 0, LateReport::Done { failed: false }, 11)
+            .await
+            .unwrap();
+        let detail = jobs.detail("live").await.unwrap();
+        assert_eq!(detail.report.results.len(), 1);
+        assert_eq!(detail.node_steps[1].state, NodeStepState::Ok);
+        assert!(detail.node_steps[1]
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("after the master stopped"));
+        // Nothing more to interrupt on the next restart.
+        assert!(jobs.interrupt_unfinished(12).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_the_newest_and_the_young_and_never_a_running_job() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let journal = JobJournal::start(store.clone());
+        let day_ms = 86_400_000;
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(100 * day_ms);
+        for (id, state, age_days) in [
+            ("j1", JobState::Running, 90),
+            ("j2", JobState::Failed, 50),
+            ("j3", JobState::Succeeded, 3),
+            ("j4", JobState::Succeeded, 2),
+            ("j5", JobState::Interrupted, 1),
+        ] {
+            journal.job(&job(id, state, (100 - age_days) * day_ms));
+            journal.result(id, 0, 0, &result("a", "t"));
+        }
+        journal.flush().await;
+        let jobs = JobStore::new(store.clone());
+        let retention = JobRetention {
+            max_jobs: 2,
+            max_age: weft_taskbook::duration::Duration::from_secs(30 * 86_400),
+        };
+        assert_eq!(jobs.sweep(&retention, now).await.unwrap(), 2);
+        let left: Vec<String> = jobs
+            .list(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.job_id)
+            .collect();
+        assert_eq!(left, ["j5", "j4", "j1"]);
+        assert!(store.list("/job-results/j2/").await.unwrap().is_empty());
+        assert!(store.list("/job-results/j3/").await.unwrap().is_empty());
+    }
+}
