@@ -192,25 +192,59 @@ mod tests {
     async fn refused_joins_store_nothing_and_keep_the_token() {
         let cluster = cluster();
         let nodes = NodeRegistry::new(cluster.store.clone());
+        let valid = request(&cluster, 1, "web-1").await;
+        let refusals: [(&str, fn(&mut JoinRequest), bool); 3] = [
+            ("bad name", |r| r.node_name = "Web_1!".into(), false),
+            (
+                "bad request",
+                |r| r.node_csr_der = b"not a request".to_vec(),
+                false,
+            ),
+            ("name online", |_| {}, true),
+        ];
+        for (what, spoil, online) in refusals {
+            let mut spoiled = JoinRequest {
+                credentials: TokenCredentials {
+                    token_id: valid.credentials.token_id.clone(),
+                    token_secret: valid.credentials.token_secret.clone(),
+                },
+                node_name: valid.node_name.clone(),
+                node_labels: BTreeMap::new(),
+                node_csr_der: valid.node_csr_der.clone(),
+                node_vpn_pub_key: None,
+                node_public_endpoint: None,
+            };
+            spoil(&mut spoiled);
+            let refused = cluster
+                .joiner
+                .join(spoiled, |_| online, SystemTime::now())
+                .await;
+            assert!(refused.is_err(), "{what}");
+            assert!(nodes.list().await.unwrap().is_empty(), "{what}");
+        }
+        // The token's one use is still there.
+        cluster
+            .joiner
+            .join(valid, |_| false, SystemTime::now())
+            .await
+            .unwrap();
+        assert_eq!(nodes.list().await.unwrap().len(), 1);
+    }
 
-        let mut bad_name = request(&cluster, 1, "Web_1!").await;
-        let credentials = TokenCredentials {
-            token_id: bad_name.credentials.token_id.clone(),
-            token_secret: bad_name.credentials.token_secret.clone(),
+    #[tokio::test]
+    async fn an_expired_token_is_refused_and_nothing_is_stored() {
+        let cluster = cluster();
+        let request = request(&cluster, 1, "web-1").await;
+        let later = SystemTime::now() + Duration::from_secs(11 * 60);
+        let refused = cluster.joiner.join(request, |_| false, later).await;
+        let Err(error) = refused else {
+            panic!("an expired token joined")
         };
-        let refused = cluster.joiner.join(bad_name, |_| false, SystemTime::now());
-        assert!(matches!(refused.await, Err(JoinError::InvalidName(_))));
-
-        bad_name = request(&cluster, 1, "web-1").await;
-        bad_name.credentials = credentials;
-        bad_name.node_csr_der = b"not a request".to_vec();
-        let refused = cluster.joiner.join(bad_name, |_| false, SystemTime::now());
-        assert!(matches!(refused.await, Err(JoinError::Csr(_))));
-
-        let online = request(&cluster, 1, "web-1").await;
-        let refused = cluster.joiner.join(online, |_| true, SystemTime::now());
-        assert!(matches!(refused.await, Err(JoinError::NameInUse(_))));
-
-        assert!(nodes.list().await.unwrap().is_empty());
+        assert!(error.to_string().contains("expired"), "{error}");
+        assert!(NodeRegistry::new(cluster.store.clone())
+            .list()
+            .await
+            .unwrap()
+            .is_empty());
     }
 }
