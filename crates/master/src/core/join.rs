@@ -193,7 +193,8 @@ mod tests {
         let cluster = cluster();
         let nodes = NodeRegistry::new(cluster.store.clone());
         let valid = request(&cluster, 1, "web-1").await;
-        let refusals: [(&str, fn(&mut JoinRequest), bool); 3] = [
+        type Spoil = fn(&mut JoinRequest);
+        let refusals: [(&str, Spoil, bool); 3] = [
             ("bad name", |r| r.node_name = "Web_1!".into(), false),
             (
                 "bad request",
