@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::join_all;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use weft_modules::bundle::Bundle;
 use weft_taskbook::objects::{JobRetention, NodeGroupSpec};
 use weft_taskbook::report::{unix_ms_now, RunReport, TaskResult};
@@ -477,46 +478,36 @@ impl<S: Store + Clone> JobRun<S> {
                 outcomes
             }
             RolloutMode::Window => {
-                // The window widens as the ramp does: the node that starts batch k's
-                // share may run beside sizes[k] - 1 others.
-                let window = Semaphore::new(sizes.first().copied().unwrap_or(0));
-                let mut batch_of = Vec::new();
-                for (batch_index, size) in sizes.iter().enumerate() {
-                    batch_of.extend(std::iter::repeat_n(batch_index, *size));
-                }
-                let widened = Mutex::new(0usize);
-                let first_window = sizes.first().copied().unwrap_or(0);
-                join_all(nodes.iter().cloned().enumerate().map(|(position, node)| {
-                    let window = &window;
-                    let widened = &widened;
-                    let sizes = &sizes;
-                    let batch_of = &batch_of;
-                    let run_node = &run_node;
-                    async move {
-                        {
-                            let mut widened = lock(widened);
-                            let batch = batch_of[position];
-                            if batch > *widened {
-                                let grow = sizes[*widened..=batch]
-                                    .iter()
-                                    .max()
-                                    .copied()
-                                    .unwrap_or(0)
-                                    .saturating_sub(
-                                        sizes[..=*widened].iter().max().copied().unwrap_or(0),
-                                    );
-                                window.add_permits(grow);
-                                *widened = batch;
+                // The window is the ramp's first size until that many nodes have
+                // finished, then its second size, and so on: a ramp [1, 10] is a canary
+                // that must finish before ten go at once.
+                let width_after: Vec<usize> = sizes
+                    .iter()
+                    .flat_map(|size| std::iter::repeat_n(*size, *size))
+                    .collect();
+                let mut running = FuturesUnordered::new();
+                let mut outcomes = Vec::new();
+                for (position, node) in nodes.iter().enumerate() {
+                    while running.len() >= width_after[outcomes.len().min(width_after.len() - 1)] {
+                        outcomes.extend(running.next().await);
+                    }
+                    if position >= sizes[0] && !pause.is_zero() && !stop.load(Ordering::SeqCst) {
+                        // Keep taking results while the pause runs.
+                        let pause = tokio::time::sleep(pause);
+                        tokio::pin!(pause);
+                        loop {
+                            tokio::select! {
+                                _ = &mut pause => break,
+                                Some(outcome) = running.next(), if !running.is_empty() => outcomes.push(outcome),
                             }
                         }
-                        let _permit = window.acquire().await.expect("the window is never closed");
-                        if position >= first_window && !pause.is_zero() {
-                            tokio::time::sleep(pause).await;
-                        }
-                        run_node(node).await
                     }
-                }))
-                .await
+                    running.push(run_node(node.clone()));
+                }
+                while let Some(outcome) = running.next().await {
+                    outcomes.push(outcome);
+                }
+                outcomes
             }
         }
     }
@@ -696,7 +687,11 @@ impl<S: Store + Clone> JobRun<S> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
     use super::*;
+    use crate::core::sessions::ToNode;
+    use crate::store::SqliteStore;
 
     #[test]
     fn other_nodes_are_sent_only_to_taskbooks_that_read_them() {
@@ -708,5 +703,106 @@ mod tests {
         ));
         assert!(!reads_other_nodes("nodes: {all: true}"));
         assert!(!reads_other_nodes("msg: '{{ my_nodes.x }}'"));
+    }
+
+    /// Nodes played in memory: each takes `work` per step; returns how many ran at
+    /// once when each node started, in start order.
+    async fn roll(rollout: &str, node_count: usize, work: Duration) -> (Vec<usize>, RunReport) {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let sessions = Arc::new(NodeSessions::default());
+        let registry = NodeRegistry::new(store.clone());
+        let running = Arc::new(AtomicUsize::new(0));
+        let started = Arc::new(Mutex::new(Vec::new()));
+        for index in 0..node_count {
+            let name = format!("n{index}");
+            registry
+                .put(&NodeRecord {
+                    node_name: name.clone(),
+                    labels: BTreeMap::new(),
+                    node_cert_sha256: String::new(),
+                    node_cert_serial: String::new(),
+                    node_vpn_ip: None,
+                    node_vpn_pub_key: None,
+                    node_public_endpoint: None,
+                    joined_unix_ms: 0,
+                    last_seen_unix_ms: 0,
+                })
+                .await
+                .unwrap();
+            let mut handle = sessions.open(&name);
+            let (sessions, running, started) = (sessions.clone(), running.clone(), started.clone());
+            tokio::spawn(async move {
+                while let Some(ToNode::RunStep(step)) = handle.to_node.recv().await {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    lock(&started).push(now);
+                    tokio::time::sleep(work).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    let done = StepEvent::Done {
+                        failed: false,
+                        registered: Vars::new(),
+                    };
+                    sessions.deliver(
+                        &name,
+                        handle.session_id,
+                        &step.job_id,
+                        step.step_index,
+                        done,
+                    );
+                }
+            });
+        }
+        let scratch = tempfile::tempdir().unwrap();
+        let runner = JobRunner::new(
+            store,
+            sessions,
+            RunnerConfig {
+                scratch_dir: scratch.path().to_path_buf(),
+                default_rollout: None,
+                retention: JobRetention::default(),
+            },
+        );
+        let source = format!(
+            "apiVersion: weft/v1\nkind: TaskBook\nmetadata: {{name: t}}\nspec:\n  steps:\n    - rollout: {rollout}\n      tasks:\n        - ping: {{}}\n"
+        );
+        let bundle = Bundle {
+            taskbook_file: "site.yml".into(),
+            files: [("site.yml".to_string(), bytes::Bytes::from(source))].into(),
+        };
+        let mut events = runner
+            .start(RunRequest {
+                bundle,
+                ..RunRequest::default()
+            })
+            .await
+            .unwrap();
+        while let Some(event) = events.recv().await {
+            if let JobEvent::Finished(report) = event {
+                return (lock(&started).clone(), *report);
+            }
+        }
+        panic!("the job never finished");
+    }
+
+    #[tokio::test]
+    async fn a_window_widens_with_its_ramp_and_never_past_it() {
+        let (concurrency, report) = roll(
+            "{batch: [1, 3], mode: window}",
+            7,
+            Duration::from_millis(40),
+        )
+        .await;
+        assert_eq!(concurrency.len(), 7);
+        // The canary runs alone, and the next node starts only once it finished.
+        assert_eq!(concurrency[..2], [1, 1], "{concurrency:?}");
+        assert!(concurrency.iter().all(|c| *c <= 3), "{concurrency:?}");
+        assert_eq!(concurrency.iter().max(), Some(&3), "{concurrency:?}");
+        assert_eq!(report.recap.len(), 7);
+        assert!(!report.failed);
+    }
+
+    #[tokio::test]
+    async fn barrier_batches_follow_a_percentage() {
+        let (concurrency, _) = roll("{batch: \"50%\"}", 4, Duration::from_millis(20)).await;
+        assert_eq!(concurrency.iter().max(), Some(&2), "{concurrency:?}");
     }
 }
