@@ -68,7 +68,9 @@ pub async fn run_taskbook(client: &mut AdminClient, run: RemoteRun) -> Result<Ru
         match event.kind {
             Some(run_event::Kind::Started(started)) => {
                 job_id = started.job_id;
-                progress.println(&format!("job {job_id}"));
+                if text {
+                    progress.suspend(|| eprintln!("job {job_id}"));
+                }
             }
             Some(run_event::Kind::StepStarted(step)) => {
                 progress.step(&step.step_name, step.node_names.len());
@@ -148,12 +150,6 @@ impl Progress {
 
     fn node_done(&self) {
         self.bar.inc(1);
-    }
-
-    fn println(&self, line: &str) {
-        if !self.bar.is_hidden() {
-            self.bar.println(line);
-        }
     }
 
     fn suspend(&self, print: impl FnOnce()) {
