@@ -382,3 +382,53 @@ fn nodes_facts_and_removal() {
     let log = std::fs::read_to_string(cluster.dir.path().join("minion-node-b.log")).unwrap();
     assert!(log.contains("revoked"), "{log}");
 }
+
+#[test]
+fn daemons_log_to_daily_files_with_a_main_file_pointing_at_today() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, logs) = (dir.path().join("master"), dir.path().join("logs"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let init = common::weft()
+        .env("HOME", dir.path())
+        .args([
+            "master",
+            "init",
+            "--public-endpoint",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_success(&init, "master init");
+    let mut master = common::weft()
+        .args(["master", "--data-dir"])
+        .arg(&data)
+        .arg("--log-dir")
+        .arg(&logs)
+        .spawn()
+        .unwrap();
+    let main_log = logs.join("weft-master.log");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&main_log).is_ok_and(|text| text.contains("master listening")) {
+        assert!(
+            Instant::now() < deadline,
+            "no log line in {}",
+            main_log.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    master.kill().unwrap();
+    master.wait().unwrap();
+    let target = std::fs::read_link(&main_log).unwrap();
+    let name = target.to_string_lossy();
+    // weft-master.YYYY-MM-DD.log
+    assert!(
+        name.starts_with("weft-master.20") && name.ends_with(".log") && name.len() == 26,
+        "{name}"
+    );
+}
