@@ -404,8 +404,13 @@ impl<S: Store> JobStore<S> {
             return Ok(());
         };
         let job: JobRecord = decode(&job_entry)?;
-        if job.state == JobState::Running {
-            // A live job that gave the node up has already said why.
+        let planned = job
+            .steps
+            .get(step_index as usize)
+            .is_some_and(|step| step.nodes.iter().any(|n| n == node));
+        // A live job that gave the node up has already said why; and a node reports
+        // only on steps it was given.
+        if job.state == JobState::Running || !planned {
             return Ok(());
         }
         let key = node_step_key(job_id, node, step_index);
@@ -638,6 +643,14 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("after the master stopped"));
+        // A node cannot report on a step it was never given.
+        let stray = LateReport::Result {
+            sequence: 5,
+            result: Box::new(result("c", "stray")),
+        };
+        jobs.record_late("live", "c", 0, stray, 12).await.unwrap();
+        jobs.record_late("live", "a", 7, LateReport::Done { failed: true }, 12).await.unwrap();
+        assert_eq!(jobs.detail("live").await.unwrap().report.results.len(), 1);
         // Nothing more to interrupt on the next restart.
         assert!(jobs.interrupt_unfinished(12).await.unwrap().is_empty());
     }
