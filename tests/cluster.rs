@@ -197,23 +197,7 @@ spec:
           ping: {}
 "#,
     );
-    let admin_config = cluster.admin_config();
-    let home = cluster.dir.path().join("home");
-    let run = std::thread::spawn(move || {
-        common::weft()
-            .env("HOME", home)
-            .args([
-                "run",
-                "taskbook",
-                book.to_str().unwrap(),
-                "-o",
-                "json",
-                "--config",
-            ])
-            .arg(admin_config)
-            .output()
-            .unwrap()
-    });
+    let run = cluster.spawn_run(&book, &["-o", "json"]);
     std::thread::sleep(Duration::from_secs(2));
     let killed_at = Instant::now();
     cluster.kill_minion("node-c");
@@ -272,24 +256,8 @@ spec:
           shell: "echo after >> {{ out }}/{{ node.name }}"
 "#,
     );
-    let admin_config = cluster.admin_config();
-    let home = cluster.dir.path().join("home");
     let out_var = format!("out={}", out.display());
-    let run = std::thread::spawn(move || {
-        common::weft()
-            .env("HOME", home)
-            .args([
-                "run",
-                "taskbook",
-                book.to_str().unwrap(),
-                "-e",
-                &out_var,
-                "--config",
-            ])
-            .arg(admin_config)
-            .output()
-            .unwrap()
-    });
+    let run = cluster.spawn_run(&book, &["-e", &out_var]);
     // Every node has done `first` and is inside `slow`.
     let deadline = Instant::now() + Duration::from_secs(20);
     while NODES.iter().any(|n| !out.join(n).exists()) {

@@ -226,6 +226,15 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// `weft run taskbook FILE ARGS...` in the background, for tests that act mid-run.
+    pub fn spawn_run(&self, file: &Path, args: &[&str]) -> std::thread::JoinHandle<Output> {
+        let mut command = self.command(&["run", "taskbook", file.to_str().unwrap()]);
+        command.args(args).arg("--config").arg(self.admin_config());
+        std::thread::spawn(move || command.output().unwrap())
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for (_, child) in &mut self.minions {

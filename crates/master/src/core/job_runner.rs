@@ -228,21 +228,25 @@ impl<S: Store + Clone> JobRunner<S> {
         step: &Step,
         index: usize,
     ) -> Result<Vec<String>, RunError> {
+        let refuse = |problem: String, hint: &str| {
+            RunError::Input(
+                Error::new(format!(
+                    "step {} (`{}`) {problem}",
+                    index + 1,
+                    step.display_name(index)
+                ))
+                .in_file(&step.file)
+                .with_hint(hint),
+            )
+        };
         let group: Option<NodeGroupSpec> = match &selector.group {
             None => None,
             Some(group) => {
                 let key = format!("{NODE_GROUPS_PREFIX}{group}");
                 let Some(entry) = self.inner.store.get(&key).await? else {
-                    return Err(RunError::Input(
-                        Error::new(format!(
-                            "step {} (`{}`) selects NodeGroup `{group}`, which does not exist",
-                            index + 1,
-                            step.display_name(index)
-                        ))
-                        .in_file(&step.file)
-                        .with_hint(
-                            "select nodes by `names`, `selector` or `facts`, or create the group",
-                        ),
+                    return Err(refuse(
+                        format!("selects NodeGroup `{group}`, which does not exist"),
+                        "select nodes by `names`, `selector` or `facts`, or create the group",
                     ));
                 };
                 Some(decode(&entry)?)
@@ -253,14 +257,9 @@ impl<S: Store + Clone> JobRunner<S> {
             .iter()
             .find(|name| !views.contains_key(*name))
         {
-            return Err(RunError::Input(
-                Error::new(format!(
-                    "step {} (`{}`) names node `{unknown}`, which has not joined",
-                    index + 1,
-                    step.display_name(index)
-                ))
-                .in_file(&step.file)
-                .with_hint("`weft nodes` lists the nodes"),
+            return Err(refuse(
+                format!("names node `{unknown}`, which has not joined"),
+                "`weft nodes` lists the nodes",
             ));
         }
         let selects_everything = selector.all || *selector == NodeSelector::default();
