@@ -649,7 +649,9 @@ mod tests {
             result: Box::new(result("c", "stray")),
         };
         jobs.record_late("live", "c", 0, stray, 12).await.unwrap();
-        jobs.record_late("live", "a", 7, LateReport::Done { failed: true }, 12).await.unwrap();
+        jobs.record_late("live", "a", 7, LateReport::Done { failed: true }, 12)
+            .await
+            .unwrap();
         assert_eq!(jobs.detail("live").await.unwrap().report.results.len(), 1);
         // Nothing more to interrupt on the next restart.
         assert!(jobs.interrupt_unfinished(12).await.unwrap().is_empty());
