@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use weft_modules::bundle::Bundle;
-use weft_modules::facts::gather_facts;
+use weft_modules::facts::{gather_facts, same_facts};
 use weft_proto::tls::mtls_endpoint;
 use weft_proto::vpnapi::vpn_api_client::VpnApiClient;
 use weft_proto::vpnapi::{
@@ -320,7 +320,7 @@ async fn keep_in_touch(source: FactsSource, facts: Arc<Mutex<Value>>, outbox: Sh
                 let Ok(fresh) = tokio::task::spawn_blocking(move || source.facts()).await else { continue };
                 let changed = {
                     let mut current = facts.lock().unwrap_or_else(PoisonError::into_inner);
-                    let changed = *current != fresh;
+                    let changed = !same_facts(&current, &fresh);
                     *current = fresh.clone();
                     changed
                 };

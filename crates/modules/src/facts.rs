@@ -258,6 +258,28 @@ struct SystemNames {
     machine: String,
 }
 
+/// Whether two gatherings describe the same machine, ignoring the gauges that move by
+/// themselves (uptime, available memory and disk), so a node sends its facts again
+/// when something about it changed, not every time it looks.
+pub fn same_facts(a: &Value, b: &Value) -> bool {
+    fn without_gauges(facts: &Value) -> Value {
+        let mut facts = facts.clone();
+        if let Some(map) = facts.as_object_mut() {
+            map.remove("uptime_seconds");
+        }
+        if let Some(memory) = facts.get_mut("memory").and_then(Value::as_object_mut) {
+            memory.remove("available_mb");
+        }
+        if let Some(mounts) = facts.get_mut("mounts").and_then(Value::as_array_mut) {
+            for mount in mounts.iter_mut().filter_map(Value::as_object_mut) {
+                mount.remove("available_mb");
+            }
+        }
+        facts
+    }
+    without_gauges(a) == without_gauges(b)
+}
+
 /// This machine's host name without its domain: the default name of a node.
 pub fn host_name() -> String {
     short_host_name(&uname().node_name).to_string()
@@ -1195,5 +1217,17 @@ mod tests {
         let mut sorted = names.clone();
         sorted.sort_unstable();
         assert_eq!(names, sorted);
+    }
+
+    #[test]
+    fn gauges_moving_is_not_a_change_of_facts() {
+        let before = json!({"hostname": "a", "uptime_seconds": 5, "memory": {"total_mb": 8, "available_mb": 3},
+            "mounts": [{"mount_point": "/", "size_mb": 10, "available_mb": 4}]});
+        let later = json!({"hostname": "a", "uptime_seconds": 65, "memory": {"total_mb": 8, "available_mb": 2},
+            "mounts": [{"mount_point": "/", "size_mb": 10, "available_mb": 1}]});
+        assert!(same_facts(&before, &later));
+        let renamed = json!({"hostname": "b", "uptime_seconds": 65, "memory": {"total_mb": 8, "available_mb": 2},
+            "mounts": [{"mount_point": "/", "size_mb": 10, "available_mb": 1}]});
+        assert!(!same_facts(&before, &renamed));
     }
 }
