@@ -45,7 +45,14 @@ pub struct TokenRecord {
     pub created_at: u64,
     pub expires_at: u64,
     pub uses_left: u32,
+    /// When the last use was spent; 0 while uses are left.
+    #[serde(default)]
+    pub used_up_at: u64,
 }
+
+/// A useless token is kept this long before it is swept, so that a late joiner hears
+/// that it expired or is used up rather than that it never existed.
+pub const TOKEN_SWEEP_GRACE: Duration = Duration::from_secs(10 * 60);
 
 impl TokenRecord {
     pub fn new(
@@ -67,6 +74,7 @@ impl TokenRecord {
             created_at,
             expires_at: created_at + ttl.as_secs(),
             uses_left: uses,
+            used_up_at: 0,
         })
     }
 
@@ -92,6 +100,9 @@ impl TokenRecord {
             return Err(TokenError::UsedUp);
         }
         self.uses_left -= 1;
+        if self.uses_left == 0 {
+            self.used_up_at = unix_secs(now);
+        }
         Ok(())
     }
 
@@ -99,9 +110,11 @@ impl TokenRecord {
         unix_secs(now) >= self.expires_at
     }
 
-    /// The sweeper deletes the records for which this holds.
+    /// The sweeper deletes the records for which this holds: useless for a while.
     pub fn is_sweepable(&self, now: SystemTime) -> bool {
-        self.is_expired(now) || self.uses_left == 0
+        let grace = TOKEN_SWEEP_GRACE.as_secs();
+        let now = unix_secs(now);
+        now >= self.expires_at + grace || (self.uses_left == 0 && now >= self.used_up_at + grace)
     }
 }
 
@@ -178,7 +191,11 @@ mod tests {
             record.redeem(&presented.credentials(), at(1_003)),
             Err(TokenError::UsedUp)
         );
-        assert!(record.is_sweepable(at(1_003)));
+        assert!(
+            !record.is_sweepable(at(1_003)),
+            "kept a while to say it is used up"
+        );
+        assert!(record.is_sweepable(at(1_002 + TOKEN_SWEEP_GRACE.as_secs())));
         assert!(!record.is_expired(at(1_003)));
     }
 
@@ -194,7 +211,11 @@ mod tests {
             .to_string()
             .contains("expired at 1970-01-01T00:26:40Z"));
         assert_eq!(record.uses_left, 1);
-        assert!(record.is_sweepable(at(1_600)));
+        assert!(
+            !record.is_sweepable(at(1_600)),
+            "kept a while to say it expired"
+        );
+        assert!(record.is_sweepable(at(1_600 + TOKEN_SWEEP_GRACE.as_secs())));
     }
 
     #[test]

@@ -125,6 +125,7 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
+    use crate::core::token::TOKEN_SWEEP_GRACE;
     use crate::store::sqlite::SqliteStore;
 
     const ENDPOINT: &str = "master.example.com:7443";
@@ -223,10 +224,15 @@ mod tests {
             .unwrap();
         let live = create(&registry, 1).await;
 
-        let swept = registry
-            .sweep(now() + Duration::from_secs(120))
-            .await
-            .unwrap();
+        // Within the grace period both still say why they are refused.
+        let soon = now() + Duration::from_secs(120);
+        assert_eq!(registry.sweep(soon).await.unwrap(), 0);
+        assert!(matches!(
+            registry.redeem(&short.credentials(), soon).await,
+            Err(TokenRegistryError::Token(TokenError::Expired { .. }))
+        ));
+        let later = now() + Duration::from_secs(120) + TOKEN_SWEEP_GRACE;
+        let swept = registry.sweep(later).await.unwrap();
         assert_eq!(swept, 2);
         let left = registry.store.list(TOKENS_PREFIX).await.unwrap();
         assert_eq!(left.len(), 1);
