@@ -4,9 +4,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::Stream;
+use tokio::sync::watch;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use weft_proto::vpnapi::vpn_api_server::VpnApi;
 use weft_proto::vpnapi::{master_message, node_message, MasterMessage, NodeMessage, RunStep};
@@ -38,13 +38,15 @@ impl<S: Store + Clone> VpnApi for VpnApiService<S> {
     ) -> Result<Response<SessionStream>, Status> {
         let node = self.context.require_node(&request).await?;
         let inbound = request.into_inner();
-        let handle = self.context.sessions.open(&node);
+        let SessionHandle {
+            session_id,
+            to_node,
+            closed,
+        } = self.context.sessions.open(&node);
         tracing::info!(%node, "node connected");
-        let (outbound, outbound_rx) = mpsc::channel(64);
         let context = self.context.clone();
         tokio::spawn(async move {
-            let session_id = handle.session_id;
-            let reason = serve_session(&context, &node, handle, inbound, outbound).await;
+            let reason = serve_session(&context, &node, session_id, closed, inbound).await;
             context.sessions.close(&node, session_id, &reason);
             tracing::info!(%node, %reason, "node disconnected");
             if let Err(error) = context
@@ -55,17 +57,25 @@ impl<S: Store + Clone> VpnApi for VpnApiService<S> {
                 tracing::warn!(%node, %error, "last-seen time not recorded");
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(outbound_rx))))
+        // Work goes straight from the session's queue to the wire; the stream ends when
+        // the session does (the node then reconnects, or learns it was removed). No
+        // buffer of encoded messages per node: with thousands of nodes that adds up.
+        let outbound = UnboundedReceiverStream::new(to_node).map(|ToNode::RunStep(assignment)| {
+            Ok(MasterMessage {
+                kind: Some(master_message::Kind::RunStep(run_step(&assignment))),
+            })
+        });
+        Ok(Response::new(Box::pin(outbound)))
     }
 }
 
-/// Runs until the session ends; returns why.
+/// Reads the node's messages until the session ends; returns why.
 async fn serve_session<S: Store + Clone>(
     context: &MasterContext<S>,
     node: &str,
-    mut handle: SessionHandle,
+    session_id: u64,
+    mut closed: watch::Receiver<bool>,
     mut inbound: Streaming<NodeMessage>,
-    outbound: mpsc::Sender<Result<MasterMessage, Status>>,
 ) -> String {
     loop {
         tokio::select! {
@@ -76,22 +86,11 @@ async fn serve_session<S: Store + Clone>(
                     Ok(Ok(None)) => return "the node closed its session".to_string(),
                     Ok(Ok(Some(message))) => message,
                 };
-                if let Err(reason) = handle_message(context, node, handle.session_id, message).await {
-                    let _ = outbound.send(Err(Status::invalid_argument(reason.clone()))).await;
+                if let Err(reason) = handle_message(context, node, session_id, message).await {
                     return reason;
                 }
             }
-            Some(to_node) = handle.to_node.recv() => {
-                let ToNode::RunStep(assignment) = to_node;
-                let message = MasterMessage { kind: Some(master_message::Kind::RunStep(run_step(&assignment))) };
-                if outbound.send(Ok(message)).await.is_err() {
-                    return "the connection closed".to_string();
-                }
-            }
-            _ = handle.closed.changed() => {
-                let _ = outbound.send(Err(Status::permission_denied("the master ended this session (the node was removed or connected again)"))).await;
-                return "the master ended the session".to_string();
-            }
+            _ = closed.changed() => return "the master ended the session".to_string(),
         }
     }
 }
