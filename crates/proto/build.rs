@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Files travel to every node of a run: `Bytes` lets one buffer serve them all.
     tonic_prost_build::configure()
         .bytes(".")
+        .codec_path("crate::codec::SmallBufferCodec")
         .compile_protos(&protos, &["proto"])?;
     Ok(())
 }

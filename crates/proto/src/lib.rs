@@ -27,6 +27,7 @@ mod generated {
 }
 
 pub mod bootstrap_token;
+pub mod codec;
 pub mod credentials;
 pub mod tls;
 
