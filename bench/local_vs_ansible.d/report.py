@@ -16,9 +16,11 @@ import os
 import statistics
 import sys
 
-START = "<!-- local_vs_ansible:start -->"
-END = "<!-- local_vs_ansible:end -->"
-HEADING = "# weft benchmark results\n"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from results_section import markers, replace_section  # noqa: E402
+
+NAME = "local_vs_ansible"
+START, END = markers(NAME)
 TASKS = 100
 GOAL_RATIO = 100.0
 GOAL_WEFT_SECONDS = 0.5
@@ -186,29 +188,6 @@ def section(samples, meta):
     return "\n".join(lines) + "\n"
 
 
-def replace_section(path, text):
-    try:
-        with open(path, encoding="utf-8") as f:
-            old = f.read()
-    except FileNotFoundError:
-        old = HEADING
-    start, end = old.find(START), old.find(END)
-    if start != -1 and end != -1 and end > start:
-        after = old[end + len(END):]
-        if after.startswith("\n"):
-            after = after[1:]
-        new = old[:start] + text + after
-    elif start != -1 or end != -1:
-        raise SystemExit(f"{path}: only one of the {START} / {END} markers is present; fix it by hand")
-    else:
-        new = old if old.endswith("\n") else old + "\n"
-        new += "\n" + text
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(new)
-    os.replace(tmp, path)
-
-
 def main():
     if len(sys.argv) != 4:
         raise SystemExit(__doc__)
@@ -217,7 +196,7 @@ def main():
     if results == "-":
         sys.stdout.write(text)
     else:
-        replace_section(results, text)
+        replace_section(results, NAME, text)
 
 
 if __name__ == "__main__":
