@@ -260,6 +260,13 @@ fn an_admin_of_another_cluster_is_refused() {
         .output()
         .unwrap();
     assert_success(&init, "init of another cluster");
+    // Trusting only its own CA, the stranger's client refuses this master.
+    let own_ca = credentials(&other.path().join("master/admin.yaml"));
+    let refused_master = runtime().block_on(connect(&cluster, &own_ca));
+    assert!(
+        refused_master.is_err(),
+        "a client trusted a master of another CA"
+    );
     // Its admin certificate, presented to this master while trusting this master's CA.
     let mut stranger = credentials(&other.path().join("master/admin.yaml"));
     stranger.ca_cert_pem = credentials(&cluster.admin_config()).ca_cert_pem;
