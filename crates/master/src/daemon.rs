@@ -101,7 +101,6 @@ pub async fn run(
         sessions.clone(),
         RunnerConfig {
             scratch_dir: dir.join("scratch"),
-            default_rollout: None,
             retention: options.retention,
         },
     );

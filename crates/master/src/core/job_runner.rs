@@ -86,8 +86,6 @@ pub enum RunError {
 pub struct RunnerConfig {
     /// Private scratch space where bundles are unpacked to be read.
     pub scratch_dir: PathBuf,
-    /// For steps that set no rollout.
-    pub default_rollout: Option<Rollout>,
     pub retention: JobRetention,
 }
 
@@ -302,6 +300,13 @@ fn reads_other_nodes(source: &str) -> bool {
     })
 }
 
+/// Whether `failed` of a step's `total` nodes is more than the rollout allows.
+fn over_max_fail(rollout: &Rollout, failed: usize, total: usize) -> bool {
+    rollout
+        .max_fail_percent
+        .is_some_and(|max| failed as f64 * 100.0 / total.max(1) as f64 > max)
+}
+
 fn new_report(job: &JobRecord) -> RunReport {
     let mut report = RunReport::new(&job.taskbook, &job.file, job.check_mode);
     report.job = Some(job.job_id.clone());
@@ -359,11 +364,7 @@ impl<S: Store + Clone> JobRun<S> {
                 }
                 continue;
             }
-            let rollout = step
-                .rollout
-                .clone()
-                .or_else(|| self.inner.config.default_rollout.clone())
-                .unwrap_or_default();
+            let rollout = step.rollout.clone().unwrap_or_default();
             let run_once_node = step
                 .tasks
                 .iter()
@@ -388,16 +389,14 @@ impl<S: Store + Clone> JobRun<S> {
                 .map(|(node, _)| node)
                 .collect();
             stopped.extend(failed.iter().map(|n| n.to_string()));
-            if let Some(max) = rollout.max_fail_percent {
-                let percent = failed.len() as f64 * 100.0 / nodes.len().max(1) as f64;
-                if percent > max {
-                    abort = Some(format!(
-                        "step {} (`{step_name}`) failed on {} of {} nodes ({percent:.0}%), over max_fail_percent {max}; the rollout stopped",
-                        index + 1,
-                        failed.len(),
-                        nodes.len()
-                    ));
-                }
+            if over_max_fail(&rollout, failed.len(), nodes.len()) {
+                abort = Some(format!(
+                    "step {} (`{step_name}`) failed on {} of {} nodes, over max_fail_percent {}; the rollout stopped",
+                    index + 1,
+                    failed.len(),
+                    nodes.len(),
+                    rollout.max_fail_percent.unwrap_or_default()
+                ));
             }
             if let Some(source) = &run_once_node {
                 self.share_run_once_results(step, source, &nodes);
@@ -437,12 +436,8 @@ impl<S: Store + Clone> JobRun<S> {
     ) -> Vec<(String, NodeStepState)> {
         let sizes = plan_batches(nodes.len(), &rollout.batch);
         let pause = rollout.pause.map(|p| p.0).unwrap_or(Duration::ZERO);
-        let max_fail = rollout.max_fail_percent;
         let failed = std::sync::atomic::AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
-        let over_limit = |failed: usize| {
-            max_fail.is_some_and(|max| failed as f64 * 100.0 / nodes.len() as f64 > max)
-        };
         let run_node = |node: String| {
             let failed = &failed;
             let stop = &stop;
@@ -455,7 +450,11 @@ impl<S: Store + Clone> JobRun<S> {
                     .run_node_step(index, step_name, &node, run_once_node)
                     .await;
                 if matches!(state, NodeStepState::Failed | NodeStepState::Unreachable)
-                    && over_limit(failed.fetch_add(1, Ordering::SeqCst) + 1)
+                    && over_max_fail(
+                        rollout,
+                        failed.fetch_add(1, Ordering::SeqCst) + 1,
+                        nodes.len(),
+                    )
                 {
                     stop.store(true, Ordering::SeqCst);
                 }
@@ -689,6 +688,8 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
+    use weft_taskbook::report::TaskStatus;
+
     use crate::core::sessions::ToNode;
     use crate::store::SqliteStore;
 
@@ -704,9 +705,14 @@ mod tests {
         assert!(!reads_other_nodes("msg: '{{ my_nodes.x }}'"));
     }
 
-    /// Nodes played in memory: each takes `work` per step; returns how many ran at
-    /// once when each node started, in start order.
-    async fn roll(rollout: &str, node_count: usize, work: Duration) -> (Vec<usize>, RunReport) {
+    /// Nodes played in memory: each takes `work` per step, those in `failing` fail;
+    /// returns how many ran at once when each node started, in start order.
+    async fn roll(
+        rollout: &str,
+        node_count: usize,
+        work: Duration,
+        failing: &[usize],
+    ) -> (Vec<usize>, RunReport) {
         let store = SqliteStore::open_in_memory().unwrap();
         let sessions = Arc::new(NodeSessions::default());
         let registry = NodeRegistry::new(store.clone());
@@ -730,14 +736,32 @@ mod tests {
                 .unwrap();
             let mut handle = sessions.open(&name);
             let (sessions, running, started) = (sessions.clone(), running.clone(), started.clone());
+            let failed = failing.contains(&index);
             tokio::spawn(async move {
                 while let Some(ToNode::RunStep(step)) = handle.to_node.recv().await {
                     let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                     lock(&started).push(now);
                     tokio::time::sleep(work).await;
                     running.fetch_sub(1, Ordering::SeqCst);
+                    let mut result = unreachable_result(&name, "", "site.yml", "", 0);
+                    result.status = if failed {
+                        TaskStatus::Failed
+                    } else {
+                        TaskStatus::Ok
+                    };
+                    let result = StepEvent::Result {
+                        sequence: 0,
+                        result: Box::new(result),
+                    };
+                    sessions.deliver(
+                        &name,
+                        handle.session_id,
+                        &step.job_id,
+                        step.step_index,
+                        result,
+                    );
                     let done = StepEvent::Done {
-                        failed: false,
+                        failed,
                         registered: Vars::new(),
                     };
                     sessions.deliver(
@@ -756,7 +780,6 @@ mod tests {
             sessions,
             RunnerConfig {
                 scratch_dir: scratch.path().to_path_buf(),
-                default_rollout: None,
                 retention: JobRetention::default(),
             },
         );
@@ -788,6 +811,7 @@ mod tests {
             "{batch: [1, 3], mode: window}",
             7,
             Duration::from_millis(40),
+            &[],
         )
         .await;
         assert_eq!(concurrency.len(), 7);
@@ -801,7 +825,29 @@ mod tests {
 
     #[tokio::test]
     async fn barrier_batches_follow_a_percentage() {
-        let (concurrency, _) = roll("{batch: \"50%\"}", 4, Duration::from_millis(20)).await;
+        let (concurrency, _) = roll("{batch: \"50%\"}", 4, Duration::from_millis(20), &[]).await;
         assert_eq!(concurrency.iter().max(), Some(&2), "{concurrency:?}");
+    }
+
+    #[tokio::test]
+    async fn the_rollout_stops_past_max_fail_percent_and_the_rest_never_start() {
+        let rollout = "{batch: 1, max_fail_percent: 20}";
+        let (started, report) = roll(rollout, 5, Duration::from_millis(5), &[1]).await;
+        // One failure of five is 20%, not over the limit: all five run.
+        assert_eq!(started.len(), 5);
+        assert!(report.failed);
+        let (started, report) = roll(rollout, 5, Duration::from_millis(5), &[0, 1]).await;
+        assert_eq!(
+            started.len(),
+            2,
+            "two of five failed (40%): the other three never start"
+        );
+        assert!(report.failed);
+        let (started, _) = roll("{batch: 1}", 5, Duration::from_millis(5), &[0, 1]).await;
+        assert_eq!(
+            started.len(),
+            5,
+            "without max_fail_percent the others go on"
+        );
     }
 }
