@@ -1,5 +1,7 @@
-//! The WireGuard full mesh. Master side: the IP pool (an address stays with its node;
-//! the longest-idle offline node's address is reclaimed when full) and the peer registry
-//! (versioned, answering "changes since version V"). Node side: the device (kernel
-//! WireGuard, else embedded boringtun) and the loop that converges it. Filled by the
-//! mesh issue.
+//! The WireGuard full mesh. Master side, as plain data the master stores: the IP pool
+//! (`ip_pool`: an address stays with its node; the longest-idle offline node's address
+//! is reclaimed when full) and the peer registry (`peer_registry`: versioned, answering
+//! "changes since version V"). Node side (device, convergence loop): the mesh issue.
+
+pub mod ip_pool;
+pub mod peer_registry;
