@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 /// Deltas kept; a node further behind gets a snapshot.
-pub const KEPT_CHANGES: usize = 4096;
+pub const KEPT_CHANGES: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peer {
@@ -28,8 +28,10 @@ enum Change {
 }
 
 /// What a node applies to reach `version`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerUpdate {
+    /// The version this update starts from (for a full set: any).
+    pub since: u64,
     pub version: u64,
     /// `upserts` is the whole set: drop every peer not in it.
     pub full: bool,
@@ -52,6 +54,10 @@ impl PeerRegistry {
 
     pub fn peers(&self) -> impl Iterator<Item = &Peer> {
         self.peers.values()
+    }
+
+    pub fn get(&self, node_name: &str) -> Option<&Peer> {
+        self.peers.get(node_name)
     }
 
     /// Adds or replaces a peer; returns the new version, or the same one when the peer
@@ -87,6 +93,7 @@ impl PeerRegistry {
         let covered = since == self.version || (since < self.version && since + 1 >= oldest_kept);
         if !covered {
             return PeerUpdate {
+                since,
                 version: self.version,
                 full: true,
                 upserts: self.peers.values().cloned().collect(),
@@ -103,6 +110,7 @@ impl PeerRegistry {
             last.insert(name, change);
         }
         let mut update = PeerUpdate {
+            since,
             version: self.version,
             full: false,
             upserts: Vec::new(),

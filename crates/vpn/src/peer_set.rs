@@ -1,0 +1,148 @@
+//! The peers a node knows, at the registry version it reached; cached on disk so that
+//! a restarted node brings its interface back with its peers before (or without)
+//! reaching the master.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::peer_registry::{Peer, PeerUpdate};
+
+/// Bounds what a cache file or an update may hold (10,000 peers of ~200 bytes each,
+/// with room to spare).
+pub const MAX_PEER_SET_BYTES: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerSet {
+    pub version: u64,
+    pub peers: BTreeMap<String, Peer>,
+}
+
+/// An update that does not start where this set is: ask for the changes since our version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutOfOrder {
+    pub have: u64,
+    pub update_since: u64,
+}
+
+impl PeerSet {
+    /// Applies an update; `Ok(false)` when it brought nothing new.
+    pub fn apply(&mut self, update: &PeerUpdate) -> Result<bool, OutOfOrder> {
+        if update.full {
+            let peers: BTreeMap<String, Peer> = update
+                .upserts
+                .iter()
+                .map(|peer| (peer.node_name.clone(), peer.clone()))
+                .collect();
+            let changed = peers != self.peers || update.version != self.version;
+            self.peers = peers;
+            self.version = update.version;
+            return Ok(changed);
+        }
+        if update.since != self.version {
+            return Err(OutOfOrder {
+                have: self.version,
+                update_since: update.since,
+            });
+        }
+        let mut changed = false;
+        for peer in &update.upserts {
+            changed |= self.peers.insert(peer.node_name.clone(), peer.clone()).as_ref() != Some(peer);
+        }
+        for name in &update.removed {
+            changed |= self.peers.remove(name).is_some();
+        }
+        self.version = update.version;
+        Ok(changed)
+    }
+
+    /// The peers to configure: everyone but `own_name`.
+    pub fn others<'a>(&'a self, own_name: &'a str) -> impl Iterator<Item = &'a Peer> + 'a {
+        self.peers.values().filter(move |peer| peer.node_name != own_name)
+    }
+
+    /// The cached set; an empty one when there is no cache yet.
+    pub fn load(path: &Path) -> io::Result<PeerSet> {
+        let file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(PeerSet::default()),
+            Err(error) => return Err(error),
+        };
+        if file.metadata()?.len() > MAX_PEER_SET_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is larger than {MAX_PEER_SET_BYTES} bytes", path.display()),
+            ));
+        }
+        serde_json::from_reader(io::BufReader::new(file)).map_err(|error| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {error}", path.display()),
+            )
+        })
+    }
+
+    /// Writes the cache whole or not at all (temporary file, fsync, rename).
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        let temporary = path.with_extension("tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)?;
+        file.write_all(&serde_json::to_vec(self).map_err(io::Error::other)?)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer_registry::PeerRegistry;
+
+    fn peer(name: &str, key: &str) -> Peer {
+        Peer {
+            node_name: name.into(),
+            node_vpn_pub_key: key.into(),
+            node_vpn_ip: "10.77.0.9".into(),
+            node_public_endpoint: String::new(),
+            persistent_keepalive: 0,
+        }
+    }
+
+    #[test]
+    fn a_node_follows_the_registry_and_asks_again_when_it_missed_an_update() {
+        let mut registry = PeerRegistry::default();
+        let mut set = PeerSet::default();
+        registry.upsert(peer("a", "k1"));
+        registry.upsert(peer("b", "k1"));
+        assert_eq!(set.apply(&registry.changes_since(0)), Ok(true));
+        assert_eq!(set.others("a").map(|p| p.node_name.as_str()).collect::<Vec<_>>(), ["b"]);
+
+        registry.remove("b");
+        let missed = registry.changes_since(set.version);
+        registry.upsert(peer("c", "k2"));
+        let next = registry.changes_since(missed.version);
+        assert_eq!(
+            set.apply(&next),
+            Err(OutOfOrder { have: 2, update_since: 3 })
+        );
+        let resync = registry.changes_since(set.version);
+        assert_eq!(set.apply(&resync), Ok(true));
+        assert_eq!(set.peers.keys().collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(set.apply(&registry.changes_since(set.version)), Ok(false));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peers.json");
+        assert_eq!(PeerSet::load(&path).unwrap(), PeerSet::default());
+        set.save(&path).unwrap();
+        assert_eq!(PeerSet::load(&path).unwrap(), set);
+        std::fs::write(&path, "{").unwrap();
+        assert!(PeerSet::load(&path).unwrap_err().to_string().contains("peers.json"));
+    }
+}
