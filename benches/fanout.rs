@@ -166,7 +166,7 @@ impl Master {
         );
         let child = Command::new(weft)
             .env("RUST_LOG", "warn")
-            .args(["master", "--data-dir"])
+            .args(["master", "--vpn", "off", "--data-dir"])
             .arg(dir.join("master"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("master.log")).unwrap())
@@ -271,6 +271,7 @@ async fn measure(size: usize) -> Measured {
                 labels: [("swarm".to_string(), "yes".to_string())].into(),
                 data_dir: dir.path().join("minions").join(index.to_string()),
                 node_public_endpoint: None,
+                vpn: None,
             };
             let in_flight = in_flight.clone();
             tokio::spawn(async move {
@@ -295,6 +296,8 @@ async fn measure(size: usize) -> Measured {
             identity,
             work_dir: dir.path().join("work").join(index.to_string()),
             facts: FactsSource::Fixed(facts.clone()),
+            mesh: None,
+            peer_timeout: Duration::from_secs(300),
         };
         let mut stopped = stopped.clone();
         tokio::spawn(async move {

@@ -6,23 +6,27 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use weft_cli::output::Output as CliOutput;
 use weft_cli::run::RemoteRun;
 use weft_cli::CliError;
-use weft_master::daemon::{MasterError, MasterOptions};
+use weft_master::daemon::{MasterError, MasterOptions, MasterVpnOptions};
 use weft_master::init::{InitOptions, Initialized};
 use weft_minion::agent::{AgentOptions, FactsSource};
 use weft_minion::executor::RunOptions;
 use weft_minion::identity::MinionIdentity;
-use weft_minion::join::JoinOptions;
+use weft_minion::join::{JoinOptions, JoinVpnOptions};
 use weft_minion::local::{run_local, LocalRun};
+use weft_minion::mesh::NodeMesh;
 use weft_taskbook::duration::Duration;
 use weft_taskbook::objects::JobRetention;
 use weft_taskbook::report::{RunObserver, RunReport, Silent, TextPrinter};
 use weft_taskbook::vars::parse_extra_vars;
 use weft_taskbook::{Error, Vars};
+use weft_vpn::device::{DEFAULT_INTERFACE, DEFAULT_LISTEN_PORT};
+use weft_vpn::ip_pool::DEFAULT_VPN_CIDR;
 
 /// Exit statuses, as documented in `weft --help`.
 const EXIT_INPUT_ERROR: u8 = 1;
@@ -156,6 +160,25 @@ struct MasterArgs {
     /// Write logs to daily files here (the last 7 kept) instead of stderr.
     #[arg(long, value_name = "DIR")]
     log_dir: Option<PathBuf>,
+    /// The WireGuard mesh: `on` puts the vpnapi on the master's VPN address only;
+    /// `off` serves it on the public endpoint (hosts without /dev/net/tun).
+    #[arg(long, value_enum, default_value_t = VpnMode::On)]
+    vpn: VpnMode,
+    /// The master's WireGuard interface (names are global to the host: keep them unique).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_INTERFACE)]
+    vpn_interface: String,
+    /// The UDP port of the master's WireGuard interface.
+    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_LISTEN_PORT)]
+    vpn_listen_port: u16,
+    /// The vpnapi's TCP port on the master's VPN address.
+    #[arg(long, value_name = "PORT", default_value_t = 7444)]
+    vpnapi_port: u16,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum VpnMode {
+    On,
+    Off,
 }
 
 #[derive(Subcommand)]
@@ -178,6 +201,9 @@ struct MasterInitArgs {
     /// This master's name (default: the host name).
     #[arg(long)]
     name: Option<String>,
+    /// The cluster network the mesh's addresses come from; the master takes the first.
+    #[arg(long, value_name = "CIDR", default_value = DEFAULT_VPN_CIDR)]
+    vpn_cidr: String,
 }
 
 #[derive(Args)]
@@ -191,12 +217,25 @@ struct MinionArgs {
     /// Write logs to daily files here (the last 7 kept) instead of stderr.
     #[arg(long, value_name = "DIR")]
     log_dir: Option<PathBuf>,
+    /// How long a peer may go without a WireGuard handshake before the master is asked
+    /// whether it is still a member (it is removed only if the master says no).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = Duration::parse)]
+    peer_timeout: Duration,
 }
 
 #[derive(Subcommand)]
 enum MinionCommand {
     /// Join a cluster with a token from `weft token create`, then exit; `weft minion` runs the node.
     Join(MinionJoinArgs),
+    /// Leave the cluster: the master drops this node's peer everywhere, frees its
+    /// address and revokes its certificate; this node forgets its identity.
+    Leave(MinionLeaveArgs),
+}
+
+#[derive(Args)]
+struct MinionLeaveArgs {
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_MINION_DIR)]
+    data_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -212,9 +251,19 @@ struct MinionJoinArgs {
     labels: Vec<(String, String)>,
     #[arg(long, value_name = "DIR", default_value = DEFAULT_MINION_DIR)]
     data_dir: PathBuf,
-    /// HOST:PORT where peers reach this node's WireGuard (default: what the master sees).
+    /// HOST:PORT where peers reach this node's WireGuard (default: the address the
+    /// master sees, with keepalives in case it is behind NAT).
     #[arg(long, value_name = "HOST:PORT")]
     public_endpoint: Option<String>,
+    /// Join the WireGuard mesh (`off`: the node talks to the master over its public endpoint).
+    #[arg(long, value_enum, default_value_t = VpnMode::On)]
+    vpn: VpnMode,
+    /// The node's WireGuard interface (names are global to the host: keep them unique).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_INTERFACE)]
+    vpn_interface: String,
+    /// The UDP port of the node's WireGuard interface.
+    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_LISTEN_PORT)]
+    vpn_listen_port: u16,
 }
 
 #[derive(Subcommand)]
@@ -308,6 +357,8 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists: the environment is read by wireguard-control.
+    weft_vpn::device::forbid_userspace_helper();
     let cli = Cli::parse();
     match cli.command {
         Command::Run(RunCommand::Taskbook(args)) if args.local => run_taskbook_locally(args),
@@ -325,6 +376,10 @@ fn main() -> ExitCode {
             join: Some(MinionCommand::Join(args)),
             ..
         }) => minion_join(args),
+        Command::Minion(MinionArgs {
+            join: Some(MinionCommand::Leave(args)),
+            ..
+        }) => minion_leave(args),
         Command::Minion(args) => run_minion(args),
         Command::Token(TokenCommand::Create(args)) => admin(&args.admin, |mut client| async move {
             weft_cli::token::create_token(&mut client, args.ttl.0, args.uses).await
@@ -472,6 +527,7 @@ fn master_init(args: MasterInitArgs) -> ExitCode {
         data_dir: args.data_dir,
         master_public_endpoint: args.public_endpoint,
         cluster_name: args.cluster_name,
+        vpn_cidr: args.vpn_cidr,
         master_name: args.name.unwrap_or_else(host_name),
         user_config: weft_cli::admin::user_config_path(),
     };
@@ -521,6 +577,11 @@ fn run_master(args: MasterArgs) -> ExitCode {
             max_jobs: args.keep_jobs,
             max_age: args.keep_jobs_for,
         },
+        vpn: (args.vpn == VpnMode::On).then_some(MasterVpnOptions {
+            interface: args.vpn_interface,
+            listen_port: args.vpn_listen_port,
+            vpnapi_port: args.vpnapi_port,
+        }),
     };
     match runtime().block_on(weft_master::daemon::run(options, termination())) {
         Ok(()) => ExitCode::SUCCESS,
@@ -539,6 +600,10 @@ fn minion_join(args: MinionJoinArgs) -> ExitCode {
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
         data_dir: args.data_dir,
         node_public_endpoint: args.public_endpoint,
+        vpn: (args.vpn == VpnMode::On).then_some(JoinVpnOptions {
+            interface: args.vpn_interface,
+            listen_port: args.vpn_listen_port,
+        }),
     };
     match runtime().block_on(weft_minion::join::join(&options)) {
         Ok(identity) => {
@@ -547,6 +612,19 @@ fn minion_join(args: MinionJoinArgs) -> ExitCode {
                 identity.node_name,
                 options.data_dir.display(),
                 options.data_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => usage_error(&error.to_string()),
+    }
+}
+
+fn minion_leave(args: MinionLeaveArgs) -> ExitCode {
+    match runtime().block_on(weft_minion::leave::leave(&args.data_dir)) {
+        Ok(identity) => {
+            eprintln!(
+                "{} left the cluster: its peer is gone from every node and its address is free; stop `weft minion` now",
+                identity.node_name
             );
             ExitCode::SUCCESS
         }
@@ -563,12 +641,30 @@ fn run_minion(args: MinionArgs) -> ExitCode {
         Ok(identity) => identity,
         Err(error) => return input_error(&error),
     };
+    let runtime = runtime();
+    let mesh = match &identity.mesh {
+        Some(mesh_identity) => {
+            let (data_dir, name) = (args.data_dir.clone(), identity.node_name.clone());
+            let mesh_identity = mesh_identity.clone();
+            let started = runtime.block_on(tokio::task::spawn_blocking(move || {
+                NodeMesh::start(&data_dir, &name, &mesh_identity)
+            }));
+            match started {
+                Ok(Ok(mesh)) => Some(Arc::new(mesh)),
+                Ok(Err(error)) => return usage_error(&error.to_string()),
+                Err(error) => return usage_error(&error.to_string()),
+            }
+        }
+        None => None,
+    };
     let options = AgentOptions {
         identity,
         work_dir: args.data_dir.join("work"),
         facts: FactsSource::Gather,
+        mesh,
+        peer_timeout: args.peer_timeout.0,
     };
-    match runtime().block_on(weft_minion::agent::run_agent(options, termination())) {
+    match runtime.block_on(weft_minion::agent::run_agent(options, termination())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => usage_error(&error.to_string()),
     }

@@ -3,6 +3,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
+        "proto/mesh.proto",
         "proto/pubapi.proto",
         "proto/vpnapi.proto",
         "proto/adminapi.proto",

@@ -104,7 +104,7 @@ impl Cluster {
             .open(self.dir.path().join("master.log"))
             .unwrap();
         let child = self
-            .command(&["master"])
+            .command(&["master", "--vpn", "off"])
             .arg("--data-dir")
             .arg(self.master_dir())
             .env("RUST_LOG", "info")
@@ -143,7 +143,9 @@ impl Cluster {
     }
 
     pub fn try_join(&self, name: &str, token: &str, labels: &str) -> Output {
-        let mut command = self.command(&["minion", "join", "--name", name, "--token", token]);
+        let mut command = self.command(&[
+            "minion", "join", "--vpn", "off", "--name", name, "--token", token,
+        ]);
         if !labels.is_empty() {
             command.args(["--labels", labels]);
         }

@@ -16,6 +16,8 @@ use weft_proto::vpnapi::vpn_api_server::VpnApiServer;
 use weft_taskbook::objects::JobRetention;
 use weft_taskbook::report::unix_ms_now;
 use weft_taskbook::Error;
+use weft_vpn::device::{DeviceSettings, MeshDevice};
+use weft_vpn::vpn_key::VpnKeyPair;
 
 use crate::api::adminapi::AdminApiService;
 use crate::api::pubapi::PubApiService;
@@ -26,12 +28,14 @@ use crate::api::{
 use crate::core::job::JobStore;
 use crate::core::job_runner::{JobRunner, RunnerConfig};
 use crate::core::join::Joiner;
+use crate::core::mesh::{Mesh, NodeVpn};
 use crate::core::node_registry::NodeRegistry;
 use crate::core::pki::ClusterCa;
 use crate::core::sessions::NodeSessions;
 use crate::core::token_registry::TokenRegistry;
 use crate::init::{
-    read_settings, CA_CERT_FILE, CA_KEY_FILE, MASTER_CERT_FILE, MASTER_KEY_FILE, STORE_FILE,
+    endpoint_host, read_settings, MasterSettings, CA_CERT_FILE, CA_KEY_FILE, MASTER_CERT_FILE,
+    MASTER_KEY_FILE, STORE_FILE,
 };
 use crate::store::{SqliteStore, Store};
 
@@ -42,7 +46,20 @@ pub struct MasterOptions {
     /// Default: every address, on the public endpoint's port.
     pub listen: Option<SocketAddr>,
     pub retention: JobRetention,
+    /// `None`: no mesh (`--vpn off`); the vpnapi is served on the public endpoint.
+    pub vpn: Option<MasterVpnOptions>,
 }
+
+/// The master's side of the mesh.
+pub struct MasterVpnOptions {
+    pub interface: String,
+    pub listen_port: u16,
+    /// The vpnapi's port on the master's VPN address.
+    pub vpnapi_port: u16,
+}
+
+/// The master's WireGuard key, beside its other keys.
+pub const MASTER_VPN_KEY_FILE: &str = "vpn.key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MasterError {
@@ -59,6 +76,12 @@ pub enum MasterError {
     Store(String),
     #[error("the server failed: {0}")]
     Serve(String),
+    #[error(transparent)]
+    VpnKey(#[from] weft_vpn::vpn_key::VpnKeyError),
+    #[error(transparent)]
+    Mesh(#[from] crate::core::mesh::MeshError),
+    #[error(transparent)]
+    Device(#[from] weft_vpn::device::DeviceError),
 }
 
 fn read_private(dir: &Path, file: &str) -> Result<String, MasterError> {
@@ -94,6 +117,17 @@ pub async fn run(
         tracing::warn!(%job, "a job the master was running when it stopped is marked interrupted");
     }
 
+    let mesh = match &options.vpn {
+        Some(vpn) => Some(start_mesh(dir, &settings, vpn, store.clone()).await?),
+        None => None,
+    };
+    let master_vpnapi_endpoint = match (&mesh, &options.vpn) {
+        (Some((mesh, _)), Some(vpn)) => {
+            SocketAddr::new(mesh.master_vpn_ip().await.into(), vpn.vpnapi_port).to_string()
+        }
+        _ => settings.master_public_endpoint.clone(),
+    };
+
     let sessions = Arc::new(NodeSessions::default());
     let ca = Arc::new(ca);
     let runner = JobRunner::new(
@@ -107,12 +141,18 @@ pub async fn run(
     let context = Arc::new(MasterContext {
         ca: ca.clone(),
         master_public_endpoint: settings.master_public_endpoint.clone(),
-        master_vpnapi_endpoints: vec![settings.master_public_endpoint.clone()],
+        master_vpnapi_endpoints: vec![master_vpnapi_endpoint.clone()],
         sessions,
         nodes: NodeRegistry::new(store.clone()),
         tokens: TokenRegistry::new(store.clone()),
-        joiner: Joiner::new(ca, store.clone()),
+        joiner: Joiner::new(
+            ca,
+            store.clone(),
+            mesh.as_ref().map(|(mesh, _)| mesh.clone()),
+        ),
         runner,
+        mesh: mesh.as_ref().map(|(mesh, _)| mesh.clone()),
+        mesh_device: mesh.as_ref().map(|(_, device)| device.clone()),
     });
     tokio::spawn(sweep_tokens(TokenRegistry::new(store.clone())));
 
@@ -121,47 +161,153 @@ pub async fn run(
         .rsplit_once(':')
         .and_then(|(_, port)| port.parse().ok())
         .unwrap_or(7443);
-    let address = options
+    let public_address = options
         .listen
         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], port)));
-    let incoming = TcpIncoming::bind(address)
-        .map_err(|error| MasterError::Listen {
-            address,
-            error: std::io::Error::other(error.to_string()),
-        })?
-        .with_nodelay(Some(true));
     let tls = server_tls_config(
         &read_private(dir, MASTER_CERT_FILE)?,
         &read_private(dir, MASTER_KEY_FILE)?,
         &ca_cert_pem,
     );
-    tracing::info!(%address, cluster = %settings.cluster_name, endpoint = %settings.master_public_endpoint, "master listening");
-    Server::builder()
+    // Both listeners stop together.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop_signal = || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+    let pubapi = PubApiServer::new(PubApiService {
+        context: context.clone(),
+    })
+    .max_decoding_message_size(PUBAPI_MAX_MESSAGE_BYTES);
+    let vpnapi = VpnApiServer::new(VpnApiService {
+        context: context.clone(),
+    })
+    .max_decoding_message_size(VPNAPI_MAX_MESSAGE_BYTES);
+    let adminapi = AdminApiServer::new(AdminApiService { context })
+        .max_decoding_message_size(ADMINAPI_MAX_MESSAGE_BYTES);
+    let mut public_routes = tls_server(tls.clone())?
+        .add_service(pubapi)
+        .add_service(adminapi);
+    // Inside the mesh the vpnapi has a listener of its own, on the master's VPN
+    // address only; without the mesh it shares the public one.
+    let mesh_listener = match &mesh {
+        Some(_) => {
+            let address: SocketAddr = master_vpnapi_endpoint.parse().expect("built above");
+            let incoming = bind(address)?;
+            let server = tls_server(tls)?.add_service(vpnapi);
+            Some(server.serve_with_incoming_shutdown(incoming, stop_signal()))
+        }
+        None => {
+            public_routes = public_routes.add_service(vpnapi);
+            None
+        }
+    };
+    let public_listener =
+        public_routes.serve_with_incoming_shutdown(bind(public_address)?, stop_signal());
+    tracing::info!(address = %public_address, vpnapi = %master_vpnapi_endpoint, cluster = %settings.cluster_name, endpoint = %settings.master_public_endpoint, "master listening");
+    let stop_on_shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+        Ok(())
+    };
+    let served = match mesh_listener {
+        Some(mesh_listener) => {
+            tokio::try_join!(public_listener, mesh_listener, stop_on_shutdown).map(|_| ())
+        }
+        None => tokio::try_join!(public_listener, stop_on_shutdown).map(|_| ()),
+    };
+    served.map_err(|e| MasterError::Serve(e.to_string()))?;
+    // The interface goes with the process; say so before it does.
+    drop(mesh);
+    tracing::info!("master stopped");
+    Ok(())
+}
+
+fn bind(address: SocketAddr) -> Result<TcpIncoming, MasterError> {
+    Ok(TcpIncoming::bind(address)
+        .map_err(|error| MasterError::Listen {
+            address,
+            error: std::io::Error::other(error.to_string()),
+        })?
+        .with_nodelay(Some(true)))
+}
+
+fn tls_server(tls: tonic::transport::ServerTlsConfig) -> Result<Server, MasterError> {
+    Ok(Server::builder()
         .tls_config(tls)
         .map_err(|e| MasterError::Serve(e.to_string()))?
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .add_service(
-            PubApiServer::new(PubApiService {
-                context: context.clone(),
-            })
-            .max_decoding_message_size(PUBAPI_MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            VpnApiServer::new(VpnApiService {
-                context: context.clone(),
-            })
-            .max_decoding_message_size(VPNAPI_MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            AdminApiServer::new(AdminApiService { context })
-                .max_decoding_message_size(ADMINAPI_MAX_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .map_err(|e| MasterError::Serve(e.to_string()))?;
-    tracing::info!("master stopped");
-    Ok(())
+        .http2_keepalive_timeout(Some(Duration::from_secs(20))))
+}
+
+/// The master's key, its place in the stored mesh, and its own interface, which then
+/// follows every change of the peers.
+async fn start_mesh(
+    dir: &Path,
+    settings: &MasterSettings,
+    vpn: &MasterVpnOptions,
+    store: SqliteStore,
+) -> Result<(Arc<Mesh<SqliteStore>>, Arc<MeshDevice>), MasterError> {
+    let key = VpnKeyPair::load_or_create(&dir.join(MASTER_VPN_KEY_FILE))?;
+    let endpoint_port = format!(
+        "{}:{}",
+        endpoint_host(&settings.master_public_endpoint),
+        vpn.listen_port
+    );
+    let master = NodeVpn {
+        node_vpn_pub_key: key.public_key_base64.clone(),
+        node_public_endpoint: endpoint_port,
+        persistent_keepalive: 0,
+    };
+    let mesh = Mesh::open(store, &settings.vpn_cidr, master, &settings.master_name).await?;
+    let cidr: ipnet::Ipv4Net = settings.vpn_cidr.parse().expect("checked by Mesh::open");
+    let device_settings = DeviceSettings {
+        interface: vpn.interface.clone(),
+        private_key_base64: key.private_key_base64,
+        listen_port: vpn.listen_port,
+        node_vpn_ip: mesh.master_vpn_ip().await,
+        vpn_prefix_len: cidr.prefix_len(),
+    };
+    let device = Arc::new(
+        tokio::task::spawn_blocking(move || MeshDevice::open(&device_settings))
+            .await
+            .map_err(|e| MasterError::Serve(e.to_string()))??,
+    );
+    tokio::spawn(follow_peers(mesh.clone(), device.clone()));
+    Ok((mesh, device))
+}
+
+/// Keeps the master's interface equal to the registry (every peer but itself).
+async fn follow_peers(mesh: Arc<Mesh<SqliteStore>>, device: Arc<MeshDevice>) {
+    let mut changes = mesh.changes();
+    loop {
+        let version = *changes.borrow_and_update();
+        let peers: Vec<_> = mesh
+            .peers()
+            .await
+            .into_iter()
+            .filter(|peer| peer.node_name != mesh.master_name())
+            .collect();
+        let device = device.clone();
+        let applied = tokio::task::spawn_blocking(move || {
+            device.apply_peers(&peers, weft_vpn::device::NAT_KEEPALIVE_SECONDS)
+        })
+        .await;
+        match applied {
+            Ok(Ok(changed)) => {
+                tracing::debug!(version, ?changed, "master interface follows the mesh")
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "the master's interface could not follow the mesh")
+            }
+            Err(error) => tracing::warn!(%error, "the master's interface update stopped"),
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn sweep_tokens<S: Store>(tokens: TokenRegistry<S>) {

@@ -32,6 +32,13 @@ pub struct MasterSettings {
     pub master_name: String,
     /// `host:port` nodes and admins dial; tokens carry it.
     pub master_public_endpoint: String,
+    /// The cluster network the mesh's addresses come from.
+    #[serde(default = "default_vpn_cidr")]
+    pub vpn_cidr: String,
+}
+
+fn default_vpn_cidr() -> String {
+    weft_vpn::ip_pool::DEFAULT_VPN_CIDR.to_string()
 }
 
 pub struct InitOptions {
@@ -39,6 +46,7 @@ pub struct InitOptions {
     pub master_public_endpoint: String,
     pub cluster_name: String,
     pub master_name: String,
+    pub vpn_cidr: String,
     /// Where the admin's credentials are also written unless a file is there already
     /// (`~/.config/weft/config.yaml`); `None` skips it.
     pub user_config: Option<PathBuf>,
@@ -59,6 +67,8 @@ pub enum InitError {
     #[error("{path}: {error}")]
     Io { path: String, error: std::io::Error },
     #[error(transparent)]
+    VpnCidr(#[from] weft_vpn::ip_pool::IpPoolError),
+    #[error(transparent)]
     Pki(#[from] PkiError),
     #[error(transparent)]
     File(#[from] Error),
@@ -76,6 +86,9 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
             options.master_public_endpoint.clone(),
         ));
     }
+    let vpn_cidr = weft_vpn::ip_pool::IpPool::new(&options.vpn_cidr)?
+        .cidr()
+        .to_string();
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -129,6 +142,7 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
         cluster_name: options.cluster_name.clone(),
         master_name: options.master_name.clone(),
         master_public_endpoint: options.master_public_endpoint.clone(),
+        vpn_cidr,
     };
     state_file::write_private(&dir.join(SETTINGS_FILE), &settings)?;
     Ok(Initialized {
@@ -137,7 +151,7 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
     })
 }
 
-fn endpoint_host(endpoint: &str) -> String {
+pub fn endpoint_host(endpoint: &str) -> String {
     let host = endpoint.rsplit_once(':').map_or(endpoint, |(host, _)| host);
     host.trim_start_matches('[')
         .trim_end_matches(']')
@@ -173,6 +187,7 @@ mod tests {
             master_public_endpoint: "127.0.0.1:7443".into(),
             cluster_name: "test".into(),
             master_name: "m1".into(),
+            vpn_cidr: "10.77.0.0/16".into(),
             user_config: Some(dir.path().join("home/config.yaml")),
         };
         let initialized = init(&options).unwrap();
@@ -203,6 +218,7 @@ mod tests {
             master_public_endpoint: "no port".into(),
             cluster_name: "test".into(),
             master_name: "m1".into(),
+            vpn_cidr: "10.77.0.0/16".into(),
             user_config: None,
         };
         assert!(matches!(init(&options), Err(InitError::InvalidEndpoint(_))));

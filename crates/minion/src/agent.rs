@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::transport::Channel;
 use weft_modules::bundle::Bundle;
 use weft_modules::facts::{gather_facts, same_facts};
 use weft_proto::tls::mtls_endpoint;
@@ -28,6 +29,7 @@ use weft_taskbook::Vars;
 
 use crate::executor::{NodeExecutor, RunOptions};
 use crate::identity::MinionIdentity;
+use crate::mesh::{apply_update, keep_mesh, resync, NodeMesh};
 use crate::MinionError;
 
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
@@ -67,6 +69,10 @@ pub struct AgentOptions {
     /// Where step bundles are unpacked while they run.
     pub work_dir: PathBuf,
     pub facts: FactsSource,
+    /// The node's interface, already up (see `mesh::NodeMesh::start`); `None` without the mesh.
+    pub mesh: Option<Arc<NodeMesh>>,
+    /// How long a peer may go without a handshake before the master is asked about it.
+    pub peer_timeout: Duration,
 }
 
 /// One step's reports, kept until the master surely has them.
@@ -233,6 +239,12 @@ pub async fn run_agent(
         facts.clone(),
         outbox.clone(),
     ));
+    // The current session's connection, for the mesh's polls and questions.
+    let (connection, connection_rx) = watch::channel(None);
+    if let Some(mesh) = &options.mesh {
+        tokio::spawn(keep_mesh(mesh.clone(), connection_rx, options.peer_timeout));
+    }
+    let mesh = options.mesh.as_ref();
 
     let sessions = async {
         let mut attempt: u32 = 0;
@@ -241,7 +253,16 @@ pub async fn run_agent(
             let endpoint = &endpoints[attempt as usize % endpoints.len()];
             session_id += 1;
             let started = Instant::now();
-            let ended = session(endpoint.clone(), session_id, &facts, &outbox, &steps).await;
+            let link = SessionLink {
+                session_id,
+                facts: &facts,
+                outbox: &outbox,
+                steps: &steps,
+                mesh,
+                connection: &connection,
+            };
+            let ended = session(endpoint.clone(), link).await;
+            connection.send_replace(None);
             outbox.detach(session_id);
             if started.elapsed() >= SESSION_SETTLED {
                 attempt = 0;
@@ -267,19 +288,39 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(millis)
 }
 
-/// One session, until it ends; returns why.
-async fn session(
-    endpoint: tonic::transport::Endpoint,
+/// What a session reaches besides its connection.
+struct SessionLink<'a> {
     session_id: u64,
-    facts: &Mutex<Value>,
-    outbox: &SharedOutbox,
-    steps: &mpsc::UnboundedSender<RunStep>,
-) -> String {
+    facts: &'a Mutex<Value>,
+    outbox: &'a SharedOutbox,
+    steps: &'a mpsc::UnboundedSender<RunStep>,
+    mesh: Option<&'a Arc<NodeMesh>>,
+    connection: &'a watch::Sender<Option<Channel>>,
+}
+
+/// One session, until it ends; returns why.
+async fn session(endpoint: tonic::transport::Endpoint, link: SessionLink<'_>) -> String {
+    let SessionLink {
+        session_id,
+        facts,
+        outbox,
+        steps,
+        mesh,
+        connection,
+    } = link;
     let channel = match endpoint.connect().await {
         Ok(channel) => channel,
         Err(error) => return format!("cannot connect to {}: {error}", endpoint.uri()),
     };
-    let mut client = VpnApiClient::new(channel)
+    if let Some(mesh) = mesh {
+        // Whatever changed while this node was away.
+        tokio::spawn({
+            let (mesh, channel) = (mesh.clone(), channel.clone());
+            async move { resync(&mesh, &channel).await }
+        });
+    }
+    connection.send_replace(Some(channel.clone()));
+    let mut client = VpnApiClient::new(channel.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (sender, receiver) = mpsc::unbounded_channel();
@@ -295,6 +336,11 @@ async fn session(
             Ok(Some(message)) => match message.kind {
                 Some(master_message::Kind::RunStep(step)) => {
                     let _ = steps.send(step);
+                }
+                Some(master_message::Kind::Peers(update)) => {
+                    if let Some(mesh) = mesh {
+                        apply_update(mesh, update.into(), &channel).await;
+                    }
                 }
                 None => return "the master sent an empty message".to_string(),
             },

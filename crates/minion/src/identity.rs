@@ -9,6 +9,8 @@ use weft_modules::state_file;
 use weft_proto::credentials::ClientCredentials;
 use weft_taskbook::Error;
 
+use crate::mesh::MeshIdentity;
+
 pub const IDENTITY_FILE: &str = "identity.yaml";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,6 +20,9 @@ pub struct MinionIdentity {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub credentials: ClientCredentials,
+    /// Set when the cluster runs the mesh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<MeshIdentity>,
 }
 
 pub fn identity_path(data_dir: &Path) -> PathBuf {

@@ -12,7 +12,12 @@ use weft_proto::pubapi::pub_api_client::PubApiClient;
 use weft_proto::pubapi::JoinRequest;
 use weft_proto::tls::connect_pinned;
 
+use weft_vpn::peer_registry::PeerUpdate;
+use weft_vpn::peer_set::PeerSet;
+use weft_vpn::vpn_key::VpnKeyPair;
+
 use crate::identity::{identity_path, MinionIdentity};
+use crate::mesh::{MeshIdentity, PEERS_FILE, VPN_KEY_FILE};
 use crate::MinionError;
 
 pub struct JoinOptions {
@@ -22,6 +27,13 @@ pub struct JoinOptions {
     pub data_dir: PathBuf,
     /// `host:port` where peers reach this node; empty: what the master sees.
     pub node_public_endpoint: Option<String>,
+    /// `None`: join without the mesh (`--vpn off`).
+    pub vpn: Option<JoinVpnOptions>,
+}
+
+pub struct JoinVpnOptions {
+    pub interface: String,
+    pub listen_port: u16,
 }
 
 pub async fn join(options: &JoinOptions) -> Result<MinionIdentity, MinionError> {
@@ -35,6 +47,18 @@ pub async fn join(options: &JoinOptions) -> Result<MinionIdentity, MinionError> 
         .and_then(|params| params.serialize_request(&key))
         .map_err(|e| MinionError::Key(e.to_string()))?;
 
+    // The WireGuard key is made (once) before the join: the master records its public half.
+    let vpn_key = match &options.vpn {
+        Some(_) => {
+            std::fs::create_dir_all(&options.data_dir)
+                .map_err(|e| MinionError::Io(format!("{}: {e}", options.data_dir.display())))?;
+            let key = VpnKeyPair::load_or_create(&options.data_dir.join(VPN_KEY_FILE))
+                .map_err(|e| MinionError::Mesh(e.to_string()))?;
+            Some(key)
+        }
+        None => None,
+    };
+
     let (channel, ca_cert_pem) =
         connect_pinned(token.master_public_endpoint(), token.ca_cert_sha256()).await?;
     let credentials = token.credentials();
@@ -45,8 +69,12 @@ pub async fn join(options: &JoinOptions) -> Result<MinionIdentity, MinionError> 
             node_name: options.node_name.clone(),
             node_labels: options.labels.clone().into_iter().collect(),
             node_csr_der: csr.der().to_vec().into(),
-            node_vpn_pub_key: String::new(),
+            node_vpn_pub_key: vpn_key
+                .as_ref()
+                .map(|key| key.public_key_base64.clone())
+                .unwrap_or_default(),
             node_public_endpoint: options.node_public_endpoint.clone().unwrap_or_default(),
+            node_vpn_listen_port: options.vpn.as_ref().map_or(0, |vpn| vpn.listen_port.into()),
         })
         .await
         .map_err(|status| MinionError::Refused(status.message().to_string()))?
@@ -66,7 +94,31 @@ pub async fn join(options: &JoinOptions) -> Result<MinionIdentity, MinionError> 
             cert_pem: response.node_cert_pem,
             key_pem: key.serialize_pem(),
         },
+        mesh: None,
     };
+    let mut identity = identity;
+    match (response.mesh, &options.vpn) {
+        (Some(mesh), Some(vpn)) => {
+            let peers: PeerUpdate = mesh.peers.unwrap_or_default().into();
+            let mut peer_set = PeerSet::default();
+            // A snapshot: it applies to an empty set.
+            let _ = peer_set.apply(&PeerUpdate { full: true, ..peers });
+            peer_set
+                .save(&options.data_dir.join(PEERS_FILE))
+                .map_err(|e| MinionError::Io(format!("{PEERS_FILE}: {e}")))?;
+            identity.mesh = Some(MeshIdentity {
+                node_vpn_ip: mesh.node_vpn_ip,
+                vpn_cidr: mesh.vpn_cidr,
+                master_node_name: mesh.master_node_name,
+                interface: vpn.interface.clone(),
+                listen_port: vpn.listen_port,
+            });
+        }
+        (None, Some(_)) => tracing::warn!(
+            "the master runs without the mesh (--vpn off): this node talks to it over its public endpoint"
+        ),
+        _ => {}
+    }
     identity.save(&options.data_dir)?;
     Ok(identity)
 }

@@ -1,12 +1,15 @@
 //! The weft node agent: joins a cluster (`join`, `identity`), keeps a session with the
-//! master and runs the steps it sends (`agent`), runs tasks (`executor`), and local
+//! master and runs the steps it sends (`agent`), keeps its place in the WireGuard mesh
+//! (`mesh`), runs tasks (`executor`), and local
 //! mode (`local`), which runs a whole TaskBook here with no master.
 
 pub mod agent;
 pub mod executor;
 pub mod identity;
 pub mod join;
+pub mod leave;
 pub mod local;
+pub mod mesh;
 
 use weft_proto::bootstrap_token::TokenFormatError;
 use weft_proto::tls::TlsError;
@@ -27,6 +30,10 @@ pub enum MinionError {
     NoMaster,
     #[error("{0}")]
     Io(String),
+    #[error("the mesh: {0}")]
+    Mesh(String),
+    #[error("the master refused: {0}")]
+    Master(String),
     #[error(transparent)]
     File(#[from] weft_taskbook::Error),
 }

@@ -8,6 +8,11 @@
 /// the proto packages (`weft.pubapi.v1` -> `weft::pubapi::v1`).
 mod generated {
     pub mod weft {
+        pub mod mesh {
+            pub mod v1 {
+                tonic::include_proto!("weft.mesh.v1");
+            }
+        }
         pub mod pubapi {
             pub mod v1 {
                 tonic::include_proto!("weft.pubapi.v1");
@@ -29,9 +34,11 @@ mod generated {
 pub mod bootstrap_token;
 pub mod codec;
 pub mod credentials;
+pub mod mesh_peers;
 pub mod tls;
 
 pub use generated::weft::adminapi::v1 as adminapi;
+pub use generated::weft::mesh::v1 as mesh;
 pub use generated::weft::pubapi::v1 as pubapi;
 pub use generated::weft::vpnapi::v1 as vpnapi;
 

@@ -8,8 +8,9 @@
 //! directory across namespaces, so interface names must be unique on the host.
 
 use std::collections::BTreeMap;
-use std::io;
+use std::io::{self, BufRead, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -20,7 +21,7 @@ use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use wireguard_control::{
-    Backend, Device, DeviceUpdate, InterfaceName, Key, PeerConfigBuilder, PeerInfo,
+    AllowedIp, Backend, Device, DeviceUpdate, InterfaceName, Key, PeerConfig, PeerConfigBuilder,
 };
 
 use crate::peer_registry::Peer;
@@ -35,9 +36,7 @@ pub const NAT_KEEPALIVE_SECONDS: u16 = 25;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
-    #[error(
-        "invalid interface name `{0}`: at most 15 bytes, not only digits (--vpn-interface)"
-    )]
+    #[error("invalid interface name `{0}`: at most 15 bytes, not only digits (--vpn-interface)")]
     InvalidName(String),
     #[error(
         "cannot create the WireGuard interface `{name}`: {source}; weft needs root (or \
@@ -88,12 +87,11 @@ impl MeshDevice {
         if settings.interface.bytes().all(|b| b.is_ascii_digit()) {
             return Err(DeviceError::InvalidName(settings.interface.clone()));
         }
-        let key = Key::from_base64(&settings.private_key_base64).map_err(|_| {
-            DeviceError::Configure {
+        let key =
+            Key::from_base64(&settings.private_key_base64).map_err(|_| DeviceError::Configure {
                 name: settings.interface.clone(),
                 source: io::Error::new(io::ErrorKind::InvalidData, "bad private key"),
-            }
-        })?;
+            })?;
         let configure = |backend| {
             DeviceUpdate::new()
                 .set_private_key(key.clone())
@@ -105,13 +103,12 @@ impl MeshDevice {
         let (backend, embedded) = match configure(Backend::Kernel) {
             Ok(()) => (Backend::Kernel, None),
             Err(error) if is_missing_kernel_module(&error) => {
-                let embedded =
-                    EmbeddedDevice::start(&settings.interface).map_err(|source| {
-                        DeviceError::Create {
-                            name: settings.interface.clone(),
-                            source,
-                        }
-                    })?;
+                let embedded = EmbeddedDevice::start(&settings.interface).map_err(|source| {
+                    DeviceError::Create {
+                        name: settings.interface.clone(),
+                        source,
+                    }
+                })?;
                 configure(Backend::Userspace).map_err(|source| DeviceError::Configure {
                     name: settings.interface.clone(),
                     source,
@@ -197,7 +194,7 @@ impl MeshDevice {
                 peer_config(peer, own_keepalive)?,
             );
         }
-        let present = self.read()?.peers;
+        let present = self.present_peers()?;
         let mut changes = PeerChanges::default();
         let mut removals = DeviceUpdate::new();
         let mut additions = DeviceUpdate::new();
@@ -231,30 +228,40 @@ impl MeshDevice {
     }
 
     pub fn peer_statuses(&self) -> Result<Vec<PeerStatus>, DeviceError> {
-        let now = SystemTime::now();
         Ok(self
-            .read()?
-            .peers
-            .iter()
-            .map(|info| PeerStatus {
-                node_vpn_pub_key: info.config.public_key.to_base64(),
-                last_handshake_age: info.stats.last_handshake_time.map(|time| {
-                    if self.embedded.is_some() {
-                        // boringtun reports the age as if it were a Unix time.
-                        time.duration_since(SystemTime::UNIX_EPOCH)
-                            .unwrap_or_default()
-                    } else {
-                        now.duration_since(time).unwrap_or_default()
-                    }
-                }),
-                rx_bytes: info.stats.rx_bytes,
-                tx_bytes: info.stats.tx_bytes,
+            .present_peers()?
+            .into_iter()
+            .map(|peer| PeerStatus {
+                node_vpn_pub_key: peer.config.public_key.to_base64(),
+                last_handshake_age: peer.last_handshake_age,
+                rx_bytes: peer.rx_bytes,
+                tx_bytes: peer.tx_bytes,
             })
             .collect())
     }
 
-    fn read(&self) -> Result<Device, DeviceError> {
-        Device::get(&self.name, self.backend).map_err(|source| DeviceError::Configure {
+    fn present_peers(&self) -> Result<Vec<PresentPeer>, DeviceError> {
+        let read = if self.embedded.is_some() {
+            uapi_get(&self.interface())
+        } else {
+            let now = SystemTime::now();
+            Device::get(&self.name, self.backend).map(|device| {
+                device
+                    .peers
+                    .into_iter()
+                    .map(|info| PresentPeer {
+                        last_handshake_age: info
+                            .stats
+                            .last_handshake_time
+                            .map(|time| now.duration_since(time).unwrap_or_default()),
+                        rx_bytes: info.stats.rx_bytes,
+                        tx_bytes: info.stats.tx_bytes,
+                        config: info.config,
+                    })
+                    .collect()
+            })
+        };
+        read.map_err(|source| DeviceError::Configure {
             name: self.interface(),
             source,
         })
@@ -289,17 +296,18 @@ pub struct PeerChanges {
 }
 
 fn peer_config(peer: &Peer, own_keepalive: u16) -> Result<PeerConfigBuilder, DeviceError> {
-    let key = Key::from_base64(&peer.node_vpn_pub_key).map_err(|_| DeviceError::InvalidPeerKey {
-        node: peer.node_name.clone(),
-        key: peer.node_vpn_pub_key.clone(),
-    })?;
-    let address: Ipv4Addr =
-        peer.node_vpn_ip
-            .parse()
-            .map_err(|_| DeviceError::InvalidPeerKey {
-                node: peer.node_name.clone(),
-                key: format!("address `{}`", peer.node_vpn_ip),
-            })?;
+    let key =
+        Key::from_base64(&peer.node_vpn_pub_key).map_err(|_| DeviceError::InvalidPeerKey {
+            node: peer.node_name.clone(),
+            key: peer.node_vpn_pub_key.clone(),
+        })?;
+    let address: Ipv4Addr = peer
+        .node_vpn_ip
+        .parse()
+        .map_err(|_| DeviceError::InvalidPeerKey {
+            node: peer.node_name.clone(),
+            key: format!("address `{}`", peer.node_vpn_ip),
+        })?;
     let mut builder = PeerConfigBuilder::new(&key).add_allowed_ip(IpAddr::V4(address), 32);
     if let Ok(endpoint) = peer.node_public_endpoint.parse::<SocketAddr>() {
         builder = builder.set_endpoint(endpoint);
@@ -311,7 +319,7 @@ fn peer_config(peer: &Peer, own_keepalive: u16) -> Result<PeerConfigBuilder, Dev
     Ok(builder)
 }
 
-fn same_config(present: &PeerInfo, wanted: &PeerConfigBuilder) -> bool {
+fn same_config(present: &PresentPeer, wanted: &PeerConfigBuilder) -> bool {
     let wanted = wanted.clone().into_peer_config();
     let present = &present.config;
     // An endpoint unknown to the registry is learnt from traffic: not a change.
@@ -336,6 +344,80 @@ fn interface_index(name: &InterfaceName) -> io::Result<u32> {
     }
     Ok(index)
 }
+
+/// A peer as the device has it now.
+struct PresentPeer {
+    config: PeerConfig,
+    last_handshake_age: Option<Duration>,
+    rx_bytes: u64,
+    tx_bytes: u64,
+}
+
+/// Reads an embedded device's peers straight from its UAPI socket: wireguard-control
+/// prints boringtun's extra `own_public_key` line to stdout on every read, and takes
+/// its handshake ages for times.
+fn uapi_get(interface: &str) -> io::Result<Vec<PresentPeer>> {
+    let path = format!("{UAPI_SOCKET_DIR}/{interface}.sock");
+    let mut socket = UnixStream::connect(&path)?;
+    socket.set_read_timeout(Some(UAPI_TIMEOUT))?;
+    socket.set_write_timeout(Some(UAPI_TIMEOUT))?;
+    socket.write_all(b"get=1\n\n")?;
+    let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+    let mut peers: Vec<PresentPeer> = Vec::new();
+    for line in io::BufReader::new(socket).lines() {
+        let line = line?;
+        if line.is_empty() {
+            break;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(invalid(format!("unexpected UAPI line `{line}`")));
+        };
+        if key == "errno" {
+            if value != "0" {
+                return Err(invalid(format!("UAPI get failed: errno={value}")));
+            }
+            break;
+        }
+        if key == "public_key" {
+            let public_key =
+                Key::from_hex(value).map_err(|_| invalid(format!("bad peer key `{value}`")))?;
+            peers.push(PresentPeer {
+                config: PeerConfigBuilder::new(&public_key).into_peer_config(),
+                last_handshake_age: None,
+                rx_bytes: 0,
+                tx_bytes: 0,
+            });
+            continue;
+        }
+        let Some(peer) = peers.last_mut() else {
+            continue; // interface lines: private key, port, own_public_key
+        };
+        let number = || value.parse::<u64>().unwrap_or(0);
+        match key {
+            "endpoint" => peer.config.endpoint = value.parse().ok(),
+            "persistent_keepalive_interval" => {
+                peer.config.persistent_keepalive_interval = Some(number() as u16)
+            }
+            "allowed_ip" => {
+                if let Ok(allowed) = value.parse::<AllowedIp>() {
+                    peer.config.allowed_ips.push(allowed)
+                }
+            }
+            // boringtun writes the age (not a time), and only after a handshake.
+            "last_handshake_time_sec" => {
+                peer.last_handshake_age = Some(Duration::from_secs(number()))
+            }
+            "rx_bytes" => peer.rx_bytes = number(),
+            "tx_bytes" => peer.tx_bytes = number(),
+            _ => {}
+        }
+    }
+    Ok(peers)
+}
+
+const UAPI_SOCKET_DIR: &str = "/var/run/wireguard";
+/// A hung device must not hang the node's loop.
+const UAPI_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A boringtun device on its own thread: `DeviceHandle::new` blocks SIGINT and SIGTERM
 /// on the calling thread (and the workers it starts) to read them itself; on a thread

@@ -42,6 +42,9 @@ impl PeerSet {
             self.version = update.version;
             return Ok(changed);
         }
+        if update.version <= self.version {
+            return Ok(false); // this set is already at least as new
+        }
         if update.since != self.version {
             return Err(OutOfOrder {
                 have: self.version,
@@ -50,7 +53,11 @@ impl PeerSet {
         }
         let mut changed = false;
         for peer in &update.upserts {
-            changed |= self.peers.insert(peer.node_name.clone(), peer.clone()).as_ref() != Some(peer);
+            changed |= self
+                .peers
+                .insert(peer.node_name.clone(), peer.clone())
+                .as_ref()
+                != Some(peer);
         }
         for name in &update.removed {
             changed |= self.peers.remove(name).is_some();
@@ -59,9 +66,17 @@ impl PeerSet {
         Ok(changed)
     }
 
+    /// Drops a peer the master confirmed is gone, without a version of its own: the
+    /// next update from the master says the same.
+    pub fn forget(&mut self, node_name: &str) -> bool {
+        self.peers.remove(node_name).is_some()
+    }
+
     /// The peers to configure: everyone but `own_name`.
     pub fn others<'a>(&'a self, own_name: &'a str) -> impl Iterator<Item = &'a Peer> + 'a {
-        self.peers.values().filter(move |peer| peer.node_name != own_name)
+        self.peers
+            .values()
+            .filter(move |peer| peer.node_name != own_name)
     }
 
     /// The cached set; an empty one when there is no cache yet.
@@ -74,7 +89,10 @@ impl PeerSet {
         if file.metadata()?.len() > MAX_PEER_SET_BYTES {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{} is larger than {MAX_PEER_SET_BYTES} bytes", path.display()),
+                format!(
+                    "{} is larger than {MAX_PEER_SET_BYTES} bytes",
+                    path.display()
+                ),
             ));
         }
         serde_json::from_reader(io::BufReader::new(file)).map_err(|error| {
@@ -122,7 +140,12 @@ mod tests {
         registry.upsert(peer("a", "k1"));
         registry.upsert(peer("b", "k1"));
         assert_eq!(set.apply(&registry.changes_since(0)), Ok(true));
-        assert_eq!(set.others("a").map(|p| p.node_name.as_str()).collect::<Vec<_>>(), ["b"]);
+        assert_eq!(
+            set.others("a")
+                .map(|p| p.node_name.as_str())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
 
         registry.remove("b");
         let missed = registry.changes_since(set.version);
@@ -130,7 +153,10 @@ mod tests {
         let next = registry.changes_since(missed.version);
         assert_eq!(
             set.apply(&next),
-            Err(OutOfOrder { have: 2, update_since: 3 })
+            Err(OutOfOrder {
+                have: 2,
+                update_since: 3
+            })
         );
         let resync = registry.changes_since(set.version);
         assert_eq!(set.apply(&resync), Ok(true));
@@ -143,6 +169,9 @@ mod tests {
         set.save(&path).unwrap();
         assert_eq!(PeerSet::load(&path).unwrap(), set);
         std::fs::write(&path, "{").unwrap();
-        assert!(PeerSet::load(&path).unwrap_err().to_string().contains("peers.json"));
+        assert!(PeerSet::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("peers.json"));
     }
 }

@@ -23,6 +23,11 @@ impl std::fmt::Debug for VpnKeyPair {
     }
 }
 
+/// Whether `text` is a WireGuard public key (32 bytes in base64).
+pub fn is_public_key(text: &str) -> bool {
+    Key::from_base64(text).is_ok()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum VpnKeyError {
     #[error("cannot read the WireGuard key {path}: {source}")]

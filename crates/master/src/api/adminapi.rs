@@ -39,8 +39,16 @@ fn internal(error: impl std::fmt::Display) -> Status {
 }
 
 impl<S: Store + Clone> AdminApiService<S> {
-    fn node_message(&self, record: NodeRecord) -> Node {
+    fn node_message(
+        &self,
+        record: NodeRecord,
+        handshake_ages: &std::collections::HashMap<String, u64>,
+    ) -> Node {
         Node {
+            last_handshake_age_seconds: record
+                .node_vpn_pub_key
+                .as_ref()
+                .and_then(|key| handshake_ages.get(key).copied()),
             online: self.context.sessions.is_online(&record.node_name),
             node_name: record.node_name,
             labels: record.labels.into_iter().collect(),
@@ -117,6 +125,7 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
     ) -> Result<Response<ListNodesResponse>, Status> {
         MasterContext::<S>::require_admin(&request)?;
         let selector = request.into_inner().selector;
+        let handshake_ages = self.context.handshake_ages().await;
         let nodes = self
             .context
             .nodes
@@ -129,7 +138,7 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
                     .iter()
                     .all(|(k, v)| record.labels.get(k) == Some(v))
             })
-            .map(|record| self.node_message(record))
+            .map(|record| self.node_message(record, &handshake_ages))
             .collect();
         Ok(Response::new(ListNodesResponse { nodes }))
     }
@@ -144,7 +153,7 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
             .facts(&node_name)
             .await
             .map_err(internal)?;
-        let mut node = self.node_message(record);
+        let mut node = self.node_message(record, &self.context.handshake_ages().await);
         node.facts_json = facts.map(|f| f.facts.to_string()).unwrap_or_default();
         Ok(Response::new(node))
     }
@@ -157,19 +166,13 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
         let node_name = request.into_inner().node_name;
         if !self
             .context
-            .nodes
-            .remove(&node_name)
-            .await
-            .map_err(internal)?
+            .forget_node(&node_name, "removed by the admin")
+            .await?
         {
             return Err(Status::not_found(format!(
                 "no node `{node_name}`; `weft nodes` lists them"
             )));
         }
-        self.context
-            .sessions
-            .kick(&node_name, "the node was removed");
-        tracing::info!(node = %node_name, "node removed; its certificate is refused from now on");
         Ok(Response::new(RemoveNodeResponse {}))
     }
 

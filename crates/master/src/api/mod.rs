@@ -12,6 +12,7 @@ use weft_proto::tls::peer_cert_der;
 
 use crate::core::job_runner::JobRunner;
 use crate::core::join::Joiner;
+use crate::core::mesh::Mesh;
 use crate::core::node_registry::NodeRegistry;
 use crate::core::pki::{peer_identity, ClusterCa, PeerIdentity};
 use crate::core::sessions::NodeSessions;
@@ -35,9 +36,55 @@ pub struct MasterContext<S> {
     pub tokens: TokenRegistry<S>,
     pub joiner: Joiner<S>,
     pub runner: JobRunner<S>,
+    /// With the mesh on: the peers, and the master's own WireGuard interface.
+    pub mesh: Option<Arc<Mesh<S>>>,
+    pub mesh_device: Option<Arc<weft_vpn::device::MeshDevice>>,
 }
 
 impl<S: Store + Clone> MasterContext<S> {
+    /// Takes a node out of the cluster (`weft node remove`, or the node leaving): its
+    /// record goes, so its certificate is refused; its peer goes from every node; its
+    /// address is free. `false` when there was no such node.
+    pub async fn forget_node(&self, node_name: &str, reason: &str) -> Result<bool, Status> {
+        let removed = self
+            .nodes
+            .remove(node_name)
+            .await
+            .map_err(|error| Status::internal(error.to_string()))?;
+        if let Some(mesh) = &self.mesh {
+            mesh.remove(node_name)
+                .await
+                .map_err(|error| Status::internal(error.to_string()))?;
+        }
+        self.sessions.kick(node_name, reason);
+        if removed {
+            tracing::info!(node = %node_name, %reason, "node removed; its certificate is refused from now on");
+        }
+        Ok(removed)
+    }
+
+    /// How long ago the master's interface last shook hands with each peer, by public key.
+    pub async fn handshake_ages(&self) -> std::collections::HashMap<String, u64> {
+        let Some(device) = self.mesh_device.clone() else {
+            return Default::default();
+        };
+        let statuses = tokio::task::spawn_blocking(move || device.peer_statuses()).await;
+        match statuses {
+            Ok(Ok(statuses)) => statuses
+                .into_iter()
+                .filter_map(|status| {
+                    let age = status.last_handshake_age?;
+                    Some((status.node_vpn_pub_key, age.as_secs()))
+                })
+                .collect(),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot read the WireGuard interface");
+                Default::default()
+            }
+            Err(_) => Default::default(),
+        }
+    }
+
     /// The caller's identity from its client certificate, which the TLS layer has
     /// already verified against the cluster CA.
     fn identity<T>(request: &Request<T>) -> Result<PeerIdentity, Status> {

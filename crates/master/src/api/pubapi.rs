@@ -4,11 +4,13 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use tonic::{Request, Response, Status};
+use weft_proto::mesh::MeshSettings;
 use weft_proto::pubapi::pub_api_server::PubApi;
 use weft_proto::pubapi::{JoinRequest, JoinResponse};
 
 use super::MasterContext;
 use crate::core::join::{self, JoinError};
+use crate::core::mesh::MeshError;
 use crate::core::token::TokenCredentials;
 use crate::core::token_registry::TokenRegistryError;
 use crate::store::Store;
@@ -34,6 +36,8 @@ impl<S: Store + Clone> PubApi for PubApiService<S> {
             node_csr_der: request.node_csr_der.to_vec(),
             node_vpn_pub_key: non_empty(request.node_vpn_pub_key),
             node_public_endpoint: non_empty(request.node_public_endpoint),
+            node_vpn_listen_port: u16::try_from(request.node_vpn_listen_port).unwrap_or(0),
+            seen_from: seen_from.map(|address| address.ip()),
         };
         let sessions = &self.context.sessions;
         let joined = self
@@ -49,12 +53,22 @@ impl<S: Store + Clone> PubApi for PubApiService<S> {
                 tracing::warn!(node = %node_name, from = ?seen_from, %error, "join refused");
                 join_status(error)
             })?;
-        tracing::info!(node = %node_name, from = ?seen_from, "node joined");
+        let mesh = match (joined.mesh, &self.context.mesh) {
+            (Some(admission), Some(mesh)) => Some(MeshSettings {
+                node_vpn_ip: admission.node_vpn_ip.to_string(),
+                vpn_cidr: mesh.vpn_cidr().await,
+                master_node_name: mesh.master_name().to_string(),
+                peers: Some(admission.peers.into()),
+            }),
+            _ => None,
+        };
+        tracing::info!(node = %node_name, from = ?seen_from, vpn_ip = ?mesh.as_ref().map(|m| &m.node_vpn_ip), "node joined");
         Ok(Response::new(JoinResponse {
             node_name,
             node_cert_pem: joined.node_cert_pem,
             ca_cert_pem: joined.ca_cert_pem,
             master_vpnapi_endpoints: self.context.master_vpnapi_endpoints.clone(),
+            mesh,
         }))
     }
 }
@@ -62,12 +76,15 @@ impl<S: Store + Clone> PubApi for PubApiService<S> {
 fn join_status(error: JoinError) -> Status {
     let message = error.to_string();
     match error {
-        JoinError::InvalidName(_) | JoinError::InvalidLabels(_) | JoinError::Csr(_) => {
-            Status::invalid_argument(message)
-        }
+        JoinError::InvalidName(_)
+        | JoinError::InvalidLabels(_)
+        | JoinError::Csr(_)
+        | JoinError::MeshKeyMissing
+        | JoinError::Mesh(MeshError::MasterName(_)) => Status::invalid_argument(message),
+        JoinError::Mesh(MeshError::Pool(_)) => Status::resource_exhausted(message),
         JoinError::NameInUse(_) => Status::already_exists(message),
         JoinError::Token(TokenRegistryError::Token(_)) => Status::unauthenticated(message),
         JoinError::Token(TokenRegistryError::Contended) => Status::unavailable(message),
-        JoinError::Token(_) | JoinError::Nodes(_) => Status::internal(message),
+        JoinError::Token(_) | JoinError::Nodes(_) | JoinError::Mesh(_) => Status::internal(message),
     }
 }

@@ -8,13 +8,18 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
+use weft_proto::mesh::PeerUpdate;
 use weft_proto::vpnapi::vpn_api_server::VpnApi;
-use weft_proto::vpnapi::{master_message, node_message, MasterMessage, NodeMessage, RunStep};
+use weft_proto::vpnapi::{
+    master_message, node_message, CheckPeerRequest, CheckPeerResponse, GetPeersRequest,
+    LeaveRequest, LeaveResponse, MasterMessage, NodeMessage, RunStep,
+};
 use weft_taskbook::report::TaskResult;
 use weft_taskbook::Vars;
 
 use super::{unix_ms, MasterContext};
 use crate::core::job::{LateReport, StepAssignment};
+use crate::core::mesh::Mesh;
 use crate::core::node_registry::FactsRecord;
 use crate::core::sessions::{SessionHandle, StepEvent, ToNode};
 use crate::store::Store;
@@ -43,6 +48,7 @@ impl<S: Store + Clone> VpnApi for VpnApiService<S> {
             to_node,
             closed,
         } = self.context.sessions.open(&node);
+        let closed_for_pushes = closed.clone();
         tracing::info!(%node, "node connected");
         let context = self.context.clone();
         tokio::spawn(async move {
@@ -60,13 +66,85 @@ impl<S: Store + Clone> VpnApi for VpnApiService<S> {
         // Work goes straight from the session's queue to the wire; the stream ends when
         // the session does (the node then reconnects, or learns it was removed). No
         // buffer of encoded messages per node: with thousands of nodes that adds up.
-        let outbound = UnboundedReceiverStream::new(to_node).map(|ToNode::RunStep(assignment)| {
+        let work = UnboundedReceiverStream::new(to_node).map(|ToNode::RunStep(assignment)| {
             Ok(MasterMessage {
                 kind: Some(master_message::Kind::RunStep(run_step(&assignment))),
             })
         });
-        Ok(Response::new(Box::pin(outbound)))
+        let outbound: SessionStream = match &self.context.mesh {
+            Some(mesh) => {
+                let mut ended = closed_for_pushes;
+                let session_over = async move {
+                    let _ = ended.wait_for(|closed| *closed).await;
+                };
+                let pushes =
+                    futures_util::StreamExt::take_until(peer_pushes(mesh.clone()), session_over);
+                Box::pin(work.merge(pushes))
+            }
+            None => Box::pin(work),
+        };
+        Ok(Response::new(outbound))
     }
+
+    async fn get_peers(
+        &self,
+        request: Request<GetPeersRequest>,
+    ) -> Result<Response<PeerUpdate>, Status> {
+        self.context.require_node(&request).await?;
+        let mesh = self.mesh()?;
+        let since = request.into_inner().since_version;
+        Ok(Response::new(mesh.changes_since(since).await.into()))
+    }
+
+    async fn check_peer(
+        &self,
+        request: Request<CheckPeerRequest>,
+    ) -> Result<Response<CheckPeerResponse>, Status> {
+        let asking = self.context.require_node(&request).await?;
+        let mesh = self.mesh()?;
+        let node_name = request.into_inner().node_name;
+        let member = mesh.is_member(&node_name).await;
+        tracing::info!(%asking, peer = %node_name, member, "a node asked whether a silent peer is still a member");
+        Ok(Response::new(CheckPeerResponse { member }))
+    }
+
+    async fn leave(
+        &self,
+        request: Request<LeaveRequest>,
+    ) -> Result<Response<LeaveResponse>, Status> {
+        let node = self.context.require_node(&request).await?;
+        self.context.forget_node(&node, "the node left").await?;
+        Ok(Response::new(LeaveResponse {}))
+    }
+}
+
+impl<S: Store + Clone> VpnApiService<S> {
+    fn mesh(&self) -> Result<&Arc<Mesh<S>>, Status> {
+        self.context.mesh.as_ref().ok_or_else(|| {
+            Status::failed_precondition("this master runs without the mesh (--vpn off)")
+        })
+    }
+}
+
+/// Each new mesh version, as the changes since what this session sent last. A node
+/// that finds an update not starting at its own version asks with `GetPeers`.
+fn peer_pushes<S: Store>(
+    mesh: Arc<Mesh<S>>,
+) -> impl Stream<Item = Result<MasterMessage, Status>> + Send {
+    let changes = mesh.changes();
+    let sent = *changes.borrow();
+    futures_util::stream::unfold(
+        (mesh, changes, sent),
+        |(mesh, mut changes, sent)| async move {
+            changes.changed().await.ok()?;
+            let update = mesh.changes_since(sent).await;
+            let version = update.version;
+            let message = MasterMessage {
+                kind: Some(master_message::Kind::Peers(update.into())),
+            };
+            Some((Ok(message), (mesh, changes, version)))
+        },
+    )
 }
 
 /// Reads the node's messages until the session ends; returns why.

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use weft_taskbook::objects::{validate_labels, validate_name};
 
+use super::mesh::{Admission, Mesh, MeshError, NodeVpn};
 use super::node_registry::{cert_sha256_hex, NodeRecord, NodeRegistry, NodeRegistryError};
 use super::pki::{ClusterCa, PkiError};
 use super::token::{TokenCredentials, TokenError};
@@ -22,11 +23,16 @@ pub struct JoinRequest {
     pub node_csr_der: Vec<u8>,
     pub node_vpn_pub_key: Option<String>,
     pub node_public_endpoint: Option<String>,
+    pub node_vpn_listen_port: u16,
+    /// The address the join came from: the node's endpoint when it announced none.
+    pub seen_from: Option<std::net::IpAddr>,
 }
 
 pub struct Joined {
     pub node_cert_pem: String,
     pub ca_cert_pem: String,
+    /// With the mesh on: the node's address and the peers.
+    pub mesh: Option<Admission>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +52,13 @@ pub enum JoinError {
     Token(#[from] TokenRegistryError),
     #[error(transparent)]
     Nodes(#[from] NodeRegistryError),
+    #[error(transparent)]
+    Mesh(#[from] MeshError),
+    #[error(
+        "this cluster runs the WireGuard mesh and the node sent no WireGuard key (or a bad \
+         one); join it without --vpn off"
+    )]
+    MeshKeyMissing,
 }
 
 impl From<TokenError> for JoinError {
@@ -58,16 +71,18 @@ pub struct Joiner<S> {
     ca: Arc<ClusterCa>,
     tokens: TokenRegistry<S>,
     nodes: NodeRegistry<S>,
+    mesh: Option<Arc<Mesh<S>>>,
     /// Joins that share one token take turns here rather than racing on its record.
     redeem_turn: tokio::sync::Mutex<()>,
 }
 
 impl<S: Store + Clone> Joiner<S> {
-    pub fn new(ca: Arc<ClusterCa>, store: S) -> Self {
+    pub fn new(ca: Arc<ClusterCa>, store: S, mesh: Option<Arc<Mesh<S>>>) -> Self {
         Joiner {
             ca,
             tokens: TokenRegistry::new(store.clone()),
             nodes: NodeRegistry::new(store),
+            mesh,
             redeem_turn: tokio::sync::Mutex::new(()),
         }
     }
@@ -89,18 +104,60 @@ impl<S: Store + Clone> Joiner<S> {
         if is_online(&request.node_name) {
             return Err(JoinError::NameInUse(request.node_name));
         }
+        let node_vpn = match &self.mesh {
+            Some(mesh) => {
+                let node_vpn = node_vpn(&request).ok_or(JoinError::MeshKeyMissing)?;
+                mesh.check_room(&request.node_name, &is_online).await?;
+                Some((mesh, node_vpn))
+            }
+            None => None,
+        };
         {
             let _turn = self.redeem_turn.lock().await;
             self.tokens.redeem(&request.credentials, now).await?;
         }
+        let admission = match node_vpn {
+            Some((mesh, node_vpn)) => {
+                let last_seen = self
+                    .nodes
+                    .list()
+                    .await?
+                    .into_iter()
+                    .map(|node| (node.node_name, node.last_seen_unix_ms));
+                let admission = mesh
+                    .admit(
+                        &request.node_name,
+                        node_vpn,
+                        unix_ms(now),
+                        &is_online,
+                        last_seen,
+                    )
+                    .await?;
+                if let Some(reclaimed) = &admission.reclaimed_from {
+                    tracing::warn!(node = %reclaimed, address = %admission.node_vpn_ip, "the network is full: the address of the longest-idle offline node was reclaimed; it must join again");
+                    self.nodes.clear_vpn_ip(reclaimed).await?;
+                }
+                Some(admission)
+            }
+            None => None,
+        };
+        let node_public_endpoint = match &admission {
+            Some(admission) => admission
+                .peers
+                .upserts
+                .iter()
+                .find(|peer| peer.node_name == request.node_name)
+                .map(|peer| peer.node_public_endpoint.clone()),
+            None => request.node_public_endpoint,
+        };
         let record = NodeRecord {
             node_cert_sha256: cert_sha256_hex(&signed.cert_der),
             node_cert_serial: signed.serial,
             node_name: request.node_name,
             labels: request.node_labels,
-            node_vpn_ip: None,
+            node_vpn_ip: admission.as_ref().map(|a| a.node_vpn_ip.to_string()),
             node_vpn_pub_key: request.node_vpn_pub_key,
-            node_public_endpoint: request.node_public_endpoint,
+            node_public_endpoint,
             joined_unix_ms: unix_ms(now),
             last_seen_unix_ms: 0,
         };
@@ -108,8 +165,32 @@ impl<S: Store + Clone> Joiner<S> {
         Ok(Joined {
             node_cert_pem: signed.cert_pem,
             ca_cert_pem: self.ca.cert_pem().to_string(),
+            mesh: admission,
         })
     }
+}
+
+/// The node's WireGuard side: the endpoint it announced, else the address its join
+/// came from (then it may be behind NAT: its peers keep the mapping open).
+fn node_vpn(request: &JoinRequest) -> Option<NodeVpn> {
+    let key = request.node_vpn_pub_key.as_ref()?;
+    if !weft_vpn::vpn_key::is_public_key(key) {
+        return None;
+    }
+    let (node_public_endpoint, persistent_keepalive) = match &request.node_public_endpoint {
+        Some(endpoint) => (endpoint.clone(), 0),
+        None => (
+            request.seen_from.map_or(String::new(), |address| {
+                std::net::SocketAddr::new(address, request.node_vpn_listen_port).to_string()
+            }),
+            weft_vpn::device::NAT_KEEPALIVE_SECONDS,
+        ),
+    };
+    Some(NodeVpn {
+        node_vpn_pub_key: key.clone(),
+        node_public_endpoint,
+        persistent_keepalive,
+    })
 }
 
 fn unix_ms(time: SystemTime) -> u64 {
@@ -136,7 +217,7 @@ mod tests {
         let store = SqliteStore::open_in_memory().unwrap();
         let ca = Arc::new(ClusterCa::generate("test", SystemTime::now()).unwrap());
         Cluster {
-            joiner: Joiner::new(ca.clone(), store.clone()),
+            joiner: Joiner::new(ca.clone(), store.clone(), None),
             store,
             ca,
         }
@@ -166,6 +247,8 @@ mod tests {
             node_csr_der: csr(),
             node_vpn_pub_key: None,
             node_public_endpoint: None,
+            node_vpn_listen_port: 0,
+            seen_from: None,
         }
     }
 

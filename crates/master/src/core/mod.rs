@@ -3,6 +3,7 @@
 pub mod job;
 pub mod job_runner;
 pub mod join;
+pub mod mesh;
 pub mod node_registry;
 pub mod pki;
 pub mod record;

@@ -102,6 +102,23 @@ impl<S: Store> NodeRegistry<S> {
         Ok(())
     }
 
+    /// The node's address went to another node (the network was full).
+    pub async fn clear_vpn_ip(&self, node_name: &str) -> Result<(), NodeRegistryError> {
+        let Some(entry) = self.store.get(&node_key(node_name)).await? else {
+            return Ok(());
+        };
+        let mut record: NodeRecord = decode(&entry)?;
+        record.node_vpn_ip = None;
+        self.store
+            .put(
+                &entry.key,
+                encode(&record),
+                Precondition::ModRevision(entry.mod_revision),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Forgets the node and its facts in one write; `false` when there was no such node.
     pub async fn remove(&self, node_name: &str) -> Result<bool, NodeRegistryError> {
         let Some(entry) = self.store.get(&node_key(node_name)).await? else {

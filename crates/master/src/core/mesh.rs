@@ -1,0 +1,353 @@
+//! The mesh as the master keeps it: the IP pool and the versioned peer registry, stored
+//! together under one key so that an address and its peer never disagree, and a version
+//! that continues across restarts. The master is a peer like any node.
+//!
+//! Every change is stored before it is announced: `changes()` ticks with the version,
+//! and each session pushes what its node has not seen (see `api::vpnapi`).
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Mutex};
+use weft_vpn::ip_pool::{IpPool, IpPoolError};
+use weft_vpn::peer_registry::{Peer, PeerRegistry, PeerUpdate};
+
+use super::record::{decode, encode, CorruptRecord};
+use crate::store::{Precondition, Store, StoreError};
+
+const MESH_KEY: &str = "/mesh/state";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error("the mesh store failed: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Corrupt(#[from] CorruptRecord),
+    #[error(transparent)]
+    Pool(#[from] IpPoolError),
+    #[error(
+        "the cluster network is {stored} (set by `weft master init`), not {asked}; drop \
+         --vpn-cidr or start a new cluster to change it"
+    )]
+    CidrChanged { stored: String, asked: String },
+    #[error("`{0}` is the master's name in the mesh; join the node under another name")]
+    MasterName(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MeshState {
+    pool: IpPool,
+    registry: PeerRegistry,
+}
+
+/// A node's place in the mesh, as Join hands it out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admission {
+    pub node_vpn_ip: Ipv4Addr,
+    /// Every peer, the master and the node itself included.
+    pub peers: PeerUpdate,
+    /// An offline node whose address was reclaimed for this one (it must join again).
+    pub reclaimed_from: Option<String>,
+}
+
+/// What a node announces about its WireGuard side.
+#[derive(Debug, Clone)]
+pub struct NodeVpn {
+    pub node_vpn_pub_key: String,
+    pub node_public_endpoint: String,
+    pub persistent_keepalive: u16,
+}
+
+pub struct Mesh<S> {
+    store: S,
+    master_name: String,
+    state: Mutex<(MeshState, u64)>,
+    version: watch::Sender<u64>,
+}
+
+impl<S: Store> Mesh<S> {
+    /// Loads the stored mesh (or starts one over `vpn_cidr`) and records the master's
+    /// own peer, so a new master key or endpoint reaches every node.
+    pub async fn open(
+        store: S,
+        vpn_cidr: &str,
+        master: NodeVpn,
+        master_name: &str,
+    ) -> Result<Arc<Mesh<S>>, MeshError> {
+        let asked = IpPool::new(vpn_cidr)?;
+        let (state, revision) = match store.get(MESH_KEY).await? {
+            Some(entry) => {
+                let state: MeshState = decode(&entry)?;
+                if state.pool.cidr() != asked.cidr() {
+                    return Err(MeshError::CidrChanged {
+                        stored: state.pool.cidr().to_string(),
+                        asked: asked.cidr().to_string(),
+                    });
+                }
+                (state, entry.mod_revision)
+            }
+            None => (
+                MeshState {
+                    pool: asked,
+                    registry: PeerRegistry::default(),
+                },
+                0,
+            ),
+        };
+        let mesh = Arc::new(Mesh {
+            store,
+            master_name: master_name.to_string(),
+            version: watch::Sender::new(state.registry.version()),
+            state: Mutex::new((state, revision)),
+        });
+        mesh.update(|state| {
+            let master_vpn_ip = state.pool.master_vpn_ip();
+            state
+                .registry
+                .upsert(peer(master_name, master_vpn_ip, master));
+            Ok(())
+        })
+        .await?;
+        Ok(mesh)
+    }
+
+    pub fn master_name(&self) -> &str {
+        &self.master_name
+    }
+
+    pub async fn master_vpn_ip(&self) -> Ipv4Addr {
+        self.state.lock().await.0.pool.master_vpn_ip()
+    }
+
+    pub async fn vpn_cidr(&self) -> String {
+        self.state.lock().await.0.pool.cidr().to_string()
+    }
+
+    /// Ticks with every new version.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    pub async fn changes_since(&self, since: u64) -> PeerUpdate {
+        self.state.lock().await.0.registry.changes_since(since)
+    }
+
+    pub async fn peers(&self) -> Vec<Peer> {
+        self.state
+            .lock()
+            .await
+            .0
+            .registry
+            .peers()
+            .cloned()
+            .collect()
+    }
+
+    pub async fn is_member(&self, node_name: &str) -> bool {
+        self.state.lock().await.0.registry.get(node_name).is_some()
+    }
+
+    /// Whether `node_name` could be given an address now, without giving it: Join
+    /// checks before it spends the token.
+    pub async fn check_room(
+        &self,
+        node_name: &str,
+        is_online: impl Fn(&str) -> bool,
+    ) -> Result<(), MeshError> {
+        if node_name == self.master_name {
+            return Err(MeshError::MasterName(node_name.to_string()));
+        }
+        let mut pool = self.state.lock().await.0.pool.clone();
+        pool.assign(node_name, 0, is_online)?;
+        Ok(())
+    }
+
+    /// Gives the node its address (the one it had, if any) and makes it a peer.
+    /// `last_seen` says when each node was last heard from, for reclaiming.
+    pub async fn admit(
+        &self,
+        node_name: &str,
+        node: NodeVpn,
+        now_unix_ms: u64,
+        is_online: impl Fn(&str) -> bool,
+        last_seen: impl IntoIterator<Item = (String, u64)>,
+    ) -> Result<Admission, MeshError> {
+        if node_name == self.master_name {
+            return Err(MeshError::MasterName(node_name.to_string()));
+        }
+        let mut admitted = None;
+        self.update(|state| {
+            for (name, seen) in last_seen {
+                state.pool.touch(&name, seen);
+            }
+            let assigned = state.pool.assign(node_name, now_unix_ms, is_online)?;
+            if let Some(reclaimed) = &assigned.reclaimed_from {
+                state.registry.remove(reclaimed);
+            }
+            state
+                .registry
+                .upsert(peer(node_name, assigned.node_vpn_ip, node));
+            admitted = Some(assigned);
+            Ok(())
+        })
+        .await?;
+        let assigned = admitted.expect("set by the update");
+        Ok(Admission {
+            node_vpn_ip: assigned.node_vpn_ip,
+            peers: self.changes_since(0).await,
+            reclaimed_from: assigned.reclaimed_from,
+        })
+    }
+
+    /// Takes the node out of the mesh and frees its address; `false` if it was not in it.
+    pub async fn remove(&self, node_name: &str) -> Result<bool, MeshError> {
+        let mut removed = false;
+        self.update(|state| {
+            state.pool.release(node_name);
+            removed = state.registry.get(node_name).is_some();
+            state.registry.remove(node_name);
+            Ok(())
+        })
+        .await?;
+        Ok(removed)
+    }
+
+    /// Applies `change` to a copy, stores it (only if nothing else wrote the mesh in
+    /// between), then makes it current and announces the new version.
+    async fn update(
+        &self,
+        change: impl FnOnce(&mut MeshState) -> Result<(), MeshError>,
+    ) -> Result<(), MeshError> {
+        let mut guard = self.state.lock().await;
+        let (state, revision) = &mut *guard;
+        let mut next = state.clone();
+        change(&mut next)?;
+        let unchanged = next.registry.version() == state.registry.version()
+            && next.pool == state.pool
+            && *revision != 0;
+        if unchanged {
+            return Ok(());
+        }
+        let precondition = if *revision == 0 {
+            Precondition::Absent
+        } else {
+            Precondition::ModRevision(*revision)
+        };
+        *revision = self
+            .store
+            .put(MESH_KEY, encode(&next), precondition)
+            .await?;
+        *state = next;
+        self.version.send_replace(state.registry.version());
+        Ok(())
+    }
+}
+
+fn peer(node_name: &str, node_vpn_ip: Ipv4Addr, node: NodeVpn) -> Peer {
+    Peer {
+        node_name: node_name.to_string(),
+        node_vpn_pub_key: node.node_vpn_pub_key,
+        node_vpn_ip: node_vpn_ip.to_string(),
+        node_public_endpoint: node.node_public_endpoint,
+        persistent_keepalive: node.persistent_keepalive,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    fn vpn(key: &str) -> NodeVpn {
+        NodeVpn {
+            node_vpn_pub_key: key.into(),
+            node_public_endpoint: "192.0.2.1:51820".into(),
+            persistent_keepalive: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn addresses_and_versions_survive_a_master_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let mesh = Mesh::open(store, "10.9.0.0/24", vpn("master-key"), "m")
+            .await
+            .unwrap();
+        let mut changes = mesh.changes();
+        let a = mesh.admit("a", vpn("ka"), 1, |_| false, []).await.unwrap();
+        assert_eq!(a.node_vpn_ip.to_string(), "10.9.0.2");
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(
+            a.peers
+                .upserts
+                .iter()
+                .map(|p| p.node_name.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "m"]
+        );
+        mesh.admit("b", vpn("kb"), 2, |_| false, []).await.unwrap();
+        let version = *changes.borrow_and_update();
+        assert!(matches!(
+            mesh.admit("m", vpn("x"), 3, |_| false, []).await,
+            Err(MeshError::MasterName(_))
+        ));
+        drop(mesh);
+
+        let store = SqliteStore::open(&path).unwrap();
+        let mesh = Mesh::open(store.clone(), "10.9.0.0/24", vpn("master-key"), "m")
+            .await
+            .unwrap();
+        assert_eq!(*mesh.changes().borrow(), version, "versions continue");
+        let again = mesh.admit("a", vpn("ka2"), 4, |_| false, []).await.unwrap();
+        assert_eq!(
+            again.node_vpn_ip.to_string(),
+            "10.9.0.2",
+            "not re-addressed"
+        );
+        let delta = mesh.changes_since(version).await;
+        assert_eq!(delta.upserts.len(), 1);
+        assert_eq!(delta.upserts[0].node_vpn_pub_key, "ka2");
+
+        assert!(mesh.remove("b").await.unwrap());
+        assert!(!mesh.is_member("b").await);
+        assert_eq!(mesh.changes_since(version + 1).await.removed, ["b"]);
+        assert!(matches!(
+            Mesh::open(store, "10.8.0.0/24", vpn("master-key"), "m").await,
+            Err(MeshError::CidrChanged { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_full_network_reclaims_an_offline_node_and_drops_its_peer() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        // /29: .1 master, .2-.6 nodes.
+        let mesh = Mesh::open(store, "10.9.0.0/29", vpn("mk"), "m")
+            .await
+            .unwrap();
+        for (index, name) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            mesh.admit(name, vpn(name), index as u64, |_| false, [])
+                .await
+                .unwrap();
+        }
+        assert!(matches!(
+            mesh.check_room("f", |_| true).await,
+            Err(MeshError::Pool(IpPoolError::Exhausted { .. }))
+        ));
+        // a was seen last; b is online; c is the longest idle of the rest.
+        let admitted = mesh
+            .admit(
+                "f",
+                vpn("f"),
+                10,
+                |name| name == "b",
+                [("a".to_string(), 9)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(admitted.reclaimed_from.as_deref(), Some("c"));
+        assert_eq!(admitted.node_vpn_ip.to_string(), "10.9.0.4");
+        assert!(!mesh.is_member("c").await);
+    }
+}
