@@ -643,15 +643,10 @@ fn run_minion(args: MinionArgs) -> ExitCode {
     };
     let runtime = runtime();
     let mesh = match &identity.mesh {
+        // Up before the first session: the master is reached through it.
         Some(mesh_identity) => {
-            let (data_dir, name) = (args.data_dir.clone(), identity.node_name.clone());
-            let mesh_identity = mesh_identity.clone();
-            let started = runtime.block_on(tokio::task::spawn_blocking(move || {
-                NodeMesh::start(&data_dir, &name, &mesh_identity)
-            }));
-            match started {
-                Ok(Ok(mesh)) => Some(Arc::new(mesh)),
-                Ok(Err(error)) => return usage_error(&error.to_string()),
+            match NodeMesh::start(&args.data_dir, &identity.node_name, mesh_identity) {
+                Ok(mesh) => Some(Arc::new(mesh)),
                 Err(error) => return usage_error(&error.to_string()),
             }
         }

@@ -6,7 +6,7 @@ use weft_proto::adminapi::{
 };
 
 use crate::admin::AdminClient;
-use crate::output::{ago, print_json, table, timestamp, Output};
+use crate::output::{age, ago, print_json, table, timestamp, Output};
 use crate::CliError;
 
 fn labels_text(node: &Node) -> String {
@@ -17,6 +17,12 @@ fn labels_text(node: &Node) -> String {
         .collect();
     labels.sort();
     labels.join(",")
+}
+
+/// When the master's WireGuard interface last shook hands with the node.
+fn handshake_text(node: &Node) -> String {
+    node.last_handshake_age_seconds
+        .map_or_else(|| "-".to_string(), age)
 }
 
 fn node_json(node: &Node) -> Value {
@@ -31,6 +37,7 @@ fn node_json(node: &Node) -> Value {
         "vpn_ip": (!node.node_vpn_ip.is_empty()).then_some(&node.node_vpn_ip),
         "public_endpoint": (!node.node_public_endpoint.is_empty()).then_some(&node.node_public_endpoint),
         "online": node.online,
+        "last_handshake_age_s": node.last_handshake_age_seconds,
         "last_seen_unix_ms": node.last_seen_unix_ms,
         "joined_unix_ms": node.joined_unix_ms,
     })
@@ -56,6 +63,7 @@ pub async fn list_nodes(client: &mut AdminClient, output: Output) -> Result<(), 
                         } else {
                             node.node_vpn_ip.clone()
                         },
+                        handshake_text(node),
                         if node.online {
                             "now".to_string()
                         } else {
@@ -67,7 +75,17 @@ pub async fn list_nodes(client: &mut AdminClient, output: Output) -> Result<(), 
                 .collect();
             print!(
                 "{}",
-                table(&["NAME", "STATE", "VPN IP", "LAST SEEN", "LABELS"], &rows)
+                table(
+                    &[
+                        "NAME",
+                        "STATE",
+                        "VPN IP",
+                        "HANDSHAKE",
+                        "LAST SEEN",
+                        "LABELS"
+                    ],
+                    &rows
+                )
             );
             if nodes.is_empty() {
                 eprintln!("no nodes yet: `weft token create`, then `weft minion join --token TOKEN` on each node");
@@ -112,6 +130,15 @@ pub async fn show_node(
                 }
             );
             println!(
+                "vpn ip:          {}",
+                if node.node_vpn_ip.is_empty() {
+                    "- (no mesh)"
+                } else {
+                    &node.node_vpn_ip
+                }
+            );
+            println!("last handshake:  {}", handshake_text(&node));
+            println!(
                 "public endpoint: {}",
                 if node.node_public_endpoint.is_empty() {
                     "-"
@@ -139,7 +166,7 @@ pub async fn remove_node(client: &mut AdminClient, name: &str) -> Result<(), Cli
             node_name: name.to_string(),
         })
         .await?;
-    eprintln!("removed node {name}: its certificate is refused from now on; it can join again with a new token");
+    eprintln!("removed node {name}: its peer is gone from every node's mesh and its certificate is refused from now on; it can join again with a new token");
     Ok(())
 }
 

@@ -44,6 +44,11 @@ pub fn ago(unix_ms: u64) -> String {
     let secs = SystemTime::now()
         .duration_since(then)
         .map_or(0, |d| d.as_secs());
+    age(secs)
+}
+
+/// `42s ago`, `5m ago`, ...
+pub fn age(secs: u64) -> String {
     match secs {
         0..60 => format!("{secs}s ago"),
         60..3600 => format!("{}m ago", secs / 60),

@@ -92,12 +92,15 @@ impl NodeMesh {
             peers: Mutex::new(peers),
             cache_path,
         };
-        mesh.configure(&mesh.lock())?;
-        tracing::info!(
-            peers = mesh.lock().peers.len().saturating_sub(1),
-            version = mesh.version(),
-            "mesh up with the cached peers"
-        );
+        {
+            let peers = mesh.lock();
+            mesh.configure(&peers)?;
+            tracing::info!(
+                peers = peers.peers.len().saturating_sub(1),
+                version = peers.version,
+                "mesh up with the cached peers"
+            );
+        }
         Ok(mesh)
     }
 
