@@ -94,6 +94,11 @@ impl MeshLab {
             .unwrap_or_else(|| panic!("no host {host}"))
     }
 
+    /// Every host added so far, the master first.
+    pub fn hosts(&self) -> &[String] {
+        &self.hosts
+    }
+
     pub fn lan_ip(&self, host: &str) -> String {
         format!("172.31.0.{}", self.host_index(host) + 1)
     }
@@ -212,6 +217,12 @@ impl MeshLab {
     /// A new host that joins with `token` and runs `weft minion ARGS`.
     pub fn join_and_start(&mut self, host: &str, token: &str, minion_args: &[&str]) {
         self.add_host(host);
+        self.join(host, token);
+        self.start_minion(host, minion_args);
+    }
+
+    /// `weft minion join` on a host made with `add_host`.
+    pub fn join(&self, host: &str, token: &str) {
         let join = self
             .weft_in(host, &["minion", "join", "--name", host, "--token", token])
             .arg("--data-dir")
@@ -220,6 +231,9 @@ impl MeshLab {
             .output()
             .unwrap();
         assert_success(&join, &format!("minion join {host}"));
+    }
+
+    pub fn start_minion(&mut self, host: &str, minion_args: &[&str]) {
         let mut command = self.weft_in(host, &["minion"]);
         command
             .arg("--data-dir")
