@@ -13,7 +13,6 @@
 //!   (boringtun) device, through wireguard-go, and over the plain veth, side by side.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::process::Stdio;

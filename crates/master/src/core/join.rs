@@ -297,6 +297,8 @@ mod tests {
                 node_csr_der: valid.node_csr_der.clone(),
                 node_vpn_pub_key: None,
                 node_public_endpoint: None,
+                node_vpn_listen_port: 0,
+                seen_from: None,
             };
             spoil(&mut spoiled);
             let refused = cluster
@@ -330,5 +332,67 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_mesh_join_without_a_key_keeps_the_token_and_one_with_a_key_gets_an_address() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let ca = Arc::new(ClusterCa::generate("test", SystemTime::now()).unwrap());
+        let master = NodeVpn {
+            node_vpn_pub_key: weft_vpn::vpn_key::VpnKeyPair::generate().public_key_base64,
+            node_public_endpoint: "192.0.2.1:51820".into(),
+            persistent_keepalive: 0,
+        };
+        let mesh = Mesh::open(store.clone(), "10.9.0.0/29", master, "master")
+            .await
+            .unwrap();
+        let cluster = Cluster {
+            joiner: Joiner::new(ca.clone(), store.clone(), Some(mesh.clone())),
+            store,
+            ca,
+        };
+        let mut keyless = request(&cluster, 1, "web-1").await;
+        keyless.node_vpn_pub_key = Some("not a key".into());
+        let credentials = TokenCredentials {
+            token_id: keyless.credentials.token_id.clone(),
+            token_secret: keyless.credentials.token_secret.clone(),
+        };
+        let refused = cluster
+            .joiner
+            .join(keyless, |_| false, SystemTime::now())
+            .await;
+        assert!(matches!(refused, Err(JoinError::MeshKeyMissing)));
+
+        let mut keyed = request(&cluster, 1, "web-1").await;
+        keyed.credentials = credentials;
+        keyed.node_vpn_pub_key = Some(weft_vpn::vpn_key::VpnKeyPair::generate().public_key_base64);
+        keyed.node_vpn_listen_port = 51821;
+        keyed.seen_from = Some("198.51.100.7".parse().unwrap());
+        let joined = cluster
+            .joiner
+            .join(keyed, |_| false, SystemTime::now())
+            .await
+            .unwrap();
+        let admission = joined.mesh.unwrap();
+        assert_eq!(admission.node_vpn_ip.to_string(), "10.9.0.2");
+        let peer = admission
+            .peers
+            .upserts
+            .iter()
+            .find(|peer| peer.node_name == "web-1")
+            .unwrap();
+        // Behind NAT as far as the master knows: its peers keep the mapping open.
+        assert_eq!(peer.node_public_endpoint, "198.51.100.7:51821");
+        assert_eq!(
+            peer.persistent_keepalive,
+            weft_vpn::device::NAT_KEEPALIVE_SECONDS
+        );
+        assert!(mesh.is_member("web-1").await);
+        let node = NodeRegistry::new(cluster.store.clone())
+            .get("web-1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(node.node_vpn_ip.as_deref(), Some("10.9.0.2"));
     }
 }
