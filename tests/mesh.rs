@@ -184,4 +184,12 @@ fn the_mesh_forms_grows_shrinks_and_outlives_the_master() {
         !lab.vpn_ips().iter().any(|(n, _)| n == "n3"),
         "n3's address is still bound"
     );
+
+    // A stop request ends every daemon, interface and UAPI socket included, even with
+    // open sessions and boringtun reading signals of its own.
+    let hung = lab.terminate_all(Duration::from_secs(30));
+    assert!(hung.is_empty(), "still running after SIGTERM: {hung:?}");
+    for host in lab.hosts().to_vec() {
+        assert!(!lab.has_uapi_socket(&host), "{host}'s UAPI socket was left");
+    }
 }

@@ -4,7 +4,7 @@
 //! processes with the mesh on; WireGuard interface names carry this process's id,
 //! since UAPI sockets live in one directory for the whole machine.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -352,6 +352,37 @@ impl MeshLab {
             self.namespace(host),
             if up { "up" } else { "down" }
         ));
+    }
+
+    /// SIGTERM to every daemon, as systemd stops them; returns the hosts whose daemon
+    /// was still running `within` later (those are then killed).
+    pub fn terminate_all(&mut self, within: Duration) -> Vec<String> {
+        let mut daemons: Vec<(String, Child)> = std::mem::take(&mut self.minions);
+        if let Some(master) = self.master.take() {
+            daemons.push((MASTER.to_string(), master));
+        }
+        for (_, child) in &daemons {
+            // SAFETY: a plain kill(2) on a child this lab started and has not reaped.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + within;
+        let mut hung = Vec::new();
+        for (host, mut child) in daemons {
+            while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if child.try_wait().unwrap().is_none() {
+                hung.push(host);
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        hung
+    }
+
+    /// The UAPI socket of the host's interface is still there.
+    pub fn has_uapi_socket(&self, host: &str) -> bool {
+        Path::new(&format!("/var/run/wireguard/{}.sock", self.interface(host))).exists()
     }
 
     /// Polls `check` until it holds or `within` passes; returns how long it took.

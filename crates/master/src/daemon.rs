@@ -40,6 +40,8 @@ use crate::init::{
 use crate::store::{SqliteStore, Store};
 
 const TOKEN_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a stopping master lets open requests finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 pub struct MasterOptions {
     pub data_dir: PathBuf,
@@ -207,18 +209,24 @@ pub async fn run(
     let public_listener =
         public_routes.serve_with_incoming_shutdown(bind(public_address)?, stop_signal());
     tracing::info!(address = %public_address, vpnapi = %master_vpnapi_endpoint, cluster = %settings.cluster_name, endpoint = %settings.master_public_endpoint, "master listening");
-    let stop_on_shutdown = async move {
-        shutdown.await;
-        let _ = stop.send(true);
-        Ok(())
-    };
-    let served = match mesh_listener {
-        Some(mesh_listener) => {
-            tokio::try_join!(public_listener, mesh_listener, stop_on_shutdown).map(|_| ())
+    let serving = async move {
+        match mesh_listener {
+            Some(mesh_listener) => tokio::try_join!(public_listener, mesh_listener).map(|_| ()),
+            None => public_listener.await,
         }
-        None => tokio::try_join!(public_listener, stop_on_shutdown).map(|_| ()),
     };
-    served.map_err(|e| MasterError::Serve(e.to_string()))?;
+    tokio::pin!(serving);
+    tokio::select! {
+        served = &mut serving => served.map_err(|e| MasterError::Serve(e.to_string()))?,
+        () = shutdown => {
+            let _ = stop.send(true);
+            // Node sessions are endless streams, and a node whose interface vanished
+            // never closes its connection: waiting for every one could take forever.
+            if tokio::time::timeout(SHUTDOWN_GRACE, serving).await.is_err() {
+                tracing::info!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period are closed");
+            }
+        }
+    }
     // The interface goes with the process; say so before it does.
     drop(mesh);
     tracing::info!("master stopped");

@@ -448,6 +448,10 @@ impl EmbeddedDevice {
                         return;
                     }
                 };
+                if let Err(error) = disarm_signal_fds() {
+                    let _ = started_tx.send(Err(error));
+                    return;
+                }
                 let _ = started_tx.send(Ok(()));
                 let _ = stop_rx.recv();
                 handle.clean();
@@ -461,6 +465,44 @@ impl EmbeddedDevice {
             thread: Some(thread),
         })
     }
+}
+
+/// boringtun stops its device on SIGINT and SIGTERM, read through signalfds. A signal
+/// sent to the process sits in its shared queue until a thread takes it, and a
+/// signalfd can take it first: then the program never hears of the signal and keeps
+/// running without its interface. The program handles its own signals, so each
+/// signalfd (only boringtun makes them here) is swapped for a descriptor that is
+/// never ready; closing the old file also drops it from boringtun's epoll set.
+fn disarm_signal_fds() -> io::Result<()> {
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let entry = entry?;
+        let is_signal_fd = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.as_os_str() == "anon_inode:[signalfd]");
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse().ok())
+        else {
+            continue;
+        };
+        if !is_signal_fd {
+            continue;
+        }
+        // SAFETY: plain descriptor calls; `fd` stays open (now an idle eventfd) for
+        // boringtun, which closes it when the device goes.
+        unsafe {
+            let inert = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
+            if inert < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let swapped = libc::dup3(inert, fd, libc::O_CLOEXEC);
+            libc::close(inert);
+            if swapped < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Drop for EmbeddedDevice {
