@@ -140,9 +140,9 @@ impl NodeMesh {
         Ok(())
     }
 
-    /// Peers with no handshake for longer than `timeout` (the master excepted: it is
-    /// the one asked), by name. Blocking.
-    fn silent_peers(&self, timeout: Duration) -> Vec<String> {
+    /// Each peer's time since its last handshake, `None` before the first, by name
+    /// (the master excepted: it is the one asked about the others). Blocking.
+    fn peer_handshake_ages(&self) -> Vec<(String, Option<Duration>)> {
         let statuses = match self.device.peer_statuses() {
             Ok(statuses) => statuses,
             Err(error) => {
@@ -157,11 +157,10 @@ impl NodeMesh {
         self.lock()
             .others(&self.node_name)
             .filter(|peer| peer.node_name != self.master_node_name)
-            .filter(|peer| match ages.get(&peer.node_vpn_pub_key) {
-                Some(Some(age)) => *age > timeout,
-                _ => true,
+            .map(|peer| {
+                let age = ages.get(&peer.node_vpn_pub_key).copied().flatten();
+                (peer.node_name.clone(), age)
             })
-            .map(|peer| peer.node_name.clone())
             .collect()
     }
 
@@ -231,6 +230,7 @@ pub async fn keep_mesh(
     let mut next_resync = Instant::now() + jittered(RESYNC_INTERVAL);
     // When each silent peer was last asked about, so each is asked once per timeout.
     let mut asked: HashMap<String, Instant> = HashMap::new();
+    let mut unheard_since: HashMap<String, Instant> = HashMap::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(check_every) => {}
@@ -243,12 +243,13 @@ pub async fn keep_mesh(
             resync(&mesh, &current).await;
             next_resync = Instant::now() + jittered(RESYNC_INTERVAL);
         }
-        let silent = {
+        let ages = {
             let mesh = mesh.clone();
-            tokio::task::spawn_blocking(move || mesh.silent_peers(peer_timeout))
+            tokio::task::spawn_blocking(move || mesh.peer_handshake_ages())
                 .await
                 .unwrap_or_default()
         };
+        let silent = silent_peers(ages, &mut unheard_since, peer_timeout);
         asked.retain(|name, _| silent.contains(name));
         for peer in silent {
             if asked
@@ -285,6 +286,58 @@ pub async fn keep_mesh(
     }
 }
 
+/// The peers quiet for longer than `timeout`: since their last handshake, or, for a
+/// peer never heard from, since this node first saw it so (a peer that just came up
+/// gets its chance to shake hands first).
+fn silent_peers(
+    ages: Vec<(String, Option<Duration>)>,
+    unheard_since: &mut HashMap<String, Instant>,
+    timeout: Duration,
+) -> Vec<String> {
+    let now = Instant::now();
+    unheard_since.retain(|name, _| ages.iter().any(|(peer, age)| peer == name && age.is_none()));
+    ages.into_iter()
+        .filter(|(name, age)| {
+            let quiet_for = match age {
+                Some(age) => *age,
+                None => now.duration_since(*unheard_since.entry(name.clone()).or_insert(now)),
+            };
+            quiet_for > timeout
+        })
+        .map(|(name, _)| name)
+        .collect()
+}
+
 fn jittered(mean: Duration) -> Duration {
     mean.mul_f64(rand::rng().random_range(0.5..1.5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_never_heard_from_gets_a_timeout_of_its_own_before_it_counts_as_silent() {
+        let timeout = Duration::from_secs(60);
+        let mut unheard_since = HashMap::new();
+        let ages = || {
+            vec![
+                ("fresh".to_string(), None),
+                ("talking".to_string(), Some(Duration::from_secs(5))),
+                ("quiet".to_string(), Some(Duration::from_secs(61))),
+            ]
+        };
+        assert_eq!(silent_peers(ages(), &mut unheard_since, timeout), ["quiet"]);
+        // Still unheard a whole timeout later: now it is silent too.
+        let first_seen = unheard_since["fresh"];
+        unheard_since.insert("fresh".into(), first_seen - Duration::from_secs(61));
+        assert_eq!(
+            silent_peers(ages(), &mut unheard_since, timeout),
+            ["fresh", "quiet"]
+        );
+        // Once it has shaken hands its own age counts, and the first sighting is dropped.
+        let heard = vec![("fresh".to_string(), Some(Duration::from_secs(1)))];
+        assert!(silent_peers(heard, &mut unheard_since, timeout).is_empty());
+        assert!(unheard_since.is_empty());
+    }
 }
