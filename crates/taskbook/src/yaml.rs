@@ -126,6 +126,85 @@ impl Node {
 }
 
 impl Node {
+    /// The tree as block-style YAML that reads back to the same tree: scalars keep their
+    /// raw text and whether they were quoted (`0644` stays plain, `"0644"` quoted), so a
+    /// document stored on its own means what it meant in its file.
+    pub fn to_yaml(&self) -> String {
+        let mut out = String::new();
+        self.write_yaml(&mut out, 0);
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out
+    }
+
+    fn write_yaml(&self, out: &mut String, indent: usize) {
+        let pad = " ".repeat(indent);
+        match &self.value {
+            NodeValue::Scalar { .. } => {
+                out.push_str(&self.yaml_scalar());
+                out.push('\n');
+            }
+            NodeValue::Sequence(items) if items.is_empty() => out.push_str("[]\n"),
+            NodeValue::Mapping(entries) if entries.is_empty() => out.push_str("{}\n"),
+            NodeValue::Sequence(items) => {
+                for item in items {
+                    out.push_str(&pad);
+                    out.push('-');
+                    item.write_yaml_after_indicator(out, indent + 2);
+                }
+            }
+            NodeValue::Mapping(entries) => {
+                for (key, value) in entries {
+                    out.push_str(&pad);
+                    out.push_str(&key.yaml_scalar());
+                    out.push(':');
+                    value.write_yaml_after_indicator(out, indent + 2);
+                }
+            }
+        }
+    }
+
+    /// What follows `key:` or `-`: a scalar on the same line, a collection below it.
+    fn write_yaml_after_indicator(&self, out: &mut String, indent: usize) {
+        match &self.value {
+            NodeValue::Scalar {
+                text,
+                quoted: false,
+            } if text.is_empty() => out.push('\n'),
+            NodeValue::Sequence(items) if !items.is_empty() => {
+                out.push('\n');
+                self.write_yaml(out, indent);
+            }
+            NodeValue::Mapping(entries) if !entries.is_empty() => {
+                out.push('\n');
+                self.write_yaml(out, indent);
+            }
+            _ => {
+                out.push(' ');
+                self.write_yaml(out, indent);
+            }
+        }
+    }
+
+    /// A plain scalar as written (it was valid plain YAML where it came from, and block
+    /// context allows more than flow context); anything else double-quoted, which JSON's
+    /// escapes are valid for.
+    fn yaml_scalar(&self) -> String {
+        match &self.value {
+            NodeValue::Scalar {
+                text,
+                quoted: false,
+            } if !text.contains('\n') => text.clone(),
+            NodeValue::Scalar { text, .. } => {
+                serde_json::to_string(text).expect("a string always serializes")
+            }
+            _ => serde_json::to_string(&self.to_json().to_string()).expect("a string serializes"),
+        }
+    }
+}
+
+impl Node {
     /// A tree for a JSON value, every node at `span` (values that came from a template).
     pub fn from_json(value: &serde_json::Value, span: Span) -> Node {
         use serde_json::Value;
@@ -484,5 +563,25 @@ mod tests {
         let source = "[".repeat(100) + &"]".repeat(100);
         let err = parse(&source).unwrap_err();
         assert!(err.message.contains("nested more than 64"), "{err}");
+    }
+
+    #[test]
+    fn a_tree_written_as_yaml_reads_back_the_same() {
+        let source = "a: 0644\nb: \"0644\"\nc:\nd: [1, {e: \"x: y\"}, []]\nf: {}\ng: |\n  two\n  lines\nh:\n  - - nested\n  - k: v\n    l: 'it''s'\n";
+        let root = &parse(source).unwrap()[0].root;
+        let written = root.to_yaml();
+        let again = &parse(&written).unwrap()[0].root;
+        assert_eq!(again.to_yaml(), written);
+        assert_eq!(again.to_json(), root.to_json());
+        assert_eq!(
+            again.get("a").unwrap().resolve_scalar(),
+            Some(ScalarValue::Int(644))
+        );
+        assert_eq!(again.get("b").unwrap().scalar(), Some("0644"));
+        assert!(matches!(
+            again.get("b").unwrap().value,
+            NodeValue::Scalar { quoted: true, .. }
+        ));
+        assert_eq!(again.get("g").unwrap().scalar(), Some("two\nlines\n"));
     }
 }

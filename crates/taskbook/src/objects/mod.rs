@@ -9,6 +9,7 @@ mod namespace;
 mod node;
 mod secret;
 mod trigger;
+mod validate;
 mod variables;
 
 pub use beacon::{BeaconCheck, BeaconSpec};
@@ -101,6 +102,46 @@ pub const KINDS: &[(&str, bool)] = &[
     ("Event", true),
 ];
 
+/// The kind a command line names: `NodeGroup`, `nodegroup`, `nodegroups` or a short
+/// name such as `ng`, as kubectl reads them.
+pub fn kind_named(name: &str) -> Option<&'static str> {
+    const SHORT_NAMES: &[(&str, &str)] = &[
+        ("ns", "Namespace"),
+        ("no", "Node"),
+        ("ng", "NodeGroup"),
+        ("cv", "ClusterVariables"),
+        ("cvb", "ClusterVariablesBinding"),
+        ("vars", "Variables"),
+        ("tb", "TaskBook"),
+        ("repo", "GitRepository"),
+        ("repos", "GitRepository"),
+        ("gitrepositories", "GitRepository"),
+        ("cj", "CronJob"),
+        ("ev", "Event"),
+    ];
+    let lower = name.to_ascii_lowercase();
+    KINDS
+        .iter()
+        .map(|(kind, _)| *kind)
+        .find(|kind| {
+            let kind_lower = kind.to_ascii_lowercase();
+            lower == kind_lower || lower == format!("{kind_lower}s")
+        })
+        .or_else(|| {
+            SHORT_NAMES
+                .iter()
+                .find(|(short, _)| *short == lower)
+                .map(|(_, kind)| *kind)
+        })
+}
+
+/// Whether objects of `kind` live in a namespace.
+pub fn is_namespaced(kind: &str) -> bool {
+    KINDS
+        .iter()
+        .any(|(known, namespaced)| *known == kind && *namespaced)
+}
+
 impl AnyObject {
     pub fn kind(&self) -> &str {
         self.metadata_and_kind().1
@@ -141,6 +182,8 @@ pub struct SourcedObject {
     pub object: AnyObject,
     pub file: std::path::PathBuf,
     pub document_index: usize,
+    /// The document as read, for positions and for storing it as written.
+    pub root: Node,
 }
 
 /// Reads every object in a YAML stream (documents separated by `---`).
@@ -153,6 +196,7 @@ pub fn parse_objects(source: &str, file: &Path) -> Result<Vec<SourcedObject>> {
             object,
             file: file.to_path_buf(),
             document_index,
+            root: document.root.clone(),
         });
     }
     Ok(objects)
@@ -206,6 +250,7 @@ pub fn parse_object(root: &Node) -> Result<AnyObject> {
         }
     };
     validate_metadata(root, &object)?;
+    validate::validate_spec(root, &object)?;
     Ok(object)
 }
 
@@ -287,10 +332,7 @@ fn validate_metadata(root: &Node, object: &AnyObject) -> Result<()> {
             .under(PathSegment::Key("metadata".into()))
     };
     validate_name(&metadata.name).map_err(|m| field_error("name", m))?;
-    let namespaced = KINDS
-        .iter()
-        .any(|(kind, namespaced)| *kind == object.kind() && *namespaced);
-    match (&metadata.namespace, namespaced) {
+    match (&metadata.namespace, is_namespaced(object.kind())) {
         (Some(namespace), true) => {
             validate_name(namespace).map_err(|m| field_error("namespace", m))
         }
