@@ -3,6 +3,7 @@
 //! render Tera templates, plan rollouts, and report results. No network, no I/O beyond
 //! reading the files it is pointed at.
 
+pub mod cluster_vars;
 pub mod de;
 pub mod duration;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod objects;
 pub mod render;
 pub mod report;
 pub mod rollout;
+pub mod secrets;
 pub mod selector;
 pub mod task;
 pub mod taskbook;

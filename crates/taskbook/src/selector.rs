@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::objects::NodeGroupSpec;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSelector {
@@ -42,6 +44,21 @@ impl NodeSelector {
             .iter()
             .all(|(path, wanted)| fact_matches(node_facts, path, wanted));
         by_name && by_labels && by_facts
+    }
+
+    /// Whether a node is selected, `group` being the NodeGroup this selector names
+    /// (looked up by the caller). `all`, or no condition at all, selects every node.
+    pub fn selects(
+        &self,
+        node_name: &str,
+        node_labels: &BTreeMap<String, String>,
+        node_facts: &Value,
+        group: Option<&NodeGroupSpec>,
+    ) -> bool {
+        self.all
+            || *self == NodeSelector::default()
+            || (group.is_none_or(|group| group.contains(node_name, node_labels))
+                && self.matches(node_name, node_labels, node_facts))
     }
 
     /// `--nodes a,b,role=web`: names and `key=value` labels, comma-separated.

@@ -204,6 +204,43 @@ impl Node {
     }
 }
 
+/// A JSON value as YAML for people: strings that read back as the same strings are
+/// written plain, the others quoted.
+pub fn json_to_yaml(value: &serde_json::Value) -> String {
+    fn unquote_safe(node: &mut Node) {
+        match &mut node.value {
+            NodeValue::Scalar { text, quoted } => {
+                let safe_chars = !text.is_empty()
+                    && text
+                        .chars()
+                        .all(|c| c.is_alphanumeric() || "_./@-+ ".contains(c))
+                    && !text.starts_with(['-', ' ', '@'])
+                    && !text.ends_with(' ');
+                if *quoted && safe_chars {
+                    let plain = Node {
+                        span: node.span,
+                        value: NodeValue::Scalar {
+                            text: text.clone(),
+                            quoted: false,
+                        },
+                    };
+                    if matches!(plain.resolve_scalar(), Some(ScalarValue::Str(_))) {
+                        *quoted = false;
+                    }
+                }
+            }
+            NodeValue::Sequence(items) => items.iter_mut().for_each(unquote_safe),
+            NodeValue::Mapping(entries) => entries.iter_mut().for_each(|(key, value)| {
+                unquote_safe(key);
+                unquote_safe(value);
+            }),
+        }
+    }
+    let mut node = Node::from_json(value, Span::default());
+    unquote_safe(&mut node);
+    node.to_yaml()
+}
+
 impl Node {
     /// A tree for a JSON value, every node at `span` (values that came from a template).
     pub fn from_json(value: &serde_json::Value, span: Span) -> Node {
@@ -583,5 +620,19 @@ mod tests {
             NodeValue::Scalar { quoted: true, .. }
         ));
         assert_eq!(again.get("g").unwrap().scalar(), Some("two\nlines\n"));
+    }
+
+    #[test]
+    fn json_reads_back_from_the_yaml_written_for_people() {
+        let value = serde_json::json!({
+            "name": "web-1", "mode": "0644", "on": "true", "n": 3, "empty": "",
+            "text": "a: b", "list": ["x y", "-dash", {"k": null}], "none": {}
+        });
+        let yaml = json_to_yaml(&value);
+        assert!(
+            yaml.contains("name: web-1\n") && yaml.contains("mode: \"0644\""),
+            "{yaml}"
+        );
+        assert_eq!(parse(&yaml).unwrap()[0].root.to_json(), value);
     }
 }

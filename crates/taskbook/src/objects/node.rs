@@ -30,3 +30,15 @@ pub struct NodeGroupSpec {
     #[serde(default, skip_serializing_if = "Vars::is_empty")]
     pub vars: Vars,
 }
+
+impl NodeGroupSpec {
+    /// A group's members: its label selector's matches plus its named nodes.
+    pub fn contains(&self, node_name: &str, node_labels: &BTreeMap<String, String>) -> bool {
+        self.nodes.iter().any(|name| name == node_name)
+            || (!self.selector.is_empty()
+                && self
+                    .selector
+                    .iter()
+                    .all(|(key, value)| node_labels.get(key) == Some(value)))
+    }
+}
