@@ -25,6 +25,7 @@ use weft_proto::vpnapi::{
     TaskResult,
 };
 use weft_taskbook::report::{unix_ms_now, TaskStatus};
+use weft_taskbook::secrets::{mask_result, mask_secrets, secret_values};
 use weft_taskbook::Vars;
 
 use crate::executor::{NodeExecutor, RunOptions};
@@ -498,6 +499,9 @@ fn execute(
     let context = parse("the context", &step.context_json)?;
     let registered = as_vars(parse("registered results", &step.registered_json)?);
     let cluster_vars = as_vars(parse("cluster variables", &step.cluster_vars_json)?);
+    // Kept in memory for this step only, and masked in everything the node sends back.
+    let secrets = parse("secrets", &step.secrets_json)?;
+    let secret_values = secret_values(&secrets);
     let extra_vars = step
         .extra_vars_json
         .iter()
@@ -517,6 +521,7 @@ fn execute(
         "nodes",
         &context.get("nodes").cloned().unwrap_or_else(|| json!({})),
     );
+    base.insert("secrets", &secrets);
     let mut executor = NodeExecutor::new(node_name, base).with_registered(registered);
     let options = RunOptions {
         check_mode: step.check_mode,
@@ -537,11 +542,19 @@ fn execute(
             &mut |mut result| {
                 result.location = result.location.replace(&unpacked, "");
                 result.msg = result.msg.map(|msg| msg.replace(&unpacked, ""));
-                emit(result);
+                emit(mask_result(result, &secret_values));
             },
         )
-        .map_err(|e| e.to_string().replace(&unpacked, ""))?;
-    Ok((executor.failed, executor.registered().clone()))
+        .map_err(|e| {
+            let mut message = Value::String(e.to_string().replace(&unpacked, ""));
+            mask_secrets(&mut message, &secret_values);
+            message.as_str().unwrap_or_default().to_string()
+        })?;
+    let mut registered = executor.registered().clone();
+    registered
+        .values_mut()
+        .for_each(|value| mask_secrets(value, &secret_values));
+    Ok((executor.failed, registered))
 }
 
 #[cfg(test)]

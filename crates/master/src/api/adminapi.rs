@@ -10,18 +10,23 @@ use tonic::{Request, Response, Status};
 use weft_modules::bundle::Bundle;
 use weft_proto::adminapi::admin_api_server::AdminApi;
 use weft_proto::adminapi::{
-    run_event, CreateTokenRequest, CreateTokenResponse, GetFactsRequest, GetFactsResponse,
-    GetJobRequest, GetNodeRequest, Job, JobStarted, ListJobsRequest, ListJobsResponse,
-    ListNodesRequest, ListNodesResponse, Node, NodeStepDone, RemoveNodeRequest, RemoveNodeResponse,
-    RunEvent, RunTaskBookRequest, StepStarted,
+    run_event, AppliedObject, ApplyObjectsRequest, ApplyObjectsResponse, CreateTokenRequest,
+    CreateTokenResponse, DeleteObjectRequest, DeleteObjectResponse, GetFactsRequest,
+    GetFactsResponse, GetJobRequest, GetNodeRequest, GetObjectsRequest, GetObjectsResponse, Job,
+    JobStarted, LabelNodeRequest, ListJobsRequest, ListJobsResponse, ListNodesRequest,
+    ListNodesResponse, Node, NodeStepDone, RemoveNodeRequest, RemoveNodeResponse,
+    ResolveVarsRequest, ResolveVarsResponse, RunEvent, RunTaskBookRequest, StepStarted,
+    StoredObject,
 };
+use weft_taskbook::objects::{kind_named, parse_objects, validate_labels, KINDS};
 use weft_taskbook::selector::NodeSelector;
 use weft_taskbook::Vars;
 
 use super::{unix_ms, MasterContext};
 use crate::core::job::{JobRecord, JobStoreError};
-use crate::core::job_runner::{JobEvent, RunError, RunRequest};
+use crate::core::job_runner::{JobEvent, RunError, RunRequest, RunScope};
 use crate::core::node_registry::NodeRecord;
+use crate::core::objects::{namespace_for, ApplyAction, ObjectError, DEFAULT_NAMESPACE};
 use crate::core::token::DEFAULT_TOKEN_TTL;
 use crate::core::token_registry::TokenRegistryError;
 use crate::store::Store;
@@ -36,6 +41,32 @@ type RunStream = Pin<Box<dyn Stream<Item = Result<RunEvent, Status>> + Send>>;
 
 fn internal(error: impl std::fmt::Display) -> Status {
     Status::internal(error.to_string())
+}
+
+fn object_status(error: ObjectError) -> Status {
+    match error {
+        ObjectError::Invalid(_) | ObjectError::Refused(_) => {
+            Status::invalid_argument(error.to_string())
+        }
+        ObjectError::Stale { .. } => Status::aborted(error.to_string()),
+        ObjectError::NotFound { .. } => Status::not_found(error.to_string()),
+        other => internal(other),
+    }
+}
+
+/// A kind as the command line typed it, or a list of the kinds there are.
+fn known_kind(typed: &str) -> Result<&'static str, Status> {
+    kind_named(typed).ok_or_else(|| {
+        let kinds: Vec<&str> = KINDS.iter().map(|(kind, _)| *kind).collect();
+        Status::invalid_argument(format!(
+            "unknown kind `{typed}`; the kinds are {}",
+            kinds.join(", ")
+        ))
+    })
+}
+
+fn non_empty(text: &str) -> Option<&str> {
+    (!text.is_empty()).then_some(text)
 }
 
 impl<S: Store + Clone> AdminApiService<S> {
@@ -58,6 +89,52 @@ impl<S: Store + Clone> AdminApiService<S> {
             joined_unix_ms: record.joined_unix_ms,
             facts_json: String::new(),
         }
+    }
+
+    /// A node as `weft get nodes` shows it, in the shape of the other objects.
+    fn node_object(&self, record: &NodeRecord) -> StoredObject {
+        let object = serde_json::json!({
+            "apiVersion": weft_taskbook::objects::API_VERSION,
+            "kind": "Node",
+            "metadata": {"name": record.node_name, "labels": record.labels},
+            "spec": {
+                "node_vpn_ip": record.node_vpn_ip,
+                "node_public_endpoint": record.node_public_endpoint,
+                "node_vpn_pub_key": record.node_vpn_pub_key,
+            },
+            "status": {
+                "online": self.context.sessions.is_online(&record.node_name),
+                "last_seen_unix_ms": record.last_seen_unix_ms,
+            },
+        });
+        StoredObject {
+            object_json: object.to_string(),
+            created_unix_ms: record.joined_unix_ms,
+            updated_unix_ms: record.last_seen_unix_ms,
+        }
+    }
+
+    /// A stored TaskBook as a bundle of one file, the document as it was applied.
+    async fn stored_taskbook_bundle(&self, name: &str, namespace: &str) -> Result<Bundle, Status> {
+        let namespace = namespace_for("TaskBook", non_empty(namespace));
+        let stored = self
+            .context
+            .objects
+            .get("TaskBook", namespace.as_deref(), name)
+            .await
+            .map_err(object_status)?
+            .ok_or_else(|| {
+                object_status(ObjectError::NotFound {
+                    kind: "TaskBook".into(),
+                    namespace: namespace.clone(),
+                    name: name.into(),
+                })
+            })?;
+        let file = format!("{name}.yml");
+        Ok(Bundle {
+            files: [(file.clone(), stored.record.document.into_bytes().into())].into(),
+            taskbook_file: file,
+        })
     }
 
     async fn node_record(&self, node_name: &str) -> Result<NodeRecord, Status> {
@@ -216,11 +293,22 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
             .map_err(|e| {
                 Status::invalid_argument(format!("extra variables must be JSON objects: {e}"))
             })?;
-        let run = RunRequest {
-            bundle: Bundle {
+        // A stored TaskBook reads its own namespace's variables and secrets.
+        let scope = RunScope::Namespace(non_empty(&request.stored_taskbook).and_then(|_| {
+            namespace_for("TaskBook", non_empty(&request.stored_taskbook_namespace))
+        }));
+        let bundle = match non_empty(&request.stored_taskbook) {
+            Some(name) => {
+                self.stored_taskbook_bundle(name, &request.stored_taskbook_namespace)
+                    .await?
+            }
+            None => Bundle {
                 taskbook_file: request.taskbook_file,
                 files: request.files.into_iter().collect(),
             },
+        };
+        let run = RunRequest {
+            bundle,
             check_mode: request.check_mode,
             diff: request.diff,
             tags: request.tags,
@@ -228,6 +316,7 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
             extra_vars,
             nodes_override: (!request.nodes_selector.is_empty())
                 .then(|| NodeSelector::parse_command_line(&request.nodes_selector)),
+            scope,
         };
         let events = self
             .context
@@ -281,6 +370,178 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
                 })?;
         let job_json = serde_json::to_string(&detail).map_err(internal)?;
         Ok(Response::new(job_message(&detail.job, job_json)))
+    }
+    async fn label_node(
+        &self,
+        request: Request<LabelNodeRequest>,
+    ) -> Result<Response<Node>, Status> {
+        MasterContext::<S>::require_admin(&request)?;
+        let request = request.into_inner();
+        let mut record = self.node_record(&request.node_name).await?;
+        for key in &request.remove {
+            record.labels.remove(key);
+        }
+        record.labels.extend(request.set);
+        validate_labels(&record.labels).map_err(Status::invalid_argument)?;
+        self.context.nodes.put(&record).await.map_err(internal)?;
+        tracing::info!(node = %record.node_name, labels = ?record.labels, "node labels changed");
+        let handshake_ages = self.context.handshake_ages().await;
+        Ok(Response::new(self.node_message(record, &handshake_ages)))
+    }
+
+    async fn apply_objects(
+        &self,
+        request: Request<ApplyObjectsRequest>,
+    ) -> Result<Response<ApplyObjectsResponse>, Status> {
+        MasterContext::<S>::require_admin(&request)?;
+        let request = request.into_inner();
+        let mut objects = Vec::new();
+        for file in &request.files {
+            let parsed = parse_objects(&file.content, std::path::Path::new(&file.path))
+                .map_err(|error| Status::invalid_argument(error.to_string()))?;
+            objects.extend(parsed);
+        }
+        let applied = self
+            .context
+            .objects
+            .apply(objects, request.dry_run)
+            .await
+            .map_err(object_status)?;
+        for object in applied
+            .iter()
+            .filter(|a| !request.dry_run && a.action != ApplyAction::Unchanged)
+        {
+            tracing::info!(kind = %object.kind, namespace = object.namespace.as_deref().unwrap_or(""), name = %object.name, action = object.action.as_str(), generation = object.generation, "object applied");
+        }
+        Ok(Response::new(ApplyObjectsResponse {
+            objects: applied
+                .into_iter()
+                .map(|applied| AppliedObject {
+                    kind: applied.kind,
+                    namespace: applied.namespace.unwrap_or_default(),
+                    name: applied.name,
+                    action: applied.action.as_str().to_string(),
+                    generation: applied.generation,
+                    resource_version: applied.resource_version.to_string(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_objects(
+        &self,
+        request: Request<GetObjectsRequest>,
+    ) -> Result<Response<GetObjectsResponse>, Status> {
+        MasterContext::<S>::require_admin(&request)?;
+        let request = request.into_inner();
+        let kind = known_kind(&request.kind)?;
+        let namespace = non_empty(&request.namespace);
+        let name = non_empty(&request.name);
+        let objects = if kind == "Node" {
+            let records = match name {
+                Some(name) => vec![self.node_record(name).await?],
+                None => self.context.nodes.list().await.map_err(internal)?,
+            };
+            records
+                .iter()
+                .map(|record| self.node_object(record))
+                .collect()
+        } else {
+            let stored = match name {
+                Some(name) => {
+                    let found = self
+                        .context
+                        .objects
+                        .get(kind, namespace, name)
+                        .await
+                        .map_err(object_status)?;
+                    vec![found.ok_or_else(|| {
+                        object_status(ObjectError::NotFound {
+                            kind: kind.into(),
+                            namespace: namespace_for(kind, namespace),
+                            name: name.into(),
+                        })
+                    })?]
+                }
+                None => self
+                    .context
+                    .objects
+                    .list(kind, namespace)
+                    .await
+                    .map_err(object_status)?,
+            };
+            stored
+                .iter()
+                .map(|object| {
+                    Ok(StoredObject {
+                        object_json: object.to_json().map_err(internal)?.to_string(),
+                        created_unix_ms: object.record.created_unix_ms,
+                        updated_unix_ms: object.record.updated_unix_ms,
+                    })
+                })
+                .collect::<Result<_, Status>>()?
+        };
+        Ok(Response::new(GetObjectsResponse {
+            kind: kind.to_string(),
+            objects,
+        }))
+    }
+
+    async fn resolve_vars(
+        &self,
+        request: Request<ResolveVarsRequest>,
+    ) -> Result<Response<ResolveVarsResponse>, Status> {
+        MasterContext::<S>::require_admin(&request)?;
+        let request = request.into_inner();
+        let namespace = non_empty(&request.namespace).unwrap_or(DEFAULT_NAMESPACE);
+        let resolved = self
+            .context
+            .runner
+            .node_vars(namespace, &request.node_name)
+            .await
+            .map_err(|error| match error {
+                RunError::Input(_) => Status::invalid_argument(error.to_string()),
+                other => internal(other),
+            })?;
+        let resolved_json = serde_json::json!({
+            "node": request.node_name,
+            "namespace": namespace,
+            "vars": resolved.vars,
+            "origins": resolved.origins,
+        });
+        Ok(Response::new(ResolveVarsResponse {
+            resolved_json: resolved_json.to_string(),
+        }))
+    }
+
+    async fn delete_object(
+        &self,
+        request: Request<DeleteObjectRequest>,
+    ) -> Result<Response<DeleteObjectResponse>, Status> {
+        MasterContext::<S>::require_admin(&request)?;
+        let request = request.into_inner();
+        let kind = known_kind(&request.kind)?;
+        if kind == "Node" {
+            return Err(Status::invalid_argument(
+                "nodes leave with `weft node remove NODE` (it also revokes the certificate)",
+            ));
+        }
+        let namespace = non_empty(&request.namespace);
+        if !self
+            .context
+            .objects
+            .delete(kind, namespace, &request.name)
+            .await
+            .map_err(object_status)?
+        {
+            return Err(object_status(ObjectError::NotFound {
+                kind: kind.into(),
+                namespace: namespace_for(kind, namespace),
+                name: request.name,
+            }));
+        }
+        tracing::info!(kind, namespace = namespace.unwrap_or(""), name = %request.name, "object deleted");
+        Ok(Response::new(DeleteObjectResponse {}))
     }
 }
 

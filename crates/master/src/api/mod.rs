@@ -14,6 +14,7 @@ use crate::core::job_runner::JobRunner;
 use crate::core::join::Joiner;
 use crate::core::mesh::Mesh;
 use crate::core::node_registry::NodeRegistry;
+use crate::core::objects::ObjectRegistry;
 use crate::core::pki::{peer_identity, ClusterCa, PeerIdentity};
 use crate::core::sessions::NodeSessions;
 use crate::core::token_registry::TokenRegistry;
@@ -36,6 +37,7 @@ pub struct MasterContext<S> {
     pub tokens: TokenRegistry<S>,
     pub joiner: Joiner<S>,
     pub runner: JobRunner<S>,
+    pub objects: ObjectRegistry<S>,
     /// With the mesh on: the peers, and the master's own WireGuard interface.
     pub mesh: Option<Arc<Mesh<S>>>,
     pub mesh_device: Option<Arc<weft_vpn::device::MeshDevice>>,

@@ -292,6 +292,12 @@ fn run_step(assignment: &StepAssignment) -> RunStep {
             .map(|(path, content)| (path.clone(), content.clone()))
             .collect(),
         cluster_vars_json: to_json(&*assignment.cluster_vars),
+        secrets_json: match &*assignment.secrets {
+            serde_json::Value::Object(secrets) if !secrets.is_empty() => {
+                to_json(&*assignment.secrets)
+            }
+            _ => String::new(),
+        },
         check_mode: assignment.check_mode,
         diff: assignment.diff,
         tags: assignment.tags.to_vec(),

@@ -33,6 +33,8 @@ pub struct StepAssignment {
     pub bundle: Arc<Bundle>,
     /// Variables below the TaskBook's in precedence.
     pub cluster_vars: Arc<Vars>,
+    /// The Secrets this step's tasks read, opened: `{name: {key: value}}`.
+    pub secrets: Arc<Value>,
     pub extra_vars: Arc<Vec<Vars>>,
     /// `node` and `nodes`, as tasks read them.
     pub context: Value,

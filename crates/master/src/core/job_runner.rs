@@ -15,24 +15,24 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use weft_modules::bundle::Bundle;
-use weft_taskbook::objects::{JobRetention, NodeGroupSpec};
+use weft_taskbook::objects::{AnyObject, JobRetention, NodeGroupSpec};
 use weft_taskbook::report::{unix_ms_now, RunReport, TaskResult};
 use weft_taskbook::rollout::plan_batches;
+use weft_taskbook::secrets::{mask_result, mask_secrets};
 use weft_taskbook::selector::NodeSelector;
 use weft_taskbook::taskbook::{Rollout, RolloutMode};
 use weft_taskbook::{Error, Step, TaskBook, Vars};
 
+use super::cluster_inputs::ClusterInputs;
 use super::job::{
     new_job_id, unreachable_result, JobJournal, JobRecord, JobState, JobStepPlan, JobStore,
     NodeStepRecord, NodeStepState, StepAssignment,
 };
 use super::node_registry::{NodeRecord, NodeRegistry, NodeRegistryError};
-use super::record::{decode, CorruptRecord};
+use super::objects::{ObjectError, ObjectRegistry, DEFAULT_NAMESPACE};
+use super::record::CorruptRecord;
 use super::sessions::{NodeSessions, StepEvent};
 use crate::store::{Store, StoreError};
-
-/// Where NodeGroups are read from (written by `weft apply`).
-pub const NODE_GROUPS_PREFIX: &str = "/objects/nodegroup/";
 
 /// What `weft run taskbook` asks for.
 #[derive(Debug, Clone, Default)]
@@ -45,6 +45,23 @@ pub struct RunRequest {
     pub extra_vars: Vec<Vars>,
     /// Replaces every step's own node selection (`--nodes`).
     pub nodes_override: Option<NodeSelector>,
+    pub scope: RunScope,
+}
+
+/// Which cluster variables and secrets a run reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunScope {
+    /// Those of this namespace; `None`: the TaskBook's own (`metadata.namespace`), else
+    /// `default`.
+    Namespace(Option<String>),
+    /// None at all: the master's own runs (computing a variable on a node).
+    Internal,
+}
+
+impl Default for RunScope {
+    fn default() -> Self {
+        RunScope::Namespace(None)
+    }
 }
 
 /// What a job reports while it runs, in order.
@@ -81,6 +98,8 @@ pub enum RunError {
     Corrupt(#[from] CorruptRecord),
     #[error("the master could not prepare the run: {0}")]
     Scratch(String),
+    #[error(transparent)]
+    Objects(Box<ObjectError>),
 }
 
 pub struct RunnerConfig {
@@ -91,32 +110,37 @@ pub struct RunnerConfig {
 
 #[derive(Clone)]
 pub struct JobRunner<S> {
-    inner: Arc<Inner<S>>,
+    pub(super) inner: Arc<Inner<S>>,
 }
 
-struct Inner<S> {
-    store: S,
+pub(super) struct Inner<S> {
+    pub(super) objects: ObjectRegistry<S>,
     sessions: Arc<NodeSessions>,
-    nodes: NodeRegistry<S>,
+    pub(super) nodes: NodeRegistry<S>,
     jobs: JobStore<S>,
     journal: JobJournal,
     config: RunnerConfig,
 }
 
 /// A node as the run sees it when it starts.
-struct NodeView {
-    record: NodeRecord,
-    facts: Value,
+pub(super) struct NodeView {
+    pub(super) record: NodeRecord,
+    pub(super) facts: Value,
 }
 
 impl<S: Store + Clone> JobRunner<S> {
-    pub fn new(store: S, sessions: Arc<NodeSessions>, config: RunnerConfig) -> Self {
+    pub fn new(
+        store: S,
+        objects: ObjectRegistry<S>,
+        sessions: Arc<NodeSessions>,
+        config: RunnerConfig,
+    ) -> Self {
         JobRunner {
             inner: Arc::new(Inner {
+                objects,
                 nodes: NodeRegistry::new(store.clone()),
                 jobs: JobStore::new(store.clone()),
-                journal: JobJournal::start(store.clone()),
-                store,
+                journal: JobJournal::start(store),
                 sessions,
                 config,
             }),
@@ -146,6 +170,17 @@ impl<S: Store + Clone> JobRunner<S> {
                 nodes,
             });
         }
+        let inputs = match &request.scope {
+            RunScope::Namespace(namespace) => {
+                let namespace = namespace
+                    .clone()
+                    .or_else(|| taskbook.metadata.namespace.clone())
+                    .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+                self.cluster_inputs(&namespace, &taskbook, &request.bundle, &step_plans, &views)
+                    .await?
+            }
+            RunScope::Internal => ClusterInputs::default(),
+        };
         let now = SystemTime::now();
         let job = JobRecord {
             job_id: new_job_id(now),
@@ -181,6 +216,7 @@ impl<S: Store + Clone> JobRunner<S> {
             skip_tags: Arc::new(request.skip_tags),
             check_mode: request.check_mode,
             diff: request.diff,
+            inputs,
             events,
             job,
         };
@@ -240,14 +276,22 @@ impl<S: Store + Clone> JobRunner<S> {
         let group: Option<NodeGroupSpec> = match &selector.group {
             None => None,
             Some(group) => {
-                let key = format!("{NODE_GROUPS_PREFIX}{group}");
-                let Some(entry) = self.inner.store.get(&key).await? else {
+                let stored = self
+                    .inner
+                    .objects
+                    .get("NodeGroup", None, group)
+                    .await
+                    .map_err(|e| RunError::Objects(Box::new(e)))?;
+                let Some(stored) = stored else {
                     return Err(refuse(
                         format!("selects NodeGroup `{group}`, which does not exist"),
-                        "select nodes by `names`, `selector` or `facts`, or create the group",
+                        "select nodes by `names`, `selector` or `facts`, or create the group with `weft apply`",
                     ));
                 };
-                Some(decode(&entry)?)
+                match stored.object()? {
+                    AnyObject::NodeGroup(object) => Some(object.spec),
+                    _ => None,
+                }
             }
         };
         if let Some(unknown) = selector
@@ -260,28 +304,15 @@ impl<S: Store + Clone> JobRunner<S> {
                 "`weft nodes` lists the nodes",
             ));
         }
-        let selects_everything = selector.all || *selector == NodeSelector::default();
-        // A group's members: its label selector's matches plus its named nodes.
-        let in_group = |record: &NodeRecord| {
-            group.as_ref().is_none_or(|spec| {
-                spec.nodes.contains(&record.node_name)
-                    || (!spec.selector.is_empty()
-                        && spec
-                            .selector
-                            .iter()
-                            .all(|(k, v)| record.labels.get(k) == Some(v)))
-            })
-        };
         Ok(views
             .values()
             .filter(|view| {
-                selects_everything
-                    || (in_group(&view.record)
-                        && selector.matches(
-                            &view.record.node_name,
-                            &view.record.labels,
-                            &view.facts,
-                        ))
+                selector.selects(
+                    &view.record.node_name,
+                    &view.record.labels,
+                    &view.facts,
+                    group.as_ref(),
+                )
             })
             .map(|view| view.record.node_name.clone())
             .collect())
@@ -332,6 +363,7 @@ struct JobRun<S> {
     skip_tags: Arc<Vec<String>>,
     check_mode: bool,
     diff: bool,
+    inputs: ClusterInputs,
     events: mpsc::UnboundedSender<JobEvent>,
 }
 
@@ -531,7 +563,18 @@ impl<S: Store + Clone> JobRun<S> {
             job_id: job_id.clone(),
             step_index: index as u32,
             bundle: self.bundle.clone(),
-            cluster_vars: Arc::new(Vars::new()),
+            cluster_vars: self
+                .inputs
+                .vars_by_node
+                .get(node)
+                .cloned()
+                .unwrap_or_default(),
+            secrets: self
+                .inputs
+                .secrets_by_step
+                .get(index)
+                .cloned()
+                .unwrap_or_default(),
             extra_vars: self.extra_vars.clone(),
             context: self.context_for(node),
             registered: lock(&self.registered)
@@ -565,7 +608,13 @@ impl<S: Store + Clone> JobRun<S> {
                         result.step = step_name.to_string();
                         self.record(index, sequence, *result);
                     }
-                    Some(StepEvent::Done { failed, registered }) => {
+                    Some(StepEvent::Done {
+                        failed,
+                        mut registered,
+                    }) => {
+                        registered
+                            .values_mut()
+                            .for_each(|value| mask_secrets(value, &self.inputs.secret_values));
                         lock(&self.registered).insert(node.to_string(), registered);
                         break if failed {
                             NodeStepState::Failed
@@ -596,6 +645,8 @@ impl<S: Store + Clone> JobRun<S> {
     }
 
     fn record(&self, index: usize, sequence: u32, result: TaskResult) {
+        // Nodes mask what they send; this holds even for one that did not.
+        let result = mask_result(result, &self.inputs.secret_values);
         self.inner
             .journal
             .result(&self.job.job_id, index as u32, sequence, &result);
@@ -690,6 +741,7 @@ mod tests {
     use super::*;
     use weft_taskbook::report::TaskStatus;
 
+    use crate::core::secret_box::SecretBox;
     use crate::core::sessions::ToNode;
     use crate::store::SqliteStore;
 
@@ -776,7 +828,8 @@ mod tests {
         }
         let scratch = tempfile::tempdir().unwrap();
         let runner = JobRunner::new(
-            store,
+            store.clone(),
+            ObjectRegistry::new(store, SecretBox::from_key(&[1; 32])),
             sessions,
             RunnerConfig {
                 scratch_dir: scratch.path().to_path_buf(),

@@ -1,5 +1,6 @@
 //! The master's logic, free of gRPC, SQL and etcd.
 
+pub mod cluster_inputs;
 pub mod job;
 pub mod job_runner;
 pub mod join;

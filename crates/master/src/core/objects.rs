@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use weft_taskbook::cluster_vars::VarSources;
 use weft_taskbook::objects::{is_namespaced, parse_object, AnyObject, SourcedObject};
 use weft_taskbook::report::unix_ms_now;
 use weft_taskbook::yaml::{parse_documents, Node, NodeValue};
@@ -31,7 +32,7 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 pub const BUILTIN_NAMESPACES: [&str; 2] = [DEFAULT_NAMESPACE, "system"];
 /// What `weft get` prints instead of a secret value, and what `weft apply` refuses as
 /// one (it is a `weft get` output applied back, not a password).
-pub const SECRET_MASK: &str = "********";
+pub use weft_taskbook::secrets::MASK as SECRET_MASK;
 /// Most objects one apply may carry; each is also bounded by the store's write limit.
 pub const MAX_OBJECTS_PER_APPLY: usize = 500;
 /// Applies without a resource version retry this often when a concurrent write won.
@@ -538,6 +539,76 @@ impl<S: Store> ObjectRegistry<S> {
         let namespace = namespace_for(kind, namespace);
         let key = object_key(kind, namespace.as_deref(), name);
         Ok(self.store.delete(&key, Precondition::None).await?.is_some())
+    }
+
+    /// Every object a node's cluster variables in `namespace` come from.
+    pub async fn var_sources(&self, namespace: &str) -> Result<VarSources, ObjectError> {
+        let typed = |stored: Vec<StoredObject>| -> Result<Vec<(String, AnyObject)>, ObjectError> {
+            stored
+                .into_iter()
+                .map(|object| Ok((object.record.name.clone(), object.object()?)))
+                .collect()
+        };
+        let mut sources = VarSources {
+            namespace: namespace.to_string(),
+            ..Default::default()
+        };
+        for (name, object) in typed(self.list("Config", None).await?)? {
+            if let AnyObject::Config(config) = object {
+                sources.configs.push((name, config.spec));
+            }
+        }
+        let mut bound = BTreeSet::new();
+        for (_, object) in typed(self.list("ClusterVariablesBinding", None).await?)? {
+            if let AnyObject::ClusterVariablesBinding(binding) = object {
+                if binding.spec.namespaces.iter().any(|ns| ns == namespace) {
+                    bound.insert(binding.spec.cluster_variables);
+                }
+            }
+        }
+        for (name, object) in typed(self.list("ClusterVariables", None).await?)? {
+            if let AnyObject::ClusterVariables(variables) = object {
+                if bound.contains(&name) {
+                    sources.cluster_variables.push((name, variables.spec));
+                }
+            }
+        }
+        for (name, object) in typed(self.list("Variables", Some(namespace)).await?)? {
+            if let AnyObject::Variables(variables) = object {
+                sources.variables.push((name, variables.spec));
+            }
+        }
+        for (name, object) in typed(self.list("NodeGroup", None).await?)? {
+            if let AnyObject::NodeGroup(group) = object {
+                sources.node_groups.insert(name, group.spec);
+            }
+        }
+        Ok(sources)
+    }
+
+    /// The named Secrets of `namespace`, opened, as tasks read them: `{name: {key: value}}`.
+    pub async fn open_secrets(
+        &self,
+        namespace: &str,
+        names: &BTreeSet<String>,
+    ) -> Result<Value, ObjectError> {
+        let mut secrets = serde_json::Map::new();
+        for name in names {
+            let stored = self
+                .get("Secret", Some(namespace), name)
+                .await?
+                .ok_or_else(|| ObjectError::NotFound {
+                    kind: "Secret".into(),
+                    namespace: Some(namespace.to_string()),
+                    name: name.clone(),
+                })?;
+            let opened = self.open_secret(&stored)?;
+            secrets.insert(
+                name.clone(),
+                serde_json::to_value(opened).expect("strings serialize"),
+            );
+        }
+        Ok(Value::Object(secrets))
     }
 
     /// A Secret's values, opened: for the master alone, when it sends a task that reads them.

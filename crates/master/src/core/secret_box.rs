@@ -4,7 +4,6 @@
 //! store, so a copy of the store (an sqlite file, an etcd backup) holds no plaintext.
 
 use std::fmt;
-use std::io::Write;
 use std::path::Path;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -65,7 +64,8 @@ impl SecretBox {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; KEY_BYTES];
                 rand::rng().fill_bytes(&mut key);
-                write_private(path, &key).map_err(|e| key_error(e.to_string()))?;
+                weft_modules::state_file::write_private_bytes(path, &key)
+                    .map_err(|e| key_error(e.to_string()))?;
                 Ok(Self::from_key(&key))
             }
             Err(error) => Err(key_error(error.to_string())),
@@ -113,17 +113,6 @@ impl SecretBox {
             .map_err(|_| failed())?;
         String::from_utf8(plaintext).map_err(|_| failed())
     }
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 #[cfg(test)]

@@ -1,0 +1,258 @@
+//! What a run takes from the cluster's objects: each node's cluster variables (with
+//! computed ones run on the nodes they name) and the Secrets each step reads, opened
+//! here on the master and sent only to the nodes of the steps that read them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use weft_modules::bundle::Bundle;
+use weft_taskbook::cluster_vars::{
+    NodeCommand, NodeCommandOutputs, NodeView as VarNode, ResolvedVars, VarSources,
+};
+use weft_taskbook::render::Renderer;
+use weft_taskbook::report::TaskStatus;
+use weft_taskbook::secrets::{secret_references, secret_values};
+use weft_taskbook::{Error, TaskBook, Vars};
+
+use super::job::JobStepPlan;
+use super::job_runner::{JobEvent, JobRunner, NodeView, RunError, RunRequest, RunScope};
+use super::objects::ObjectError;
+use crate::store::Store;
+
+/// How long a computed variable's command may take on its node, dispatch included.
+const NODE_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A run's share of the cluster's objects.
+#[derive(Debug, Default)]
+pub struct ClusterInputs {
+    pub vars_by_node: HashMap<String, Arc<Vars>>,
+    /// By step index: `{name: {key: value}}` of the Secrets the step reads.
+    pub secrets_by_step: Vec<Arc<Value>>,
+    /// Every secret value the run carries, to mask wherever it would show.
+    pub secret_values: Vec<String>,
+}
+
+fn objects_error(error: ObjectError) -> RunError {
+    match error {
+        ObjectError::NotFound {
+            kind,
+            namespace,
+            name,
+        } if kind == "Secret" => RunError::Input(
+            Error::new(format!(
+                "the TaskBook reads secrets.{name}, but namespace `{}` has no Secret `{name}`",
+                namespace.unwrap_or_default()
+            ))
+            .with_hint("apply the Secret with `weft apply`, or run in its namespace with -n"),
+        ),
+        other => RunError::Objects(Box::new(other)),
+    }
+}
+
+impl<S: Store + Clone> JobRunner<S> {
+    pub(super) async fn cluster_inputs(
+        &self,
+        namespace: &str,
+        taskbook: &TaskBook,
+        bundle: &Bundle,
+        plans: &[JobStepPlan],
+        views: &BTreeMap<String, NodeView>,
+    ) -> Result<ClusterInputs, RunError> {
+        let objects = &self.inner.objects;
+        let sources = objects
+            .var_sources(namespace)
+            .await
+            .map_err(objects_error)?;
+        let mut outputs = NodeCommandOutputs::new();
+        let mut renderer = Renderer::default();
+        let mut vars_by_node = HashMap::new();
+        let nodes: BTreeSet<&String> = plans.iter().flat_map(|plan| &plan.nodes).collect();
+        for name in nodes {
+            let Some(view) = views.get(name) else {
+                continue;
+            };
+            let resolved = self
+                .resolve_vars(&sources, view, &mut outputs, &mut renderer)
+                .await?;
+            vars_by_node.insert(name.clone(), Arc::new(resolved.vars));
+        }
+
+        // Template files can read secrets too; a step with a template task gets theirs.
+        let file_references = secret_references(
+            &bundle
+                .files
+                .iter()
+                .filter(|(path, _)| **path != bundle.taskbook_file)
+                .map(|(_, content)| String::from_utf8_lossy(content))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        let mut names_by_step = Vec::new();
+        for step in &taskbook.steps {
+            // The debug form holds every field of a step that can carry a template.
+            let mut names = secret_references(&format!("{step:?}"));
+            let templates = step
+                .tasks
+                .iter()
+                .chain(&step.handlers)
+                .any(|task| task.module.value == "template");
+            if templates {
+                names.extend(file_references.iter().cloned());
+            }
+            names_by_step.push(names);
+        }
+        let every_name: BTreeSet<String> = names_by_step.iter().flatten().cloned().collect();
+        let opened = objects
+            .open_secrets(namespace, &every_name)
+            .await
+            .map_err(objects_error)?;
+        let secrets_by_step = names_by_step
+            .iter()
+            .map(|names| {
+                let step_secrets: serde_json::Map<String, Value> = names
+                    .iter()
+                    .filter_map(|name| Some((name.clone(), opened.get(name)?.clone())))
+                    .collect();
+                Arc::new(Value::Object(step_secrets))
+            })
+            .collect();
+        Ok(ClusterInputs {
+            vars_by_node,
+            secrets_by_step,
+            secret_values: secret_values(&opened),
+        })
+    }
+
+    /// One node's cluster variables in `namespace`, with where each came from
+    /// (`weft vars`). Computed values from other nodes are run for it.
+    pub async fn node_vars(
+        &self,
+        namespace: &str,
+        node_name: &str,
+    ) -> Result<ResolvedVars, RunError> {
+        let sources = self
+            .inner
+            .objects
+            .var_sources(namespace)
+            .await
+            .map_err(objects_error)?;
+        let record = self.inner.nodes.get(node_name).await?.ok_or_else(|| {
+            RunError::Input(
+                Error::new(format!("no node `{node_name}`"))
+                    .with_hint("`weft nodes` lists the nodes"),
+            )
+        })?;
+        let facts = self
+            .inner
+            .nodes
+            .facts(node_name)
+            .await?
+            .map(|f| f.facts)
+            .unwrap_or(Value::Null);
+        let view = NodeView { record, facts };
+        self.resolve_vars(
+            &sources,
+            &view,
+            &mut NodeCommandOutputs::new(),
+            &mut Renderer::default(),
+        )
+        .await
+    }
+
+    async fn resolve_vars(
+        &self,
+        sources: &VarSources,
+        view: &NodeView,
+        outputs: &mut NodeCommandOutputs,
+        renderer: &mut Renderer,
+    ) -> Result<ResolvedVars, RunError> {
+        let node = VarNode {
+            name: &view.record.node_name,
+            labels: &view.record.labels,
+            facts: &view.facts,
+        };
+        for command in sources.node_commands(node) {
+            let key = (command.object.clone(), command.var.clone());
+            if !outputs.contains_key(&key) {
+                let output = Box::pin(self.node_command_output(&command)).await?;
+                outputs.insert(key, output);
+            }
+        }
+        sources
+            .resolve(node, outputs, renderer)
+            .map_err(RunError::Input)
+    }
+
+    /// Runs a computed variable's command on its node as a job of its own (so it is
+    /// in `weft jobs` like any other work on a node) and returns its standard output
+    /// without the last newline.
+    async fn node_command_output(&self, command: &NodeCommand) -> Result<String, RunError> {
+        let failed = |why: String| {
+            RunError::Input(
+                Error::new(format!(
+                    "computed variable `{}` of {}: {why}",
+                    command.var, command.object
+                ))
+                .with_hint(format!(
+                    "the command runs on `{}`, which must be online; `weft jobs` shows the attempt",
+                    command.from_node
+                )),
+            )
+        };
+        let taskbook = json!({
+            "apiVersion": "weft/v1",
+            "kind": "TaskBook",
+            "metadata": {"name": format!("computed-{}", command.var)},
+            "spec": {"steps": [{
+                "name": format!("compute {} for {}", command.var, command.object),
+                "nodes": {"names": [command.from_node]},
+                "tasks": [{"name": "command", "shell": command.command, "changed_when": false}],
+            }]},
+        });
+        let file = "computed-variable.yml".to_string();
+        let request = RunRequest {
+            bundle: Bundle {
+                files: [(file.clone(), taskbook.to_string().into_bytes().into())].into(),
+                taskbook_file: file,
+            },
+            scope: RunScope::Internal,
+            ..Default::default()
+        };
+        let mut events = self
+            .start(request)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let report = tokio::time::timeout(NODE_COMMAND_TIMEOUT, async {
+            while let Some(event) = events.recv().await {
+                if let JobEvent::Finished(report) = event {
+                    return Some(report);
+                }
+            }
+            None
+        })
+        .await
+        .map_err(|_| failed(format!("no answer within {NODE_COMMAND_TIMEOUT:?}")))?
+        .ok_or_else(|| failed("the run ended without a report".into()))?;
+        let result = report
+            .results
+            .iter()
+            .find(|result| result.node == command.from_node)
+            .ok_or_else(|| failed("the node sent no result".into()))?;
+        if result.status != TaskStatus::Ok {
+            return Err(failed(format!(
+                "the command {} on `{}`: {}",
+                result.status.as_str(),
+                command.from_node,
+                result.msg.clone().unwrap_or_default()
+            )));
+        }
+        let stdout = result
+            .output
+            .get("stdout")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        Ok(stdout.strip_suffix('\n').unwrap_or(stdout).to_string())
+    }
+}
