@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use weft_cli::objects::ObjectOutput;
 use weft_cli::output::Output as CliOutput;
 use weft_cli::run::RemoteRun;
 use weft_cli::CliError;
@@ -76,6 +77,89 @@ enum Command {
     /// One job.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Create or update cluster objects from YAML files (all of them or none).
+    #[command(
+        after_help = "Examples:\n  weft apply -f examples/fleet.yml\n  weft apply -f objects/ --dry-run\n  weft get variables app -n prod -o yaml | sed 's/3/4/' | weft apply -f -"
+    )]
+    Apply(ApplyArgs),
+    /// List cluster objects of a kind, or show one.
+    #[command(
+        after_help = "Kinds: namespaces (ns), nodes, nodegroups (ng), configs, clustervariables (cv),\nclustervariablesbindings (cvb), variables (vars), secrets, taskbooks (tb),\ngitrepositories (repo), cronjobs (cj), beacons, triggers, events.\n\nExamples:\n  weft get nodegroups\n  weft get secrets -n prod -o wide\n  weft get taskbook web -n prod -o yaml"
+    )]
+    Get(GetArgs),
+    /// One cluster object for people: identity, history, spec (and a NodeGroup's nodes).
+    Describe(ObjectArgs),
+    /// Delete a cluster object.
+    Delete(ObjectArgs),
+    /// A node's cluster variables (Config, ClusterVariables, Variables, NodeGroups),
+    /// resolved as a run in the namespace would see them, and where each came from.
+    Vars(VarsArgs),
+}
+
+#[derive(Args)]
+struct VarsArgs {
+    node: String,
+    /// The namespace whose Variables and bound ClusterVariables apply (default: `default`).
+    #[arg(short, long)]
+    namespace: Option<String>,
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Args)]
+struct ApplyArgs {
+    /// A YAML file of objects (documents separated by ---), a directory of them, or -
+    /// for standard input. Repeatable.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR",
+        required = true
+    )]
+    files: Vec<PathBuf>,
+    /// Check everything on the master and say what would change; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Args)]
+struct GetArgs {
+    /// The kind: `nodegroups`, `ng`, `NodeGroup`...
+    kind: String,
+    /// One object; without it, every object of the kind.
+    name: Option<String>,
+    /// The namespace (default: `default` for one object, every namespace for a list).
+    #[arg(short, long)]
+    namespace: Option<String>,
+    #[arg(short, long, value_enum, default_value_t = GetOutput::Table)]
+    output: GetOutput,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum GetOutput {
+    Table,
+    Wide,
+    Yaml,
+    Json,
+}
+
+#[derive(Args)]
+struct ObjectArgs {
+    kind: String,
+    name: String,
+    /// The namespace of a namespaced object (default: `default`).
+    #[arg(short, long)]
+    namespace: Option<String>,
+    #[command(flatten)]
+    admin: AdminArgs,
 }
 
 #[derive(Subcommand)]
@@ -89,8 +173,12 @@ enum RunCommand {
 
 #[derive(Args)]
 struct RunTaskbookArgs {
-    /// The TaskBook file (YAML). Its folder (templates/, files/, includes) goes with it.
+    /// The TaskBook file (YAML; its folder, with templates/, files/ and includes, goes
+    /// with it), or the name of a TaskBook stored in the cluster with `weft apply`.
     file: PathBuf,
+    /// The namespace of a stored TaskBook (default: `default`).
+    #[arg(short, long, conflicts_with = "local")]
+    namespace: Option<String>,
     /// Run on this machine, with no master (like `ansible-playbook -c local`).
     #[arg(long)]
     local: bool,
@@ -204,6 +292,13 @@ struct MasterInitArgs {
     /// The cluster network the mesh's addresses come from; the master takes the first.
     #[arg(long, value_name = "CIDR", default_value = DEFAULT_VPN_CIDR)]
     vpn_cidr: String,
+    /// Where the master keeps its state: a file in the data directory, or an etcd
+    /// cluster several masters can share.
+    #[arg(long, value_parser = ["sqlite", "etcd"], default_value = "sqlite")]
+    store: String,
+    /// The etcd cluster's client URLs, comma-separated (with --store etcd).
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
 }
 
 #[derive(Args)]
@@ -298,6 +393,18 @@ enum NodeCommand {
     Show(NodeArgs),
     /// Remove a node: its certificate is refused from then on.
     Remove(NodeArgs),
+    /// Set labels (key=value) and remove them (key-).
+    #[command(after_help = "Example:\n  weft node label web-1 role=web zone=b tier-")]
+    Label(NodeLabelArgs),
+}
+
+#[derive(Args)]
+struct NodeLabelArgs {
+    name: String,
+    #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
+    labels: Vec<String>,
+    #[command(flatten)]
+    admin: AdminArgs,
 }
 
 #[derive(Args)]
@@ -399,6 +506,48 @@ fn main() -> ExitCode {
         Command::Job(JobCommand::Show(args)) => admin(&args.admin, |mut client| async move {
             weft_cli::jobs::show_job(&mut client, &args.job_id, args.output.into()).await
         }),
+        Command::Node(NodeCommand::Label(args)) => admin(&args.admin, |mut client| async move {
+            weft_cli::objects::label_node(&mut client, &args.name, &args.labels).await
+        }),
+        Command::Apply(args) => admin(&args.admin, |mut client| async move {
+            let files = weft_cli::objects::read_sources(&args.files)?;
+            let json = args.output == Output::Json;
+            weft_cli::objects::apply(&mut client, files, args.dry_run, json).await
+        }),
+        Command::Get(args) => admin(&args.admin, |mut client| async move {
+            let output = match args.output {
+                GetOutput::Table => ObjectOutput::Table,
+                GetOutput::Wide => ObjectOutput::Wide,
+                GetOutput::Yaml => ObjectOutput::Yaml,
+                GetOutput::Json => ObjectOutput::Json,
+            };
+            let (kind, name, namespace) =
+                (&args.kind, args.name.as_deref(), args.namespace.as_deref());
+            weft_cli::objects::get(&mut client, kind, name, namespace, output).await
+        }),
+        Command::Describe(args) => admin(&args.admin, |mut client| async move {
+            weft_cli::objects::describe(
+                &mut client,
+                &args.kind,
+                &args.name,
+                args.namespace.as_deref(),
+            )
+            .await
+        }),
+        Command::Vars(args) => admin(&args.admin, |mut client| async move {
+            let json = args.output == Output::Json;
+            weft_cli::objects::show_vars(&mut client, &args.node, args.namespace.as_deref(), json)
+                .await
+        }),
+        Command::Delete(args) => admin(&args.admin, |mut client| async move {
+            weft_cli::objects::delete(
+                &mut client,
+                &args.kind,
+                &args.name,
+                args.namespace.as_deref(),
+            )
+            .await
+        }),
     }
 }
 
@@ -475,6 +624,7 @@ fn run_taskbook_on_cluster(args: RunTaskbookArgs) -> ExitCode {
         skip_tags: args.skip_tags,
         nodes: args.nodes,
         output: args.output.into(),
+        namespace: args.namespace,
     };
     let output = args.output;
     let report = runtime().block_on(async {
@@ -528,6 +678,8 @@ fn master_init(args: MasterInitArgs) -> ExitCode {
         master_public_endpoint: args.public_endpoint,
         cluster_name: args.cluster_name,
         vpn_cidr: args.vpn_cidr,
+        store_backend: args.store,
+        etcd_endpoints: args.etcd_endpoints,
         master_name: args.name.unwrap_or_else(host_name),
         user_config: weft_cli::admin::user_config_path(),
     };

@@ -1,11 +1,13 @@
 //! The weft command line beyond dispatch: finding the admin's credentials and calling
 //! the adminapi (`admin`), printing nodes, jobs and tokens as tables or JSON, a cluster
-//! run's live progress (`run`), and the daemons' logging (`logging`).
+//! run's live progress (`run`), cluster objects (`objects`), and the daemons' logging
+//! (`logging`).
 
 pub mod admin;
 pub mod jobs;
 pub mod logging;
 pub mod nodes;
+pub mod objects;
 pub mod output;
 pub mod run;
 pub mod token;

@@ -1,5 +1,6 @@
-//! `weft run taskbook FILE` on a cluster: checks the TaskBook here first (so errors name
-//! the admin's own files), ships its folder to the master, and follows the job: each
+//! `weft run taskbook FILE|NAME` on a cluster: checks a TaskBook file here first (so errors
+//! name the admin's own files) and ships its folder to the master, or names one stored
+//! in the cluster, then follows the job: each
 //! result as a line, a progress bar per step on a terminal, then the recap, or one
 //! weft.run/v1 JSON document with `-o json`.
 
@@ -28,15 +29,43 @@ pub struct RemoteRun {
     /// `--nodes`: names and k=v labels, comma-separated.
     pub nodes: Option<String>,
     pub output: Output,
+    /// The namespace of a stored TaskBook (`-n`).
+    pub namespace: Option<String>,
+}
+
+/// A TaskBook stored in the cluster when the argument is a name rather than a file
+/// here: no such file, no `/`, no YAML extension.
+fn stored_taskbook_name(file: &std::path::Path) -> Option<String> {
+    let text = file.to_str()?;
+    let looks_like_path = text.contains('/') || text.ends_with(".yml") || text.ends_with(".yaml");
+    (!file.exists() && !looks_like_path).then(|| text.to_string())
 }
 
 pub async fn run_taskbook(client: &mut AdminClient, run: RemoteRun) -> Result<RunReport, CliError> {
-    let taskbook = TaskBook::load(&run.file)?;
-    validate_taskbook(&taskbook)?;
-    let bundle = Bundle::read(&run.file)?;
+    let source = match stored_taskbook_name(&run.file) {
+        Some(name) => RunTaskBookRequest {
+            stored_taskbook: name,
+            stored_taskbook_namespace: run.namespace.clone().unwrap_or_default(),
+            ..Default::default()
+        },
+        None => {
+            if run.namespace.is_some() {
+                return Err(CliError::Input(format!(
+                    "-n names the namespace of a stored TaskBook, but {} is a file",
+                    run.file.display()
+                )));
+            }
+            let taskbook = TaskBook::load(&run.file)?;
+            validate_taskbook(&taskbook)?;
+            let bundle = Bundle::read(&run.file)?;
+            RunTaskBookRequest {
+                taskbook_file: bundle.taskbook_file.clone(),
+                files: bundle.files.into_iter().collect(),
+                ..Default::default()
+            }
+        }
+    };
     let request = RunTaskBookRequest {
-        taskbook_file: bundle.taskbook_file.clone(),
-        files: bundle.files.into_iter().collect(),
         nodes_selector: run.nodes.unwrap_or_default(),
         check_mode: run.check_mode,
         diff: run.diff,
@@ -47,6 +76,7 @@ pub async fn run_taskbook(client: &mut AdminClient, run: RemoteRun) -> Result<Ru
             .collect(),
         tags: run.tags,
         skip_tags: run.skip_tags,
+        ..source
     };
     let mut events = client.run_task_book(request).await?.into_inner();
 
