@@ -7,7 +7,9 @@
 //! watched from any revision not yet compacted away. [`conformance`] holds the tests every
 //! backend must pass.
 
+pub mod any;
 pub mod conformance;
+pub mod etcd;
 pub mod sqlite;
 
 use std::collections::HashSet;
@@ -16,6 +18,8 @@ use std::pin::Pin;
 
 use tokio_stream::Stream;
 
+pub use any::{AnyStore, StoreSettings};
+pub use etcd::EtcdStore;
 pub use sqlite::SqliteStore;
 
 /// Longest key, in bytes (ASCII, so also in characters).
