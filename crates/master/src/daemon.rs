@@ -37,7 +37,7 @@ use crate::init::{
     endpoint_host, read_settings, MasterSettings, CA_CERT_FILE, CA_KEY_FILE, MASTER_CERT_FILE,
     MASTER_KEY_FILE, STORE_FILE,
 };
-use crate::store::{SqliteStore, Store};
+use crate::store::{AnyStore, Store};
 
 const TOKEN_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// How long a stopping master lets open requests finish.
@@ -108,8 +108,9 @@ pub async fn run(
             reason: e.to_string(),
         }
     })?;
-    let store =
-        SqliteStore::open(&dir.join(STORE_FILE)).map_err(|e| MasterError::Store(e.to_string()))?;
+    let store = AnyStore::open(&settings.store, &dir.join(STORE_FILE))
+        .await
+        .map_err(|e| MasterError::Store(e.to_string()))?;
 
     let interrupted = JobStore::new(store.clone())
         .interrupt_unfinished(unix_ms_now())
@@ -252,12 +253,12 @@ fn tls_server(tls: tonic::transport::ServerTlsConfig) -> Result<Server, MasterEr
 
 /// The master's key, its place in the stored mesh, and its own interface, which then
 /// follows every change of the peers.
-async fn start_mesh(
+async fn start_mesh<S: Store>(
     dir: &Path,
     settings: &MasterSettings,
     vpn: &MasterVpnOptions,
-    store: SqliteStore,
-) -> Result<(Arc<Mesh<SqliteStore>>, Arc<MeshDevice>), MasterError> {
+    store: S,
+) -> Result<(Arc<Mesh<S>>, Arc<MeshDevice>), MasterError> {
     let key = VpnKeyPair::load_or_create(&dir.join(MASTER_VPN_KEY_FILE))?;
     let endpoint_port = format!(
         "{}:{}",
@@ -288,7 +289,7 @@ async fn start_mesh(
 }
 
 /// Keeps the master's interface equal to the registry (every peer but itself).
-async fn follow_peers(mesh: Arc<Mesh<SqliteStore>>, device: Arc<MeshDevice>) {
+async fn follow_peers<S: Store>(mesh: Arc<Mesh<S>>, device: Arc<MeshDevice>) {
     let mut changes = mesh.changes();
     loop {
         let version = *changes.borrow_and_update();

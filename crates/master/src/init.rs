@@ -13,7 +13,7 @@ use weft_proto::tls::MASTER_SERVER_NAME;
 use weft_taskbook::Error;
 
 use crate::core::pki::{ClusterCa, PkiError};
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{SqliteStore, StoreError, StoreSettings};
 use weft_proto::bootstrap_token::is_endpoint;
 
 pub const SETTINGS_FILE: &str = "master.yaml";
@@ -35,6 +35,9 @@ pub struct MasterSettings {
     /// The cluster network the mesh's addresses come from.
     #[serde(default = "default_vpn_cidr")]
     pub vpn_cidr: String,
+    /// Directories from before the choice of store are sqlite's.
+    #[serde(default)]
+    pub store: StoreSettings,
 }
 
 fn default_vpn_cidr() -> String {
@@ -47,6 +50,10 @@ pub struct InitOptions {
     pub cluster_name: String,
     pub master_name: String,
     pub vpn_cidr: String,
+    /// `sqlite` or `etcd`, as `--store` takes them.
+    pub store_backend: String,
+    /// The etcd cluster's client URLs, for the `etcd` store.
+    pub etcd_endpoints: Vec<String>,
     /// Where the admin's credentials are also written unless a file is there already
     /// (`~/.config/weft/config.yaml`); `None` skips it.
     pub user_config: Option<PathBuf>,
@@ -74,6 +81,8 @@ pub enum InitError {
     File(#[from] Error),
     #[error("the store could not be created: {0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    StoreChoice(String),
 }
 
 pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
@@ -89,6 +98,7 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
     let vpn_cidr = weft_vpn::ip_pool::IpPool::new(&options.vpn_cidr)?
         .cidr()
         .to_string();
+    let store = store_settings(&options.store_backend, &options.etcd_endpoints)?;
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -114,7 +124,11 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
     let chain = format!("{}{}", master_cert.cert_pem, ca.cert_pem());
     state_file::write_private_bytes(&dir.join(MASTER_CERT_FILE), chain.as_bytes())?;
     state_file::write_private_bytes(&dir.join(MASTER_KEY_FILE), master_cert.key_pem.as_bytes())?;
-    SqliteStore::open(&dir.join(STORE_FILE))?;
+    // etcd is not asked anything yet: it may come up after the master's directory, and
+    // `weft master` says at start what is wrong with it.
+    if store == StoreSettings::Sqlite {
+        SqliteStore::open(&dir.join(STORE_FILE))?;
+    }
 
     let admin = ClientCredentials {
         master_endpoints: vec![options.master_public_endpoint.clone()],
@@ -143,12 +157,50 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
         master_name: options.master_name.clone(),
         master_public_endpoint: options.master_public_endpoint.clone(),
         vpn_cidr,
+        store,
     };
     state_file::write_private(&dir.join(SETTINGS_FILE), &settings)?;
     Ok(Initialized {
         admin_file,
         user_config,
     })
+}
+
+/// `--store` and `--etcd-endpoints` as settings, refused before anything is written.
+fn store_settings(backend: &str, etcd_endpoints: &[String]) -> Result<StoreSettings, InitError> {
+    let refuse = |message: String| Err(InitError::StoreChoice(message));
+    match backend {
+        "sqlite" if etcd_endpoints.is_empty() => Ok(StoreSettings::Sqlite),
+        "sqlite" => refuse(
+            "--etcd-endpoints is for --store etcd; the sqlite store lives in the data directory"
+                .to_owned(),
+        ),
+        "etcd" if etcd_endpoints.is_empty() => refuse(
+            "--store etcd needs --etcd-endpoints: the etcd cluster's client URLs, \
+             comma-separated, e.g. http://10.0.0.5:2379,http://10.0.0.6:2379"
+                .to_owned(),
+        ),
+        "etcd" => {
+            for url in etcd_endpoints {
+                if url.starts_with("https://") {
+                    return refuse(format!(
+                        "etcd endpoint `{url}`: weft does not speak TLS to etcd yet; use \
+                         http:// on a network only the masters and etcd reach"
+                    ));
+                }
+                if !is_endpoint(url.strip_prefix("http://").unwrap_or(url)) {
+                    return refuse(format!(
+                        "invalid etcd endpoint `{url}`: expected http://HOST:PORT or \
+                         HOST:PORT, e.g. http://10.0.0.5:2379"
+                    ));
+                }
+            }
+            Ok(StoreSettings::Etcd {
+                etcd_endpoints: etcd_endpoints.to_vec(),
+            })
+        }
+        other => refuse(format!("unknown store `{other}`: expected sqlite or etcd")),
+    }
 }
 
 pub fn endpoint_host(endpoint: &str) -> String {
@@ -188,6 +240,8 @@ mod tests {
             cluster_name: "test".into(),
             master_name: "m1".into(),
             vpn_cidr: "10.77.0.0/16".into(),
+            store_backend: "sqlite".into(),
+            etcd_endpoints: vec![],
             user_config: Some(dir.path().join("home/config.yaml")),
         };
         let initialized = init(&options).unwrap();
@@ -210,6 +264,65 @@ mod tests {
         ));
     }
 
+    fn etcd_options(dir: &Path, etcd_endpoints: &[&str]) -> InitOptions {
+        InitOptions {
+            data_dir: dir.join("master"),
+            master_public_endpoint: "127.0.0.1:7443".into(),
+            cluster_name: "test".into(),
+            master_name: "m1".into(),
+            vpn_cidr: "10.77.0.0/16".into(),
+            store_backend: "etcd".into(),
+            etcd_endpoints: etcd_endpoints.iter().map(|url| url.to_string()).collect(),
+            user_config: None,
+        }
+    }
+
+    #[test]
+    fn the_etcd_store_is_recorded_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = etcd_options(dir.path(), &["http://10.0.0.5:2379", "10.0.0.6:2379"]);
+        init(&options).unwrap();
+        assert_eq!(
+            read_settings(&options.data_dir).unwrap().store,
+            StoreSettings::Etcd {
+                etcd_endpoints: options.etcd_endpoints.clone()
+            }
+        );
+        assert!(!options.data_dir.join(STORE_FILE).exists());
+    }
+
+    #[test]
+    fn settings_from_before_the_store_choice_are_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join(SETTINGS_FILE),
+            "cluster_name: test\nmaster_name: m1\nmaster_public_endpoint: 127.0.0.1:7443\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_settings(dir.path()).unwrap().store,
+            StoreSettings::Sqlite
+        );
+    }
+
+    #[test]
+    fn a_bad_store_choice_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sqlite_with_endpoints = etcd_options(dir.path(), &["http://10.0.0.5:2379"]);
+        sqlite_with_endpoints.store_backend = "sqlite".into();
+        let refused = [
+            (etcd_options(dir.path(), &[]), "needs --etcd-endpoints"),
+            (etcd_options(dir.path(), &["10.0.0.5"]), "HOST:PORT"),
+            (etcd_options(dir.path(), &["https://10.0.0.5:2379"]), "TLS"),
+            (sqlite_with_endpoints, "is for --store etcd"),
+        ];
+        for (options, expected) in refused {
+            let error = init(&options).err().expect("refused").to_string();
+            assert!(error.contains(expected), "{error}");
+            assert!(!options.data_dir.exists());
+        }
+    }
+
     #[test]
     fn a_bad_endpoint_is_refused_before_anything_is_written() {
         let dir = tempfile::tempdir().unwrap();
@@ -219,6 +332,8 @@ mod tests {
             cluster_name: "test".into(),
             master_name: "m1".into(),
             vpn_cidr: "10.77.0.0/16".into(),
+            store_backend: "sqlite".into(),
+            etcd_endpoints: vec![],
             user_config: None,
         };
         assert!(matches!(init(&options), Err(InitError::InvalidEndpoint(_))));
