@@ -24,13 +24,34 @@ impl Cluster {
     /// A master and `names.len()` minions, all online. Each minion gets the label
     /// `index=<i>` and `role=<web|db>` (the first is `db`).
     pub fn start(names: &[&str]) -> Cluster {
+        Self::start_with(names, &[])
+    }
+
+    /// Like [`Cluster::start`], with more flags for `weft master init` (e.g. the store).
+    pub fn start_with(names: &[&str], init_args: &[&str]) -> Cluster {
+        let mut cluster = Self::init(init_args);
+        cluster.start_master();
+        if !names.is_empty() {
+            let token = cluster.token(names.len() as u32);
+            for (index, name) in names.iter().enumerate() {
+                let role = if index == 0 { "db" } else { "web" };
+                cluster.join(name, &token, &format!("index={index},role={role}"));
+                cluster.start_minion(name);
+            }
+            cluster.wait_online(names);
+        }
+        cluster
+    }
+
+    /// A master's directory made by `weft master init INIT_ARGS`, with no master running.
+    pub fn init(init_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut cluster = Cluster {
+        let cluster = Cluster {
             endpoint: format!("127.0.0.1:{port}"),
             dir,
             master: None,
@@ -42,19 +63,10 @@ impl Cluster {
             .arg(cluster.master_dir())
             .arg("--public-endpoint")
             .arg(&cluster.endpoint)
+            .args(init_args)
             .output()
             .unwrap();
         assert_success(&init, "master init");
-        cluster.start_master();
-        if !names.is_empty() {
-            let token = cluster.token(names.len() as u32);
-            for (index, name) in names.iter().enumerate() {
-                let role = if index == 0 { "db" } else { "web" };
-                cluster.join(name, &token, &format!("index={index},role={role}"));
-                cluster.start_minion(name);
-            }
-            cluster.wait_online(names);
-        }
         cluster
     }
 

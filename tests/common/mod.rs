@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 use sha2::{Digest, Sha256};
 
 pub mod cluster;
+pub mod etcd;
 pub mod mesh;
 
 pub fn weft() -> Command {
