@@ -28,14 +28,17 @@ use crate::api::{
 use crate::core::job::JobStore;
 use crate::core::job_runner::{JobRunner, RunnerConfig};
 use crate::core::join::Joiner;
+use crate::core::leadership::{Leadership, MasterRecord, MasterRegistry};
 use crate::core::mesh::{Mesh, NodeVpn};
 use crate::core::node_registry::NodeRegistry;
+use crate::core::objects::ObjectRegistry;
 use crate::core::pki::ClusterCa;
+use crate::core::secret_box::SecretBox;
 use crate::core::sessions::NodeSessions;
 use crate::core::token_registry::TokenRegistry;
 use crate::init::{
-    endpoint_host, read_settings, MasterSettings, CA_CERT_FILE, CA_KEY_FILE, MASTER_CERT_FILE,
-    MASTER_KEY_FILE, STORE_FILE,
+    endpoint_host, read_settings, MasterSettings, CA_CERT_FILE, CA_KEY_FILE, CLUSTER_KEY_FILE,
+    MASTER_CERT_FILE, MASTER_KEY_FILE, STORE_FILE,
 };
 use crate::store::{AnyStore, Store};
 
@@ -112,14 +115,6 @@ pub async fn run(
         .await
         .map_err(|e| MasterError::Store(e.to_string()))?;
 
-    let interrupted = JobStore::new(store.clone())
-        .interrupt_unfinished(unix_ms_now())
-        .await
-        .map_err(|e| MasterError::Store(e.to_string()))?;
-    for job in &interrupted {
-        tracing::warn!(%job, "a job the master was running when it stopped is marked interrupted");
-    }
-
     let mesh = match &options.vpn {
         Some(vpn) => Some(start_mesh(dir, &settings, vpn, store.clone()).await?),
         None => None,
@@ -131,10 +126,29 @@ pub async fn run(
         _ => settings.master_public_endpoint.clone(),
     };
 
+    let masters = MasterRegistry::new(store.clone());
+    masters
+        .register(&MasterRecord {
+            master_name: settings.master_name.clone(),
+            master_public_endpoint: settings.master_public_endpoint.clone(),
+            master_vpnapi_endpoint: master_vpnapi_endpoint.clone(),
+        })
+        .await
+        .map_err(|e| MasterError::Store(e.to_string()))?;
+    let leadership = lead(&store, &settings.master_name).await?;
+
     let sessions = Arc::new(NodeSessions::default());
     let ca = Arc::new(ca);
+    let secret_box = SecretBox::load_or_create(&dir.join(CLUSTER_KEY_FILE))
+        .map_err(|e| MasterError::Store(e.to_string()))?;
+    let objects = ObjectRegistry::new(store.clone(), secret_box);
+    objects
+        .ensure_builtin_namespaces()
+        .await
+        .map_err(|e| MasterError::Store(e.to_string()))?;
     let runner = JobRunner::new(
         store.clone(),
+        objects.clone(),
         sessions.clone(),
         RunnerConfig {
             scratch_dir: dir.join("scratch"),
@@ -144,7 +158,10 @@ pub async fn run(
     let context = Arc::new(MasterContext {
         ca: ca.clone(),
         master_public_endpoint: settings.master_public_endpoint.clone(),
-        master_vpnapi_endpoints: vec![master_vpnapi_endpoint.clone()],
+        master_vpnapi_endpoint: master_vpnapi_endpoint.clone(),
+        master_name: settings.master_name.clone(),
+        leadership: leadership.clone(),
+        masters,
         sessions,
         nodes: NodeRegistry::new(store.clone()),
         tokens: TokenRegistry::new(store.clone()),
@@ -154,10 +171,15 @@ pub async fn run(
             mesh.as_ref().map(|(mesh, _)| mesh.clone()),
         ),
         runner,
+        objects,
         mesh: mesh.as_ref().map(|(mesh, _)| mesh.clone()),
         mesh_device: mesh.as_ref().map(|(_, device)| device.clone()),
     });
     tokio::spawn(sweep_tokens(TokenRegistry::new(store.clone())));
+    tokio::spawn(hand_nodes_to_the_leader(
+        leadership,
+        context.sessions.clone(),
+    ));
 
     let port = settings
         .master_public_endpoint
@@ -316,6 +338,59 @@ async fn follow_peers<S: Store>(mesh: Arc<Mesh<S>>, device: Arc<MeshDevice>) {
         if changes.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// Leadership: a master alone on its store leads at once; on etcd the masters elect
+/// one. Either way a master marks the jobs its predecessor left running as interrupted
+/// before it takes any work, so no job is both run and interrupted.
+async fn lead(store: &AnyStore, master_name: &str) -> Result<Leadership, MasterError> {
+    match store {
+        AnyStore::Sqlite(_) => {
+            take_over(store.clone()).await?;
+            Ok(Leadership::solo(master_name).0)
+        }
+        AnyStore::Etcd(etcd) => {
+            let (leadership, state) = Leadership::elected();
+            let store = store.clone();
+            tokio::spawn(
+                etcd.clone()
+                    .campaign(master_name.to_string(), state, move || {
+                        let store = store.clone();
+                        async move { take_over(store).await.map_err(|e| e.to_string()) }
+                    }),
+            );
+            Ok(leadership)
+        }
+    }
+}
+
+/// What a new leader does first.
+async fn take_over<S: Store + Clone>(store: S) -> Result<(), MasterError> {
+    let interrupted = JobStore::new(store)
+        .interrupt_unfinished(unix_ms_now())
+        .await
+        .map_err(|e| MasterError::Store(e.to_string()))?;
+    for job in &interrupted {
+        tracing::warn!(%job, "a job the last leader was running when it stopped is marked interrupted");
+    }
+    Ok(())
+}
+
+/// A master that stops leading ends its nodes' sessions, so they go to the leader.
+async fn hand_nodes_to_the_leader(leadership: Leadership, sessions: Arc<NodeSessions>) {
+    let mut changes = leadership.changes();
+    let mut leading = changes.borrow_and_update().leading;
+    while changes.changed().await.is_ok() {
+        let state = changes.borrow_and_update().clone();
+        if leading && !state.leading {
+            tracing::warn!(leader = ?state.leader, "this master no longer leads; its nodes go to the leader");
+            sessions.kick_all("this master no longer leads the cluster");
+        }
+        if state.leading && !leading {
+            tracing::info!("this master leads the cluster now");
+        }
+        leading = state.leading;
     }
 }
 

@@ -13,6 +13,7 @@ use weft_proto::tls::MASTER_SERVER_NAME;
 use weft_taskbook::Error;
 
 use crate::core::pki::{ClusterCa, PkiError};
+use crate::core::secret_box::SecretBox;
 use crate::store::{SqliteStore, StoreError, StoreSettings};
 use weft_proto::bootstrap_token::is_endpoint;
 
@@ -23,6 +24,8 @@ pub const MASTER_CERT_FILE: &str = "master.pem";
 pub const MASTER_KEY_FILE: &str = "master.key";
 pub const ADMIN_FILE: &str = "admin.yaml";
 pub const STORE_FILE: &str = "store.db";
+/// The key that seals Secret values in the store; never in the store itself.
+pub const CLUSTER_KEY_FILE: &str = "cluster.key";
 
 /// What `master.yaml` holds; `weft master` reads it at start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +60,21 @@ pub struct InitOptions {
     /// Where the admin's credentials are also written unless a file is there already
     /// (`~/.config/weft/config.yaml`); `None` skips it.
     pub user_config: Option<PathBuf>,
+    /// Another master's data directory: this one joins its cluster (same CA, cluster key,
+    /// network and etcd store) instead of making a new one.
+    pub another_master: Option<PathBuf>,
+}
+
+/// What every master of one cluster shares.
+struct ClusterBase {
+    ca: ClusterCa,
+    cluster_name: String,
+    vpn_cidr: String,
+    store: StoreSettings,
+    /// The cluster key's bytes, when it comes from another master.
+    cluster_key: Option<Vec<u8>>,
+    /// The admin's credentials, when they come from another master.
+    admin: Option<ClientCredentials>,
 }
 
 pub struct Initialized {
@@ -83,6 +101,37 @@ pub enum InitError {
     Store(#[from] StoreError),
     #[error("{0}")]
     StoreChoice(String),
+    #[error("{dir} cannot be joined: {reason}")]
+    AnotherMaster { dir: String, reason: String },
+}
+
+/// The shared part of a cluster, read from one of its masters' directories. Only a
+/// cluster on etcd can have a second master: sqlite lives in one master's directory.
+fn base_from_master(dir: &Path) -> Result<ClusterBase, InitError> {
+    let refuse = |reason: String| InitError::AnotherMaster {
+        dir: dir.display().to_string(),
+        reason,
+    };
+    let settings = read_settings(dir).map_err(|e| refuse(e.to_string()))?;
+    if settings.store == StoreSettings::Sqlite {
+        return Err(refuse(
+            "its master keeps the cluster in sqlite, which only that master can serve; several masters share an etcd store (`weft master init --store etcd`)".into(),
+        ));
+    }
+    let read = |file: &str| fs::read(dir.join(file)).map_err(|e| refuse(format!("{file}: {e}")));
+    let text =
+        |file: &str| String::from_utf8(read(file)?).map_err(|e| refuse(format!("{file}: {e}")));
+    let ca = ClusterCa::from_pem(&text(CA_CERT_FILE)?, &text(CA_KEY_FILE)?)?;
+    let admin: ClientCredentials =
+        state_file::read(&dir.join(ADMIN_FILE)).map_err(|e| refuse(e.to_string()))?;
+    Ok(ClusterBase {
+        ca,
+        cluster_name: settings.cluster_name,
+        vpn_cidr: settings.vpn_cidr,
+        store: settings.store,
+        cluster_key: Some(read(CLUSTER_KEY_FILE)?),
+        admin: Some(admin),
+    })
 }
 
 pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
@@ -95,10 +144,22 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
             options.master_public_endpoint.clone(),
         ));
     }
-    let vpn_cidr = weft_vpn::ip_pool::IpPool::new(&options.vpn_cidr)?
-        .cidr()
-        .to_string();
-    let store = store_settings(&options.store_backend, &options.etcd_endpoints)?;
+    let now = SystemTime::now();
+    let base = match &options.another_master {
+        Some(other) => base_from_master(other)?,
+        None => ClusterBase {
+            ca: ClusterCa::generate(&options.cluster_name, now)?,
+            cluster_name: options.cluster_name.clone(),
+            vpn_cidr: weft_vpn::ip_pool::IpPool::new(&options.vpn_cidr)?
+                .cidr()
+                .to_string(),
+            store: store_settings(&options.store_backend, &options.etcd_endpoints)?,
+            cluster_key: None,
+            admin: None,
+        },
+    };
+    let ca = base.ca;
+    let store = base.store;
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -108,16 +169,12 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
             error,
         })?;
 
-    let now = SystemTime::now();
-    let ca = ClusterCa::generate(&options.cluster_name, now)?;
     let host = endpoint_host(&options.master_public_endpoint);
     let master_cert = ca.issue_master_cert(
         &options.master_name,
         &[MASTER_SERVER_NAME.to_string(), host],
         now,
     )?;
-    let admin_cert = ca.issue_admin_cert("admin", now)?;
-
     state_file::write_private_bytes(&dir.join(CA_CERT_FILE), ca.cert_pem().as_bytes())?;
     state_file::write_private_bytes(&dir.join(CA_KEY_FILE), ca.key_pem().as_bytes())?;
     // The chain, so a node that knows only the CA's hash finds the CA in the handshake.
@@ -129,12 +186,34 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
     if store == StoreSettings::Sqlite {
         SqliteStore::open(&dir.join(STORE_FILE))?;
     }
+    match &base.cluster_key {
+        Some(key) => state_file::write_private_bytes(&dir.join(CLUSTER_KEY_FILE), key)?,
+        None => {
+            SecretBox::load_or_create(&dir.join(CLUSTER_KEY_FILE))
+                .map_err(|e| InitError::File(Error::new(e.to_string())))?;
+        }
+    }
 
-    let admin = ClientCredentials {
-        master_endpoints: vec![options.master_public_endpoint.clone()],
-        ca_cert_pem: ca.cert_pem().to_string(),
-        cert_pem: admin_cert.cert_pem,
-        key_pem: admin_cert.key_pem,
+    // This master first; the others after, for commands to fail over to.
+    let admin = match base.admin {
+        Some(mut admin) => {
+            admin
+                .master_endpoints
+                .retain(|endpoint| *endpoint != options.master_public_endpoint);
+            admin
+                .master_endpoints
+                .insert(0, options.master_public_endpoint.clone());
+            admin
+        }
+        None => {
+            let admin_cert = ca.issue_admin_cert("admin", now)?;
+            ClientCredentials {
+                master_endpoints: vec![options.master_public_endpoint.clone()],
+                ca_cert_pem: ca.cert_pem().to_string(),
+                cert_pem: admin_cert.cert_pem,
+                key_pem: admin_cert.key_pem,
+            }
+        }
     };
     let admin_file = dir.join(ADMIN_FILE);
     state_file::write_private(&admin_file, &admin)?;
@@ -153,10 +232,10 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
     };
     // Last: a directory with settings is a finished one.
     let settings = MasterSettings {
-        cluster_name: options.cluster_name.clone(),
+        cluster_name: base.cluster_name,
         master_name: options.master_name.clone(),
         master_public_endpoint: options.master_public_endpoint.clone(),
-        vpn_cidr,
+        vpn_cidr: base.vpn_cidr,
         store,
     };
     state_file::write_private(&dir.join(SETTINGS_FILE), &settings)?;
@@ -243,6 +322,7 @@ mod tests {
             store_backend: "sqlite".into(),
             etcd_endpoints: vec![],
             user_config: Some(dir.path().join("home/config.yaml")),
+            another_master: None,
         };
         let initialized = init(&options).unwrap();
         assert_eq!(initialized.user_config, options.user_config);
@@ -264,6 +344,58 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn another_master_shares_the_cluster_and_only_on_etcd() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = etcd_options(dir.path(), &["http://127.0.0.1:2379"]);
+        init(&first).unwrap();
+        let second = InitOptions {
+            data_dir: dir.path().join("m2"),
+            master_public_endpoint: "127.0.0.2:7443".into(),
+            master_name: "m2".into(),
+            another_master: Some(first.data_dir.clone()),
+            ..etcd_options(dir.path(), &[])
+        };
+        init(&second).unwrap();
+        for file in [CA_CERT_FILE, CA_KEY_FILE, CLUSTER_KEY_FILE] {
+            assert_eq!(
+                fs::read(first.data_dir.join(file)).unwrap(),
+                fs::read(second.data_dir.join(file)).unwrap(),
+                "{file}"
+            );
+        }
+        assert_ne!(
+            fs::read(first.data_dir.join(MASTER_KEY_FILE)).unwrap(),
+            fs::read(second.data_dir.join(MASTER_KEY_FILE)).unwrap()
+        );
+        let settings = read_settings(&second.data_dir).unwrap();
+        assert_eq!(
+            settings.store,
+            read_settings(&first.data_dir).unwrap().store
+        );
+        assert_eq!(settings.master_name, "m2");
+        let admin: ClientCredentials = state_file::read(&second.data_dir.join(ADMIN_FILE)).unwrap();
+        assert_eq!(admin.master_endpoints, ["127.0.0.2:7443", "127.0.0.1:7443"]);
+
+        let sqlite = InitOptions {
+            data_dir: dir.path().join("solo"),
+            store_backend: "sqlite".into(),
+            ..etcd_options(dir.path(), &[])
+        };
+        init(&sqlite).unwrap();
+        let refused = InitOptions {
+            data_dir: dir.path().join("m3"),
+            another_master: Some(sqlite.data_dir.clone()),
+            ..etcd_options(dir.path(), &[])
+        };
+        let Err(error) = init(&refused) else {
+            panic!("a master of a sqlite cluster was made");
+        };
+        let error = error.to_string();
+        assert!(error.contains("sqlite"), "{error}");
+        assert!(!refused.data_dir.exists());
+    }
+
     fn etcd_options(dir: &Path, etcd_endpoints: &[&str]) -> InitOptions {
         InitOptions {
             data_dir: dir.join("master"),
@@ -274,6 +406,7 @@ mod tests {
             store_backend: "etcd".into(),
             etcd_endpoints: etcd_endpoints.iter().map(|url| url.to_string()).collect(),
             user_config: None,
+            another_master: None,
         }
     }
 
@@ -335,6 +468,7 @@ mod tests {
             store_backend: "sqlite".into(),
             etcd_endpoints: vec![],
             user_config: None,
+            another_master: None,
         };
         assert!(matches!(init(&options), Err(InitError::InvalidEndpoint(_))));
         assert!(!options.data_dir.exists());
