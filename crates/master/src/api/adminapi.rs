@@ -13,10 +13,10 @@ use weft_proto::adminapi::{
     run_event, AppliedObject, ApplyObjectsRequest, ApplyObjectsResponse, CreateTokenRequest,
     CreateTokenResponse, DeleteObjectRequest, DeleteObjectResponse, GetFactsRequest,
     GetFactsResponse, GetJobRequest, GetNodeRequest, GetObjectsRequest, GetObjectsResponse, Job,
-    JobStarted, LabelNodeRequest, ListJobsRequest, ListJobsResponse, ListNodesRequest,
-    ListNodesResponse, Node, NodeStepDone, RemoveNodeRequest, RemoveNodeResponse,
-    ResolveVarsRequest, ResolveVarsResponse, RunEvent, RunTaskBookRequest, StepStarted,
-    StoredObject,
+    JobStarted, LabelNodeRequest, ListJobsRequest, ListJobsResponse, ListMastersRequest,
+    ListMastersResponse, ListNodesRequest, ListNodesResponse, MasterInfo, Node, NodeStepDone,
+    RemoveNodeRequest, RemoveNodeResponse, ResolveVarsRequest, ResolveVarsResponse, RunEvent,
+    RunTaskBookRequest, StepStarted, StoredObject,
 };
 use weft_taskbook::objects::{kind_named, parse_objects, validate_labels, KINDS};
 use weft_taskbook::selector::NodeSelector;
@@ -284,6 +284,7 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
         request: Request<RunTaskBookRequest>,
     ) -> Result<Response<RunStream>, Status> {
         MasterContext::<S>::require_admin(&request)?;
+        self.context.require_leader()?;
         let request = request.into_inner();
         let extra_vars = request
             .extra_vars_json
@@ -492,6 +493,8 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
         request: Request<ResolveVarsRequest>,
     ) -> Result<Response<ResolveVarsResponse>, Status> {
         MasterContext::<S>::require_admin(&request)?;
+        // Computed variables run commands on nodes.
+        self.context.require_leader()?;
         let request = request.into_inner();
         let namespace = non_empty(&request.namespace).unwrap_or(DEFAULT_NAMESPACE);
         let resolved = self
@@ -511,6 +514,26 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
         });
         Ok(Response::new(ResolveVarsResponse {
             resolved_json: resolved_json.to_string(),
+        }))
+    }
+
+    async fn list_masters(
+        &self,
+        request: Request<ListMastersRequest>,
+    ) -> Result<Response<ListMastersResponse>, Status> {
+        MasterContext::<S>::require_admin(&request)?;
+        let masters = self.context.masters.list().await.map_err(internal)?;
+        Ok(Response::new(ListMastersResponse {
+            masters: masters
+                .into_iter()
+                .map(|master| MasterInfo {
+                    master_name: master.master_name,
+                    master_public_endpoint: master.master_public_endpoint,
+                    master_vpnapi_endpoint: master.master_vpnapi_endpoint,
+                })
+                .collect(),
+            leader_name: self.context.leadership.state().leader.unwrap_or_default(),
+            answered_by: self.context.master_name.clone(),
         }))
     }
 

@@ -12,6 +12,7 @@ use weft_proto::tls::peer_cert_der;
 
 use crate::core::job_runner::JobRunner;
 use crate::core::join::Joiner;
+use crate::core::leadership::{Leadership, MasterRegistry};
 use crate::core::mesh::Mesh;
 use crate::core::node_registry::NodeRegistry;
 use crate::core::objects::ObjectRegistry;
@@ -30,8 +31,12 @@ pub const ADMINAPI_MAX_MESSAGE_BYTES: usize = 12 * 1024 * 1024;
 pub struct MasterContext<S> {
     pub ca: Arc<ClusterCa>,
     pub master_public_endpoint: String,
-    /// Where nodes reach the vpnapi (with `--vpn off`, the public endpoint).
-    pub master_vpnapi_endpoints: Vec<String>,
+    /// Where nodes reach this master's vpnapi (with `--vpn off`, the public endpoint).
+    pub master_vpnapi_endpoint: String,
+    pub master_name: String,
+    pub leadership: Leadership,
+    /// Every master of the cluster, for nodes to fail over to.
+    pub masters: MasterRegistry<S>,
     pub sessions: Arc<NodeSessions>,
     pub nodes: NodeRegistry<S>,
     pub tokens: TokenRegistry<S>,
@@ -84,6 +89,32 @@ impl<S: Store + Clone> MasterContext<S> {
                 Default::default()
             }
             Err(_) => Default::default(),
+        }
+    }
+
+    /// Work with nodes (sessions, runs) is the leader's alone; a standby says who leads.
+    pub fn require_leader(&self) -> Result<(), Status> {
+        let state = self.leadership.state();
+        if state.leading {
+            return Ok(());
+        }
+        Err(Status::failed_precondition(match state.leader {
+            Some(leader) => format!("this master is a standby; `{leader}` leads the cluster now"),
+            None => "this master is a standby and no master leads yet (an election is under way); try again in a few seconds".to_string(),
+        }))
+    }
+
+    /// Where nodes find the masters, the leader's first; this master's own if the
+    /// registry cannot be read.
+    pub async fn master_vpnapi_endpoints(&self) -> Vec<String> {
+        let leader = self.leadership.state().leader;
+        match self.masters.vpnapi_endpoints(leader.as_deref()).await {
+            Ok(endpoints) if !endpoints.is_empty() => endpoints,
+            Ok(_) => vec![self.master_vpnapi_endpoint.clone()],
+            Err(error) => {
+                tracing::warn!(%error, "the master list is unreadable; nodes learn only this master");
+                vec![self.master_vpnapi_endpoint.clone()]
+            }
         }
     }
 

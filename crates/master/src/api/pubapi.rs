@@ -67,7 +67,7 @@ impl<S: Store + Clone> PubApi for PubApiService<S> {
             node_name,
             node_cert_pem: joined.node_cert_pem,
             ca_cert_pem: joined.ca_cert_pem,
-            master_vpnapi_endpoints: self.context.master_vpnapi_endpoints.clone(),
+            master_vpnapi_endpoints: self.context.master_vpnapi_endpoints().await,
             mesh,
         }))
     }

@@ -42,6 +42,7 @@ impl<S: Store + Clone> VpnApi for VpnApiService<S> {
         request: Request<Streaming<NodeMessage>>,
     ) -> Result<Response<SessionStream>, Status> {
         let node = self.context.require_node(&request).await?;
+        self.context.require_leader()?;
         let inbound = request.into_inner();
         let SessionHandle {
             session_id,

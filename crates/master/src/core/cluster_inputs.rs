@@ -175,9 +175,8 @@ impl<S: Store + Clone> JobRunner<S> {
         };
         for command in sources.node_commands(node) {
             let key = (command.object.clone(), command.var.clone());
-            if !outputs.contains_key(&key) {
-                let output = Box::pin(self.node_command_output(&command)).await?;
-                outputs.insert(key, output);
+            if let std::collections::btree_map::Entry::Vacant(entry) = outputs.entry(key) {
+                entry.insert(Box::pin(self.node_command_output(&command)).await?);
             }
         }
         sources

@@ -4,6 +4,7 @@ pub mod cluster_inputs;
 pub mod job;
 pub mod job_runner;
 pub mod join;
+pub mod leadership;
 pub mod mesh;
 pub mod node_registry;
 pub mod objects;

@@ -114,6 +114,14 @@ impl NodeSessions {
         }
     }
 
+    /// Ends every session (this master stopped leading: the nodes go to the leader).
+    pub fn kick_all(&self, reason: &str) {
+        let sessions = std::mem::take(&mut *self.lock());
+        for session in sessions.into_values() {
+            session.end(reason);
+        }
+    }
+
     pub fn is_online(&self, node_name: &str) -> bool {
         self.lock().contains_key(node_name)
     }

@@ -54,6 +54,8 @@ pub struct EtcdStore {
 }
 
 struct Shared {
+    /// For leases and the leader election.
+    client: Client,
     kv: KvClient,
     watch: WatchClient,
     /// For error messages: operators read them without knowing which cluster is meant.
@@ -87,6 +89,7 @@ impl EtcdStore {
             shared: Arc::new(Shared {
                 kv: client.kv_client().max_decoding_message_size(usize::MAX),
                 watch: client.watch_client().max_decoding_message_size(usize::MAX),
+                client,
                 endpoints: joined,
             }),
         };
@@ -107,6 +110,10 @@ impl EtcdStore {
                 store.shared.endpoints
             ))),
         }
+    }
+
+    pub(super) fn client(&self) -> Client {
+        self.shared.client.clone()
     }
 
     /// Runs one request with [`REQUEST_TIMEOUT`].

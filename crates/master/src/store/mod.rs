@@ -10,6 +10,7 @@
 pub mod any;
 pub mod conformance;
 pub mod etcd;
+mod etcd_election;
 pub mod sqlite;
 
 use std::collections::HashSet;
