@@ -69,6 +69,8 @@ enum Command {
     Token(TokenCommand),
     /// List the nodes: state, VPN IP, last seen, labels.
     Nodes(ListArgs),
+    /// List the masters (several share an etcd store) and which one leads.
+    Masters(ListArgs),
     /// One node: show or remove.
     #[command(subcommand)]
     Node(NodeCommand),
@@ -299,6 +301,11 @@ struct MasterInitArgs {
     /// The etcd cluster's client URLs, comma-separated (with --store etcd).
     #[arg(long, value_name = "URLS", value_delimiter = ',')]
     etcd_endpoints: Vec<String>,
+    /// Add this master to the cluster of the master whose data directory this is (a
+    /// copy of it, on another host): same CA, cluster key, network and etcd store; one
+    /// master leads, the others take over when it goes.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["store", "etcd_endpoints", "vpn_cidr", "cluster_name"])]
+    another_master: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -491,6 +498,9 @@ fn main() -> ExitCode {
         Command::Token(TokenCommand::Create(args)) => admin(&args.admin, |mut client| async move {
             weft_cli::token::create_token(&mut client, args.ttl.0, args.uses).await
         }),
+        Command::Masters(args) => admin(&args.admin, |mut client| async move {
+            weft_cli::masters::list_masters(&mut client, args.output.into()).await
+        }),
         Command::Nodes(args) => admin(&args.admin, |mut client| async move {
             weft_cli::nodes::list_nodes(&mut client, args.output.into()).await
         }),
@@ -682,6 +692,7 @@ fn master_init(args: MasterInitArgs) -> ExitCode {
         etcd_endpoints: args.etcd_endpoints,
         master_name: args.name.unwrap_or_else(host_name),
         user_config: weft_cli::admin::user_config_path(),
+        another_master: args.another_master,
     };
     match weft_master::init::init(&options) {
         Ok(Initialized {

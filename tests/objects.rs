@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Output;
 
 use common::cluster::{assert_success, Cluster};
+use common::etcd::{missing_etcd, EtcdCluster};
 use common::{stderr, stdout};
 use serde_json::Value;
 
@@ -169,7 +170,24 @@ fn malformed_objects_are_refused_with_their_place_and_nothing_is_stored() {
 
 #[test]
 fn variables_and_secrets_reach_the_tasks_that_read_them_and_secrets_show_nowhere_else() {
-    let cluster = Cluster::start(&NODES);
+    variables_and_secrets(Cluster::start(&NODES), None);
+}
+
+/// The same on etcd, whose data files (its bbolt database and write-ahead log) are
+/// searched for the plaintext too.
+#[test]
+fn on_etcd_secrets_are_sealed_in_its_data_files_too() {
+    if let Some(reason) = missing_etcd() {
+        eprintln!("SKIPPED on_etcd_secrets_are_sealed_in_its_data_files_too: {reason}");
+        return;
+    }
+    let etcd = EtcdCluster::start(1);
+    let urls = etcd.client_urls().join(",");
+    let cluster = Cluster::start_with(&NODES, &["--store", "etcd", "--etcd-endpoints", &urls]);
+    variables_and_secrets(cluster, Some(etcd.dir.path()));
+}
+
+fn variables_and_secrets(cluster: Cluster, raw_store: Option<&Path>) {
     // The CA lives on ca-1 only; its content is a computed variable for everyone.
     let ca_file = cluster.dir.path().join("ca-1.pem");
     std::fs::write(&ca_file, "CA-PEM-OF-CA-1\n").unwrap();
@@ -291,6 +309,15 @@ spec:
     }
     // The store (sqlite file and its write-ahead log), keys, settings, scratch.
     seen.extend(files_under(&cluster.master_dir()));
+    let store_files = match raw_store {
+        Some(raw_store) => files_under(raw_store),
+        None => files_under(&cluster.master_dir()),
+    };
+    // The search reads the stored objects: plain values are there to be found.
+    assert!(store_files
+        .iter()
+        .any(|(_, text)| text.contains("10.77.0.53")));
+    seen.extend(store_files);
     for (what, text) in seen {
         assert!(!text.contains(PASSWORD), "the password shows in {what}");
     }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use tonic::transport::Channel;
 use weft_modules::state_file;
 use weft_proto::adminapi::admin_api_client::AdminApiClient;
+use weft_proto::adminapi::ListMastersRequest;
 use weft_proto::credentials::ClientCredentials;
 use weft_proto::tls::connect_mtls;
 
@@ -35,7 +36,47 @@ fn config_path(explicit: Option<&Path>) -> Result<PathBuf, CliError> {
     })
 }
 
+/// A connection to the cluster's leading master: the first master reachable says who
+/// leads, and work with nodes (runs) only the leader takes. Where the leader cannot be
+/// reached, the first master's connection serves (reads and applies work on any).
 pub async fn connect(explicit_config: Option<&Path>) -> Result<AdminClient, CliError> {
+    let (credentials, mut client) = connect_any(explicit_config).await?;
+    let Ok(masters) = client.list_masters(ListMastersRequest {}).await else {
+        return Ok(client);
+    };
+    let masters = masters.into_inner();
+    if masters.leader_name.is_empty() || masters.leader_name == masters.answered_by {
+        return Ok(client);
+    }
+    let leader = masters
+        .masters
+        .iter()
+        .find(|master| master.master_name == masters.leader_name);
+    if let Some(leader) = leader {
+        if let Ok(channel) = connect_mtls(
+            &leader.master_public_endpoint,
+            &credentials.ca_cert_pem,
+            &credentials.cert_pem,
+            &credentials.key_pem,
+        )
+        .await
+        {
+            return Ok(admin_client(channel));
+        }
+    }
+    Ok(client)
+}
+
+fn admin_client(channel: Channel) -> AdminClient {
+    AdminApiClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// The first master in the credentials' list that answers.
+async fn connect_any(
+    explicit_config: Option<&Path>,
+) -> Result<(ClientCredentials, AdminClient), CliError> {
     let path = config_path(explicit_config)?;
     if !path.exists() {
         return Err(CliError::NoCredentials(format!(
@@ -54,11 +95,7 @@ pub async fn connect(explicit_config: Option<&Path>) -> Result<AdminClient, CliE
         )
         .await
         {
-            Ok(channel) => {
-                return Ok(AdminApiClient::new(channel)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES))
-            }
+            Ok(channel) => return Ok((credentials, admin_client(channel))),
             Err(error) => last_error = Some(error.to_string()),
         }
     }

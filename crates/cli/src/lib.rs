@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod jobs;
 pub mod logging;
+pub mod masters;
 pub mod nodes;
 pub mod objects;
 pub mod output;

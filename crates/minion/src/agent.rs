@@ -268,7 +268,9 @@ pub async fn run_agent(
             if started.elapsed() >= SESSION_SETTLED {
                 attempt = 0;
             }
-            let delay = backoff(attempt);
+            // The delay grows per round of masters, not per master: with several, a
+            // dead leader and standbys that refuse must not push the new leader far off.
+            let delay = backoff(attempt / endpoints.len() as u32);
             tracing::warn!(node = %identity.node_name, reason = %ended, retry_in_ms = delay.as_millis() as u64, "no session with the master");
             attempt = attempt.saturating_add(1);
             tokio::time::sleep(delay).await;
