@@ -113,6 +113,20 @@ fn objects_are_applied_listed_described_versioned_and_deleted() {
         .collect();
     nodes.sort();
     assert_eq!(nodes, ["ca-1", "web-2"]);
+    // fleet.yml's Config rolls steps without a rollout of their own out 25% at a time:
+    // one of the two nodes, then the other.
+    let job = cluster.admin_json(&["job", "show", report["job"].as_str().unwrap()]);
+    let mut spans: Vec<(u64, u64)> = job["node_steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let dispatched = s["dispatched_unix_ms"].as_u64().unwrap();
+            (dispatched, s["finished_unix_ms"].as_u64().unwrap())
+        })
+        .collect();
+    spans.sort();
+    assert!(spans[1].0 >= spans[0].1, "both nodes ran at once: {job:#}");
     let missing = cluster.admin(&["run", "taskbook", "edge", "-n", "staging"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(stderr(&missing).contains("no TaskBook `edge` in namespace `staging`"));

@@ -14,6 +14,7 @@ use weft_taskbook::cluster_vars::{
 use weft_taskbook::render::Renderer;
 use weft_taskbook::report::TaskStatus;
 use weft_taskbook::secrets::{secret_references, secret_values};
+use weft_taskbook::taskbook::Rollout;
 use weft_taskbook::{Error, TaskBook, Vars};
 
 use super::job::JobStepPlan;
@@ -32,6 +33,8 @@ pub struct ClusterInputs {
     pub secrets_by_step: Vec<Arc<Value>>,
     /// Every secret value the run carries, to mask wherever it would show.
     pub secret_values: Vec<String>,
+    /// The Config's rollout, for steps that set none.
+    pub default_rollout: Option<Rollout>,
 }
 
 fn objects_error(error: ObjectError) -> RunError {
@@ -119,6 +122,10 @@ impl<S: Store + Clone> JobRunner<S> {
             })
             .collect();
         Ok(ClusterInputs {
+            default_rollout: sources
+                .configs
+                .iter()
+                .find_map(|(_, config)| config.rollout.clone()),
             vars_by_node,
             secrets_by_step,
             secret_values: secret_values(&opened),

@@ -396,7 +396,11 @@ impl<S: Store + Clone> JobRun<S> {
                 }
                 continue;
             }
-            let rollout = step.rollout.clone().unwrap_or_default();
+            let rollout = step
+                .rollout
+                .clone()
+                .or_else(|| self.inputs.default_rollout.clone())
+                .unwrap_or_default();
             let run_once_node = step
                 .tasks
                 .iter()
