@@ -245,5 +245,17 @@ spec:
     assert_success(&output, "run on the new leader");
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["results"].as_array().unwrap().len(), 3);
+    // The mesh has one master address: a second master with it on is refused.
+    let with_mesh = cluster
+        .command(&["master", "--data-dir"])
+        .arg(&m3.dir)
+        .output()
+        .unwrap();
+    assert!(!with_mesh.status.success());
+    assert!(
+        String::from_utf8_lossy(&with_mesh.stderr).contains("run with `--vpn off`"),
+        "{}",
+        String::from_utf8_lossy(&with_mesh.stderr)
+    );
     drop((m2, m3, etcd));
 }

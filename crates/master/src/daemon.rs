@@ -87,6 +87,8 @@ pub enum MasterError {
     Mesh(#[from] crate::core::mesh::MeshError),
     #[error(transparent)]
     Device(#[from] weft_vpn::device::DeviceError),
+    #[error("this cluster has other masters ({0}): several masters run with `--vpn off` for now, since the mesh has one master address")]
+    SeveralMastersInTheMesh(String),
 }
 
 fn read_private(dir: &Path, file: &str) -> Result<String, MasterError> {
@@ -115,8 +117,24 @@ pub async fn run(
         .await
         .map_err(|e| MasterError::Store(e.to_string()))?;
 
+    let masters = MasterRegistry::new(store.clone());
     let mesh = match &options.vpn {
-        Some(vpn) => Some(start_mesh(dir, &settings, vpn, store.clone()).await?),
+        Some(vpn) => {
+            // The mesh gives its master the network's first address: a second master
+            // would take the same one.
+            let others: Vec<String> = masters
+                .list()
+                .await
+                .map_err(|e| MasterError::Store(e.to_string()))?
+                .into_iter()
+                .map(|master| master.master_name)
+                .filter(|name| *name != settings.master_name)
+                .collect();
+            if !others.is_empty() {
+                return Err(MasterError::SeveralMastersInTheMesh(others.join(", ")));
+            }
+            Some(start_mesh(dir, &settings, vpn, store.clone()).await?)
+        }
         None => None,
     };
     let master_vpnapi_endpoint = match (&mesh, &options.vpn) {
@@ -126,7 +144,6 @@ pub async fn run(
         _ => settings.master_public_endpoint.clone(),
     };
 
-    let masters = MasterRegistry::new(store.clone());
     masters
         .register(&MasterRecord {
             master_name: settings.master_name.clone(),
