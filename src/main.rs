@@ -376,9 +376,10 @@ enum TokenCommand {
 
 #[derive(Args)]
 struct TokenCreateArgs {
-    /// How long the token is good for (1m to 7d).
-    #[arg(long, default_value = "10m", value_parser = Duration::parse)]
-    ttl: Duration,
+    /// How long the token is good for (1m to 7d; default: the Config's `token_ttl`,
+    /// else 10m).
+    #[arg(long, value_parser = Duration::parse)]
+    ttl: Option<Duration>,
     /// How many nodes may join with it (1 to 1000).
     #[arg(long, default_value_t = 1)]
     uses: u32,
@@ -496,7 +497,7 @@ fn main() -> ExitCode {
         }) => minion_leave(args),
         Command::Minion(args) => run_minion(args),
         Command::Token(TokenCommand::Create(args)) => admin(&args.admin, |mut client| async move {
-            weft_cli::token::create_token(&mut client, args.ttl.0, args.uses).await
+            weft_cli::token::create_token(&mut client, args.ttl.map(|ttl| ttl.0), args.uses).await
         }),
         Command::Masters(args) => admin(&args.admin, |mut client| async move {
             weft_cli::masters::list_masters(&mut client, args.output.into()).await

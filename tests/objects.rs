@@ -127,6 +127,32 @@ fn objects_are_applied_listed_described_versioned_and_deleted() {
         .collect();
     spans.sort();
     assert!(spans[1].0 >= spans[0].1, "both nodes ran at once: {job:#}");
+    // The Config also bounds job history and sets the tokens' default lifetime.
+    let config = write(
+        &cluster,
+        "config.yml",
+        "apiVersion: weft/v1\nkind: Config\nmetadata: {name: default}\nspec:\n  token_ttl: 2h\n  job_retention: {max_jobs: 1, max_age: 1d}\n",
+    );
+    assert_success(&apply(&cluster, &config), "apply Config");
+    assert_success(&cluster.admin(&["run", "taskbook", "edge"]), "second run");
+    assert_eq!(cluster.admin_json(&["jobs"]).as_array().unwrap().len(), 1);
+    let token = cluster.admin(&["token", "create"]);
+    assert_success(&token, "token create");
+    let until = stderr(&token)
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .to_string();
+    let until = std::process::Command::new("date")
+        .args(["-u", "+%s", "-d", &until])
+        .output()
+        .unwrap();
+    let until: u64 = stdout(&until).trim().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!((7100..=7200).contains(&(until - now)), "{}", stderr(&token));
     let missing = cluster.admin(&["run", "taskbook", "edge", "-n", "staging"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(stderr(&missing).contains("no TaskBook `edge` in namespace `staging`"));

@@ -11,12 +11,13 @@ use crate::CliError;
 /// Prints the token alone on stdout, so `$(weft token create)` works; the rest to stderr.
 pub async fn create_token(
     client: &mut AdminClient,
-    ttl: Duration,
+    ttl: Option<Duration>,
     uses: u32,
 ) -> Result<(), CliError> {
     let response = client
         .create_token(CreateTokenRequest {
-            ttl_seconds: ttl.as_secs(),
+            // 0: the cluster's default.
+            ttl_seconds: ttl.map_or(0, |ttl| ttl.as_secs()),
             uses,
         })
         .await?

@@ -170,7 +170,13 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
         MasterContext::<S>::require_admin(&request)?;
         let request = request.into_inner();
         let ttl = match request.ttl_seconds {
-            0 => DEFAULT_TOKEN_TTL,
+            0 => self
+                .context
+                .objects
+                .token_ttl()
+                .await
+                .map_err(object_status)?
+                .unwrap_or(DEFAULT_TOKEN_TTL),
             seconds => Duration::from_secs(seconds),
         };
         let now = SystemTime::now();

@@ -11,6 +11,7 @@ use weft_modules::bundle::Bundle;
 use weft_taskbook::cluster_vars::{
     NodeCommand, NodeCommandOutputs, NodeView as VarNode, ResolvedVars, VarSources,
 };
+use weft_taskbook::objects::JobRetention;
 use weft_taskbook::render::Renderer;
 use weft_taskbook::report::TaskStatus;
 use weft_taskbook::secrets::{secret_references, secret_values};
@@ -35,6 +36,8 @@ pub struct ClusterInputs {
     pub secret_values: Vec<String>,
     /// The Config's rollout, for steps that set none.
     pub default_rollout: Option<Rollout>,
+    /// The Config's job history bounds, over the master's flags.
+    pub job_retention: Option<JobRetention>,
 }
 
 fn objects_error(error: ObjectError) -> RunError {
@@ -126,6 +129,10 @@ impl<S: Store + Clone> JobRunner<S> {
                 .configs
                 .iter()
                 .find_map(|(_, config)| config.rollout.clone()),
+            job_retention: sources
+                .configs
+                .iter()
+                .find_map(|(_, config)| config.job_retention.clone()),
             vars_by_node,
             secrets_by_step,
             secret_values: secret_values(&opened),

@@ -451,12 +451,12 @@ impl<S: Store + Clone> JobRun<S> {
         self.inner.journal.job(&self.job);
         self.inner.journal.flush().await;
         let _ = self.events.send(JobEvent::Finished(Box::new(report)));
-        if let Err(error) = self
-            .inner
-            .jobs
-            .sweep(&self.inner.config.retention, SystemTime::now())
-            .await
-        {
+        let retention = self
+            .inputs
+            .job_retention
+            .as_ref()
+            .unwrap_or(&self.inner.config.retention);
+        if let Err(error) = self.inner.jobs.sweep(retention, SystemTime::now()).await {
             tracing::warn!(%error, "old jobs could not be swept");
         }
     }

@@ -586,6 +586,18 @@ impl<S: Store> ObjectRegistry<S> {
         Ok(sources)
     }
 
+    /// The Config's default lifetime of bootstrap tokens, if one sets it.
+    pub async fn token_ttl(&self) -> Result<Option<std::time::Duration>, ObjectError> {
+        for config in self.list("Config", None).await? {
+            if let AnyObject::Config(config) = config.object()? {
+                if let Some(ttl) = config.spec.token_ttl {
+                    return Ok(Some(ttl.0));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// The named Secrets of `namespace`, opened, as tasks read them: `{name: {key: value}}`.
     pub async fn open_secrets(
         &self,

@@ -14,8 +14,10 @@ pub struct ConfigSpec {
     /// The rollout used by steps that do not set one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
-    #[serde(default)]
-    pub job_retention: JobRetention,
+    /// Replaces the masters' `--keep-jobs` and `--keep-jobs-for`, so every master of
+    /// the cluster keeps the same history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_retention: Option<JobRetention>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_ttl: Option<Duration>,
 }
