@@ -277,3 +277,68 @@ pub fn taskbook(dir: &Path, name: &str, yaml: &str) -> PathBuf {
     std::fs::write(&path, yaml).unwrap();
     path
 }
+
+/// A TaskBook whose first step is slow enough to lose its master in, and whose second
+/// step must never start once it has.
+const INTERRUPTIBLE_TASKBOOK: &str = r#"apiVersion: weft/v1
+kind: TaskBook
+metadata: {name: long}
+spec:
+  steps:
+    - name: three tasks
+      tasks:
+        - name: first
+          shell: "echo first >> {{ out }}/{{ node.name }}"
+        - name: slow
+          shell: "sleep 3; echo slow >> {{ out }}/{{ node.name }}"
+        - name: last
+          shell: "echo last >> {{ out }}/{{ node.name }}"
+    - name: never reached
+      tasks:
+        - name: after
+          shell: "echo after >> {{ out }}/{{ node.name }}"
+"#;
+
+/// A run of [`INTERRUPTIBLE_TASKBOOK`] started with `run` (`weft run taskbook` and its
+/// credentials), once every node is inside the slow task: where the nodes write, and
+/// the CLI's output when it ends.
+pub fn start_interruptible_run(
+    cluster: &Cluster,
+    mut run: Command,
+    nodes: &[&str],
+) -> (PathBuf, std::thread::JoinHandle<Output>) {
+    let out = cluster.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let book = taskbook(cluster.dir.path(), "long", INTERRUPTIBLE_TASKBOOK);
+    run.arg(&book)
+        .args(["-e", &format!("out={}", out.display())]);
+    let handle = std::thread::spawn(move || run.output().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while nodes.iter().any(|n| !out.join(n).exists()) {
+        assert!(Instant::now() < deadline, "the run did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    (out, handle)
+}
+
+/// The interrupted job, once the nodes' late results are in: every node finished the
+/// first step, none started the second, and each task ran exactly once.
+pub fn assert_interrupted_once(job: &Value, out: &Path, nodes: &[&str]) {
+    assert_eq!(job["state"], "interrupted", "{job:#}");
+    assert!(
+        job["message"].as_str().unwrap().contains("master stopped"),
+        "{job:#}"
+    );
+    for record in job["node_steps"].as_array().unwrap() {
+        assert_eq!(record["step_index"], 0, "a later step started: {job:#}");
+        assert_eq!(record["state"], "ok", "{job:#}");
+    }
+    for node in nodes {
+        let lines = std::fs::read_to_string(out.join(node)).unwrap();
+        assert_eq!(
+            lines, "first\nslow\nlast\n",
+            "{node} ran a task twice or skipped one"
+        );
+    }
+}

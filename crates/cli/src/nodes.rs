@@ -9,7 +9,7 @@ use crate::admin::AdminClient;
 use crate::output::{age, ago, print_json, table, timestamp, Output};
 use crate::CliError;
 
-fn labels_text(node: &Node) -> String {
+pub(crate) fn labels_text(node: &Node) -> String {
     let mut labels: Vec<String> = node
         .labels
         .iter()

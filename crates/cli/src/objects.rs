@@ -360,13 +360,11 @@ pub async fn label_node(
         }
     }
     let node = client.label_node(request).await?.into_inner();
-    let mut labels: Vec<String> = node
-        .labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    labels.sort();
-    println!("node/{} labeled: {}", node.node_name, labels.join(","));
+    println!(
+        "node/{} labeled: {}",
+        node.node_name,
+        crate::nodes::labels_text(&node)
+    );
     Ok(())
 }
 
