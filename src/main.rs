@@ -404,6 +404,19 @@ enum NodeCommand {
     /// Set labels (key=value) and remove them (key-).
     #[command(after_help = "Example:\n  weft node label web-1 role=web zone=b tier-")]
     Label(NodeLabelArgs),
+    /// Set the node's own variables (key=value, typed as YAML) and remove them (key-):
+    /// the highest cluster level, above its NodeGroups'.
+    #[command(after_help = "Example:\n  weft node vars web-1 workers=8 region=eu old_flag-")]
+    Vars(NodeVarsArgs),
+}
+
+#[derive(Args)]
+struct NodeVarsArgs {
+    name: String,
+    #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
+    vars: Vec<String>,
+    #[command(flatten)]
+    admin: AdminArgs,
 }
 
 #[derive(Args)]
@@ -516,6 +529,9 @@ fn main() -> ExitCode {
         }),
         Command::Job(JobCommand::Show(args)) => admin(&args.admin, |mut client| async move {
             weft_cli::jobs::show_job(&mut client, &args.job_id, args.output.into()).await
+        }),
+        Command::Node(NodeCommand::Vars(args)) => admin(&args.admin, |mut client| async move {
+            weft_cli::objects::set_node_vars(&mut client, &args.name, &args.vars).await
         }),
         Command::Node(NodeCommand::Label(args)) => admin(&args.admin, |mut client| async move {
             weft_cli::objects::label_node(&mut client, &args.name, &args.labels).await

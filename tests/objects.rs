@@ -300,6 +300,17 @@ spec:
     );
     assert_success(&apply(&cluster, &objects), "apply");
 
+    let set = cluster.admin(&["node", "vars", "web-1", "region=eu", "workers=8"]);
+    assert_success(&set, "node vars");
+    let vars = cluster.admin_json(&["vars", "web-1", "-n", "prod"]);
+    assert_eq!(vars["vars"]["region"], "eu");
+    assert_eq!(vars["origins"]["region"]["object"], "Node/web-1");
+    // The node's own value beats its NodeGroup's, until it is removed.
+    assert_eq!(vars["vars"]["workers"], 8);
+    assert_success(
+        &cluster.admin(&["node", "vars", "web-1", "workers-"]),
+        "node vars -",
+    );
     let vars = cluster.admin_json(&["vars", "web-1", "-n", "prod"]);
     assert_eq!(vars["vars"]["port"], 3);
     assert_eq!(vars["origins"]["port"]["object"], "Variables/prod/app");

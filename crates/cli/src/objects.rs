@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use weft_proto::adminapi::{
     ApplyObjectsRequest, DeleteObjectRequest, GetObjectsRequest, LabelNodeRequest,
-    ListNodesRequest, ResolveVarsRequest, SourceFile,
+    ListNodesRequest, ResolveVarsRequest, SetNodeVarsRequest, SourceFile,
 };
 use weft_taskbook::objects::NodeGroupSpec;
 use weft_taskbook::yaml::{json_to_yaml, MAX_SOURCE_BYTES};
@@ -414,5 +414,36 @@ pub async fn show_vars(
         })
         .collect();
     print!("{}", table(&["NAME", "VALUE", "LEVEL", "FROM"], &rows));
+    Ok(())
+}
+
+/// `weft node vars NODE key=value... key-`: values are typed as YAML reads them.
+pub async fn set_node_vars(
+    client: &mut AdminClient,
+    node_name: &str,
+    changes: &[String],
+) -> Result<(), CliError> {
+    let mut set = weft_taskbook::Vars::new();
+    let mut remove = Vec::new();
+    for change in changes {
+        if change.contains('=') {
+            set.extend(weft_taskbook::vars::parse_extra_vars(change)?);
+        } else if let Some(name) = change.strip_suffix('-') {
+            remove.push(name.to_string());
+        } else {
+            return Err(CliError::Input(format!(
+                "`{change}`: write key=value to set a variable, key- to remove one"
+            )));
+        }
+    }
+    let response = client
+        .set_node_vars(SetNodeVarsRequest {
+            node_name: node_name.to_string(),
+            set_json: Value::Object(set).to_string(),
+            remove,
+        })
+        .await?
+        .into_inner();
+    println!("node/{node_name} vars: {}", response.vars_json);
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The variables a node gets from the cluster's objects, below the TaskBook's own:
 //! Config defaults < ClusterVariables (bound into the run's namespace) < Variables (in
-//! that namespace) < NodeGroup vars, each level in object-name order, and where every
+//! that namespace) < NodeGroup vars < the node's own vars, each level in object-name order, and where every
 //! value came from (`weft vars`). Objects with `nodes:` apply only to the nodes they
 //! select. Computed values are either a template over the other variables, rendered
 //! here, or a command's output on a named node, which the caller runs and passes in.
@@ -35,12 +35,14 @@ pub struct NodeView<'a> {
     pub name: &'a str,
     pub labels: &'a BTreeMap<String, String>,
     pub facts: &'a Value,
+    /// The node's own variables, the highest level here.
+    pub vars: &'a Vars,
 }
 
 /// Where a resolved value came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VarOrigin {
-    /// `config`, `cluster_variables`, `variables` or `node_group`.
+    /// `config`, `cluster_variables`, `variables`, `node_group` or `node`.
     pub level: &'static str,
     /// `Kind/name`, or `Kind/namespace/name` for namespaced kinds.
     pub object: String,
@@ -78,7 +80,7 @@ struct Layer<'a> {
 
 impl VarSources {
     /// The levels that apply to `node`, lowest precedence first.
-    fn layers(&self, node: NodeView) -> Vec<Layer<'_>> {
+    fn layers<'a>(&'a self, node: NodeView<'a>) -> Vec<Layer<'a>> {
         let mut layers = Vec::new();
         for (name, config) in &self.configs {
             layers.push(Layer {
@@ -134,6 +136,13 @@ impl VarSources {
                 });
             }
         }
+        layers.push(Layer {
+            level: VarLevel::Node,
+            level_name: "node",
+            object: format!("Node/{}", node.name),
+            vars: node.vars,
+            computed: None,
+        });
         layers.sort_by_key(|layer| layer.level);
         layers
     }
@@ -267,6 +276,7 @@ mod tests {
             name: "web-1",
             labels: &labels,
             facts: &facts,
+            vars: &vars(json!({"region": "eu"})),
         };
         let commands = sources.node_commands(node);
         assert_eq!(commands.len(), 1);
@@ -282,7 +292,7 @@ mod tests {
         assert_eq!(
             Value::Object(resolved.vars.clone()),
             json!({"ntp": "pool", "port": 3, "dns": "10.0.0.53", "upstream": "10.0.0.53:53 on web-1",
-                   "ca": "PEM", "workers": 4})
+                   "ca": "PEM", "workers": 4, "region": "eu"})
         );
         assert_eq!(resolved.origins["port"].object, "Variables/prod/app");
         assert_eq!(resolved.origins["ntp"].level, "config");
@@ -316,6 +326,7 @@ mod tests {
             name: "n",
             labels: &BTreeMap::new(),
             facts: &facts,
+            vars: &Vars::new(),
         };
         let resolved = sources
             .resolve(node, &BTreeMap::new(), &mut Renderer::default())

@@ -16,10 +16,11 @@ use weft_proto::adminapi::{
     JobStarted, LabelNodeRequest, ListJobsRequest, ListJobsResponse, ListMastersRequest,
     ListMastersResponse, ListNodesRequest, ListNodesResponse, MasterInfo, Node, NodeStepDone,
     RemoveNodeRequest, RemoveNodeResponse, ResolveVarsRequest, ResolveVarsResponse, RunEvent,
-    RunTaskBookRequest, StepStarted, StoredObject,
+    RunTaskBookRequest, SetNodeVarsRequest, SetNodeVarsResponse, StepStarted, StoredObject,
 };
 use weft_taskbook::objects::{kind_named, parse_objects, validate_labels, KINDS};
 use weft_taskbook::selector::NodeSelector;
+use weft_taskbook::taskbook::is_identifier;
 use weft_taskbook::Vars;
 
 use super::{unix_ms, MasterContext};
@@ -98,6 +99,7 @@ impl<S: Store + Clone> AdminApiService<S> {
             "kind": "Node",
             "metadata": {"name": record.node_name, "labels": record.labels},
             "spec": {
+                "vars": record.vars,
                 "node_vpn_ip": record.node_vpn_ip,
                 "node_public_endpoint": record.node_public_endpoint,
                 "node_vpn_pub_key": record.node_vpn_pub_key,
@@ -394,6 +396,35 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
         tracing::info!(node = %record.node_name, labels = ?record.labels, "node labels changed");
         let handshake_ages = self.context.handshake_ages().await;
         Ok(Response::new(self.node_message(record, &handshake_ages)))
+    }
+
+    async fn set_node_vars(
+        &self,
+        request: Request<SetNodeVarsRequest>,
+    ) -> Result<Response<SetNodeVarsResponse>, Status> {
+        MasterContext::<S>::require_admin(&request)?;
+        let request = request.into_inner();
+        let set: Vars = match request.set_json.as_str() {
+            "" => Vars::new(),
+            json => serde_json::from_str(json).map_err(|e| {
+                Status::invalid_argument(format!("node variables must be a JSON object: {e}"))
+            })?,
+        };
+        if let Some(bad) = set.keys().find(|name| !is_identifier(name)) {
+            return Err(Status::invalid_argument(format!(
+                "`{bad}` is not a variable name: use letters, digits and `_`, not starting with a digit"
+            )));
+        }
+        let mut record = self.node_record(&request.node_name).await?;
+        for name in &request.remove {
+            record.vars.remove(name);
+        }
+        record.vars.extend(set);
+        self.context.nodes.put(&record).await.map_err(internal)?;
+        tracing::info!(node = %record.node_name, vars = ?record.vars.keys().collect::<Vec<_>>(), "node variables changed");
+        Ok(Response::new(SetNodeVarsResponse {
+            vars_json: serde_json::Value::Object(record.vars).to_string(),
+        }))
     }
 
     async fn apply_objects(

@@ -186,6 +186,7 @@ impl<S: Store + Clone> JobRunner<S> {
             name: &view.record.node_name,
             labels: &view.record.labels,
             facts: &view.facts,
+            vars: &view.record.vars,
         };
         for command in sources.node_commands(node) {
             let key = (command.object.clone(), command.var.clone());

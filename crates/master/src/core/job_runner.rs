@@ -787,6 +787,7 @@ mod tests {
                     node_public_endpoint: None,
                     joined_unix_ms: 0,
                     last_seen_unix_ms: 0,
+                    vars: Vars::new(),
                 })
                 .await
                 .unwrap();

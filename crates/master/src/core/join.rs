@@ -160,6 +160,7 @@ impl<S: Store + Clone> Joiner<S> {
             node_public_endpoint,
             joined_unix_ms: unix_ms(now),
             last_seen_unix_ms: 0,
+            vars: Default::default(),
         };
         self.nodes.put(&record).await?;
         Ok(Joined {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use weft_taskbook::Vars;
 
 use super::record::{decode, encode, CorruptRecord};
 use crate::store::{Operation, Precondition, Store, StoreError};
@@ -34,6 +35,9 @@ pub struct NodeRecord {
     pub joined_unix_ms: u64,
     #[serde(default)]
     pub last_seen_unix_ms: u64,
+    /// Variables for this node alone (`weft node vars`), above its NodeGroups'.
+    #[serde(default, skip_serializing_if = "Vars::is_empty")]
+    pub vars: Vars,
 }
 
 impl NodeRecord {
@@ -226,6 +230,7 @@ mod tests {
             node_public_endpoint: None,
             joined_unix_ms: 1,
             last_seen_unix_ms: 0,
+            vars: Vars::new(),
         }
     }
 
