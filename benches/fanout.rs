@@ -10,7 +10,12 @@
 //! the master's peak RSS and its CPU seconds over the whole size.
 //!
 //! `cargo bench --bench fanout -- 100 1000 5000` prints a Markdown table on stdout;
-//! `bench/fanout` puts it into bench/RESULTS.md.
+//! `bench/fanout` puts it into bench/RESULTS.md. With `--etcd` the master keeps its
+//! state in a real etcd (one member on loopback, fresh for each size) instead of sqlite.
+
+#[path = "../tests/common/etcd.rs"]
+#[allow(dead_code)]
+mod etcd;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -54,6 +59,7 @@ struct Measured {
 }
 
 fn main() {
+    let on_etcd = std::env::args().any(|arg| arg == "--etcd");
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|arg| arg.parse().ok())
@@ -79,7 +85,7 @@ fn main() {
             continue;
         }
         eprintln!("== {size} minions");
-        rows.push(runtime.block_on(measure(size)));
+        rows.push(runtime.block_on(measure(size, on_etcd)));
     }
     println!("| minions | join all | run p50 | run p99 | runs | master peak RSS | master CPU | swarm RSS |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -135,7 +141,7 @@ struct Master {
 }
 
 impl Master {
-    fn start(dir: &Path) -> (Master, String) {
+    fn start(dir: &Path, store_args: &[String]) -> (Master, String) {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -157,6 +163,7 @@ impl Master {
                 "--data-dir",
             ])
             .arg(dir.join("master"))
+            .args(store_args)
             .output()
             .unwrap();
         assert!(
@@ -241,9 +248,19 @@ async fn admin(dir: &Path) -> Admin {
     }
 }
 
-async fn measure(size: usize) -> Measured {
+async fn measure(size: usize, on_etcd: bool) -> Measured {
     let dir = scratch_dir();
-    let (master, _endpoint) = Master::start(dir.path());
+    let etcd = on_etcd.then(|| etcd::EtcdCluster::start(1));
+    let store_args: Vec<String> = match &etcd {
+        Some(etcd) => vec![
+            "--store".into(),
+            "etcd".into(),
+            "--etcd-endpoints".into(),
+            etcd.client_urls().join(","),
+        ],
+        None => Vec::new(),
+    };
+    let (master, _endpoint) = Master::start(dir.path(), &store_args);
     let mut admin = admin(dir.path()).await;
 
     let mut tokens = Vec::new();
