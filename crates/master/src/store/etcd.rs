@@ -294,20 +294,6 @@ impl Store for EtcdStore {
         response.take_kvs().into_iter().map(entry).collect()
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        precondition: Precondition,
-    ) -> Result<u64, StoreError> {
-        self.transaction(vec![Operation::Put {
-            key: key.to_owned(),
-            value,
-            precondition,
-        }])
-        .await
-    }
-
     async fn delete(
         &self,
         key: &str,

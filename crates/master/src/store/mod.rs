@@ -130,13 +130,19 @@ pub trait Store: Send + Sync + 'static {
     /// Entries under `prefix`, sorted by key.
     fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send;
 
-    /// Returns the new revision.
+    /// Returns the new revision: a transaction of one.
     fn put(
         &self,
         key: &str,
         value: Vec<u8>,
         precondition: Precondition,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        self.transaction(vec![Operation::Put {
+            key: key.to_owned(),
+            value,
+            precondition,
+        }])
+    }
 
     /// Returns the new revision, or `None` when the key was absent.
     fn delete(
