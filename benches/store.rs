@@ -20,7 +20,7 @@ use weft_master::store::etcd::EtcdStore;
 use weft_master::store::{Precondition, SqliteStore, Store};
 use weft_taskbook::objects::parse_objects;
 
-const WATCHED_PUTS: usize = 300;
+const WATCHED_PUTS: usize = 500;
 const WATCH_PREFIX: &str = "/bench/watch/";
 
 struct Measured {
