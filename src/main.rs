@@ -79,6 +79,12 @@ enum Command {
     /// One job.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Cluster events (node joined or lost, job finished, beacon fired, git commit
+    /// seen), oldest first; `--follow` waits for new ones.
+    #[command(
+        after_help = "Examples:\n  weft events --follow\n  weft events --type 'disk.*' --node web-1\n  weft events -n system --type job.finished -o json | jq .data.state"
+    )]
+    Events(EventsArgs),
     /// Create or update cluster objects from YAML files (all of them or none).
     #[command(
         after_help = "Examples:\n  weft apply -f examples/fleet.yml\n  weft apply -f objects/ --dry-run\n  weft get variables app -n prod -o yaml | sed 's/3/4/' | weft apply -f -"
@@ -448,6 +454,30 @@ struct JobsArgs {
     admin: AdminArgs,
 }
 
+#[derive(Args)]
+struct EventsArgs {
+    /// Keep printing events as they are stored, until interrupted.
+    #[arg(short, long)]
+    follow: bool,
+    /// Only this type; a trailing `*` matches a prefix (`disk.*`).
+    #[arg(long = "type", value_name = "TYPE")]
+    event_type: Option<String>,
+    /// Only events from this node.
+    #[arg(long = "node", value_name = "NODE")]
+    node_name: Option<String>,
+    /// Only this namespace (`system` holds the cluster's own events).
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// How many of the newest to show first.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// `json`: one event per line.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
 #[derive(Subcommand)]
 enum JobCommand {
     /// A job's steps, each node's state in each, and its recap.
@@ -529,6 +559,16 @@ fn main() -> ExitCode {
         }),
         Command::Job(JobCommand::Show(args)) => admin(&args.admin, |mut client| async move {
             weft_cli::jobs::show_job(&mut client, &args.job_id, args.output.into()).await
+        }),
+        Command::Events(args) => admin(&args.admin, |mut client| async move {
+            let query = weft_cli::events::EventQuery {
+                event_type: args.event_type,
+                node_name: args.node_name,
+                namespace: args.namespace,
+                limit: args.limit,
+                follow: args.follow,
+            };
+            weft_cli::events::list_events(&mut client, query, args.output.into()).await
         }),
         Command::Node(NodeCommand::Vars(args)) => admin(&args.admin, |mut client| async move {
             weft_cli::objects::set_node_vars(&mut client, &args.name, &args.vars).await

@@ -4,6 +4,7 @@
 //! (`logging`).
 
 pub mod admin;
+pub mod events;
 pub mod jobs;
 pub mod logging;
 pub mod masters;

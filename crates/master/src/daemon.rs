@@ -25,6 +25,7 @@ use crate::api::vpnapi::VpnApiService;
 use crate::api::{
     MasterContext, ADMINAPI_MAX_MESSAGE_BYTES, PUBAPI_MAX_MESSAGE_BYTES, VPNAPI_MAX_MESSAGE_BYTES,
 };
+use crate::core::events::{EventLog, DEFAULT_MAX_EVENTS};
 use crate::core::job::JobStore;
 use crate::core::job_runner::{JobRunner, RunnerConfig};
 use crate::core::join::Joiner;
@@ -43,6 +44,7 @@ use crate::init::{
 use crate::store::{AnyStore, Store};
 
 const TOKEN_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+const EVENT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a stopping master lets open requests finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -163,10 +165,12 @@ pub async fn run(
         .ensure_builtin_namespaces()
         .await
         .map_err(|e| MasterError::Store(e.to_string()))?;
+    let events = EventLog::new(store.clone());
     let runner = JobRunner::new(
         store.clone(),
         objects.clone(),
         sessions.clone(),
+        events.clone(),
         RunnerConfig {
             scratch_dir: dir.join("scratch"),
             retention: options.retention,
@@ -189,10 +193,17 @@ pub async fn run(
         ),
         runner,
         objects,
+        events,
         mesh: mesh.as_ref().map(|(mesh, _)| mesh.clone()),
         mesh_device: mesh.as_ref().map(|(_, device)| device.clone()),
     });
     tokio::spawn(sweep_tokens(TokenRegistry::new(store.clone())));
+    {
+        let (events, objects) = (context.events.clone(), context.objects.clone());
+        leadership.spawn_while_leading("event sweep", move || {
+            sweep_events(events.clone(), objects.clone())
+        });
+    }
     tokio::spawn(hand_nodes_to_the_leader(
         leadership,
         context.sessions.clone(),
@@ -408,6 +419,26 @@ async fn hand_nodes_to_the_leader(leadership: Leadership, sessions: Arc<NodeSess
             tracing::info!("this master leads the cluster now");
         }
         leading = state.leading;
+    }
+}
+
+/// Keeps the event history bounded (Config `max_events`).
+async fn sweep_events<S: Store + Clone>(events: EventLog<S>, objects: ObjectRegistry<S>) {
+    let mut interval = tokio::time::interval(EVENT_SWEEP_INTERVAL);
+    loop {
+        interval.tick().await;
+        let max_events = match objects.max_events().await {
+            Ok(max) => max.unwrap_or(DEFAULT_MAX_EVENTS),
+            Err(error) => {
+                tracing::warn!(%error, "the Config could not be read; events are swept to the default bound");
+                DEFAULT_MAX_EVENTS
+            }
+        };
+        match events.sweep(max_events).await {
+            Ok(0) => {}
+            Ok(swept) => tracing::info!(swept, max_events, "oldest events swept"),
+            Err(error) => tracing::warn!(%error, "event sweep failed"),
+        }
     }
 }
 

@@ -11,12 +11,13 @@ use weft_modules::bundle::Bundle;
 use weft_proto::adminapi::admin_api_server::AdminApi;
 use weft_proto::adminapi::{
     run_event, AppliedObject, ApplyObjectsRequest, ApplyObjectsResponse, CreateTokenRequest,
-    CreateTokenResponse, DeleteObjectRequest, DeleteObjectResponse, GetFactsRequest,
+    CreateTokenResponse, DeleteObjectRequest, DeleteObjectResponse, EventMessage, GetFactsRequest,
     GetFactsResponse, GetJobRequest, GetNodeRequest, GetObjectsRequest, GetObjectsResponse, Job,
-    JobStarted, LabelNodeRequest, ListJobsRequest, ListJobsResponse, ListMastersRequest,
-    ListMastersResponse, ListNodesRequest, ListNodesResponse, MasterInfo, Node, NodeStepDone,
-    RemoveNodeRequest, RemoveNodeResponse, ResolveVarsRequest, ResolveVarsResponse, RunEvent,
-    RunTaskBookRequest, SetNodeVarsRequest, SetNodeVarsResponse, StepStarted, StoredObject,
+    JobStarted, LabelNodeRequest, ListEventsRequest, ListJobsRequest, ListJobsResponse,
+    ListMastersRequest, ListMastersResponse, ListNodesRequest, ListNodesResponse, MasterInfo, Node,
+    NodeStepDone, RemoveNodeRequest, RemoveNodeResponse, ResolveVarsRequest, ResolveVarsResponse,
+    RunEvent, RunTaskBookRequest, SetNodeVarsRequest, SetNodeVarsResponse, StepStarted,
+    StoredObject,
 };
 use weft_taskbook::objects::{kind_named, parse_objects, validate_labels, KINDS};
 use weft_taskbook::selector::NodeSelector;
@@ -24,6 +25,7 @@ use weft_taskbook::taskbook::is_identifier;
 use weft_taskbook::Vars;
 
 use super::{unix_ms, MasterContext};
+use crate::core::events::{EventFilter, EventRecord};
 use crate::core::job::{JobRecord, JobStoreError};
 use crate::core::job_runner::{JobEvent, RunError, RunRequest, RunScope};
 use crate::core::node_registry::NodeRecord;
@@ -39,6 +41,11 @@ pub struct AdminApiService<S> {
 }
 
 type RunStream = Pin<Box<dyn Stream<Item = Result<RunEvent, Status>> + Send>>;
+type EventStream = Pin<Box<dyn Stream<Item = Result<EventMessage, Status>> + Send>>;
+/// `weft events` shows this many unless asked for another number.
+const DEFAULT_EVENT_LIMIT: usize = 100;
+/// And at most this many (the store keeps more).
+const MAX_EVENT_LIMIT: usize = 10_000;
 
 fn internal(error: impl std::fmt::Display) -> Status {
     Status::internal(error.to_string())
@@ -326,6 +333,7 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
             nodes_override: (!request.nodes_selector.is_empty())
                 .then(|| NodeSelector::parse_command_line(&request.nodes_selector)),
             scope,
+            ..RunRequest::default()
         };
         let events = self
             .context
@@ -552,6 +560,40 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
         Ok(Response::new(ResolveVarsResponse {
             resolved_json: resolved_json.to_string(),
         }))
+    }
+
+    type ListEventsStream = EventStream;
+
+    async fn list_events(
+        &self,
+        request: Request<ListEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        MasterContext::<S>::require_admin(&request)?;
+        let request = request.into_inner();
+        let filter = EventFilter {
+            event_type: non_empty(&request.event_type).map(str::to_string),
+            source_node: non_empty(&request.node_name).map(str::to_string),
+            namespace: non_empty(&request.namespace).map(str::to_string),
+        };
+        let limit = match request.limit as usize {
+            0 => DEFAULT_EVENT_LIMIT,
+            n => n.min(MAX_EVENT_LIMIT),
+        };
+        let events = &self.context.events;
+        let (listed, revision) = events.list(&filter, limit).await.map_err(internal)?;
+        let message = |event: EventRecord| EventMessage {
+            event_json: serde_json::to_string(&event).expect("events are plain data"),
+        };
+        let listed = futures_util::stream::iter(listed.into_iter().map(move |e| Ok(message(e))));
+        if !request.follow {
+            return Ok(Response::new(Box::pin(listed)));
+        }
+        let live = events
+            .follow(filter, revision)
+            .await
+            .map_err(internal)?
+            .map(move |event| event.map(message).map_err(internal));
+        Ok(Response::new(Box::pin(listed.chain(live))))
     }
 
     async fn list_masters(

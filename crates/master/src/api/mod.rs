@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tonic::{Request, Status};
 use weft_proto::tls::peer_cert_der;
 
+use crate::core::events::{EventLog, NewEvent};
 use crate::core::job_runner::JobRunner;
 use crate::core::join::Joiner;
 use crate::core::leadership::{Leadership, MasterRegistry};
@@ -43,6 +44,7 @@ pub struct MasterContext<S> {
     pub joiner: Joiner<S>,
     pub runner: JobRunner<S>,
     pub objects: ObjectRegistry<S>,
+    pub events: EventLog<S>,
     /// With the mesh on: the peers, and the master's own WireGuard interface.
     pub mesh: Option<Arc<Mesh<S>>>,
     pub mesh_device: Option<Arc<weft_vpn::device::MeshDevice>>,
@@ -68,6 +70,15 @@ impl<S: Store + Clone> MasterContext<S> {
             tracing::info!(node = %node_name, %reason, "node removed; its certificate is refused from now on");
         }
         Ok(removed)
+    }
+
+    /// Stores an event; one that cannot be stored is logged, and the work that
+    /// caused it goes on.
+    pub async fn emit(&self, event: NewEvent) {
+        let event_type = event.event_type.clone();
+        if let Err(error) = self.events.emit(event).await {
+            tracing::warn!(event = %event_type, %error, "event not stored");
+        }
     }
 
     /// How long ago the master's interface last shook hands with each peer, by public key.

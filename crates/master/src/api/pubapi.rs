@@ -9,6 +9,7 @@ use weft_proto::pubapi::pub_api_server::PubApi;
 use weft_proto::pubapi::{JoinRequest, JoinResponse};
 
 use super::MasterContext;
+use crate::core::events::{types, NewEvent};
 use crate::core::join::{self, JoinError};
 use crate::core::mesh::MeshError;
 use crate::core::token::TokenCredentials;
@@ -63,6 +64,13 @@ impl<S: Store + Clone> PubApi for PubApiService<S> {
             _ => None,
         };
         tracing::info!(node = %node_name, from = ?seen_from, vpn_ip = ?mesh.as_ref().map(|m| &m.node_vpn_ip), "node joined");
+        let mut data = serde_json::Map::new();
+        if let Some(mesh) = &mesh {
+            data.insert("vpn_ip".into(), mesh.node_vpn_ip.clone().into());
+        }
+        self.context
+            .emit(NewEvent::system(types::NODE_JOINED, data).from_node(&node_name))
+            .await;
         Ok(Response::new(JoinResponse {
             node_name,
             node_cert_pem: joined.node_cert_pem,

@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use serde_json::Map;
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -18,6 +19,7 @@ use weft_taskbook::report::TaskResult;
 use weft_taskbook::Vars;
 
 use super::{unix_ms, MasterContext};
+use crate::core::events::{types, NewEvent};
 use crate::core::job::{LateReport, StepAssignment};
 use crate::core::mesh::Mesh;
 use crate::core::node_registry::FactsRecord;
@@ -53,9 +55,19 @@ impl<S: Store + Clone> VpnApi for VpnApiService<S> {
         tracing::info!(%node, "node connected");
         let context = self.context.clone();
         tokio::spawn(async move {
+            context
+                .emit(NewEvent::system(types::NODE_ONLINE, Map::new()).from_node(&node))
+                .await;
             let reason = serve_session(&context, &node, session_id, closed, inbound).await;
             context.sessions.close(&node, session_id, &reason);
             tracing::info!(%node, %reason, "node disconnected");
+            // A node that reconnected at once is not lost.
+            if !context.sessions.is_online(&node) {
+                let data = Map::from_iter([("reason".to_string(), reason.clone().into())]);
+                context
+                    .emit(NewEvent::system(types::NODE_LOST, data).from_node(&node))
+                    .await;
+            }
             if let Err(error) = context
                 .nodes
                 .set_last_seen(&node, unix_ms(SystemTime::now()))

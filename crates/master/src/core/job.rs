@@ -88,6 +88,30 @@ pub struct JobRecord {
     pub steps: Vec<JobStepPlan>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// What started the job; `None`: a person (`weft run taskbook`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<JobOrigin>,
+    /// The commit of each GitRepository the run read its TaskBook from, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub commits: BTreeMap<String, String>,
+}
+
+/// The object that started a job, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOrigin {
+    /// The object's kind: `CronJob`, `Trigger` or `GitRepository`.
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// The event a Trigger fired on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+}
+
+impl JobOrigin {
+    pub fn describe(&self) -> String {
+        format!("{} {}/{}", self.kind, self.namespace, self.name)
+    }
 }
 
 impl JobRecord {
@@ -561,6 +585,8 @@ mod tests {
                 nodes: vec!["a".into(), "b".into()],
             }],
             message: None,
+            origin: None,
+            commits: BTreeMap::new(),
         }
     }
 

@@ -24,9 +24,10 @@ use weft_taskbook::taskbook::{Rollout, RolloutMode};
 use weft_taskbook::{Error, Step, TaskBook, Vars};
 
 use super::cluster_inputs::ClusterInputs;
+use super::events::{types, EventCause, EventLog, NewEvent};
 use super::job::{
-    new_job_id, unreachable_result, JobJournal, JobRecord, JobState, JobStepPlan, JobStore,
-    NodeStepRecord, NodeStepState, StepAssignment,
+    new_job_id, unreachable_result, JobJournal, JobOrigin, JobRecord, JobState, JobStepPlan,
+    JobStore, NodeStepRecord, NodeStepState, StepAssignment,
 };
 use super::node_registry::{NodeRecord, NodeRegistry, NodeRegistryError};
 use super::objects::{ObjectError, ObjectRegistry, DEFAULT_NAMESPACE};
@@ -46,6 +47,10 @@ pub struct RunRequest {
     /// Replaces every step's own node selection (`--nodes`).
     pub nodes_override: Option<NodeSelector>,
     pub scope: RunScope,
+    /// What asks for the run, when it is not a person.
+    pub origin: Option<JobOrigin>,
+    /// The commit of each GitRepository the bundle was read from.
+    pub commits: BTreeMap<String, String>,
 }
 
 /// Which cluster variables and secrets a run reads.
@@ -118,6 +123,7 @@ pub(super) struct Inner<S> {
     sessions: Arc<NodeSessions>,
     pub(super) nodes: NodeRegistry<S>,
     jobs: JobStore<S>,
+    events: EventLog<S>,
     journal: JobJournal,
     config: RunnerConfig,
 }
@@ -133,11 +139,13 @@ impl<S: Store + Clone> JobRunner<S> {
         store: S,
         objects: ObjectRegistry<S>,
         sessions: Arc<NodeSessions>,
+        events: EventLog<S>,
         config: RunnerConfig,
     ) -> Self {
         JobRunner {
             inner: Arc::new(Inner {
                 objects,
+                events,
                 nodes: NodeRegistry::new(store.clone()),
                 jobs: JobStore::new(store.clone()),
                 journal: JobJournal::start(store),
@@ -192,6 +200,8 @@ impl<S: Store + Clone> JobRunner<S> {
             finished_unix_ms: None,
             steps: step_plans,
             message: None,
+            origin: request.origin,
+            commits: request.commits,
         };
         // Written before anything runs, so a crash from here on leaves a job to interrupt.
         self.inner.journal.job(&job);
@@ -216,6 +226,7 @@ impl<S: Store + Clone> JobRunner<S> {
             skip_tags: Arc::new(request.skip_tags),
             check_mode: request.check_mode,
             diff: request.diff,
+            announce: request.scope != RunScope::Internal,
             inputs,
             events,
             job,
@@ -363,6 +374,8 @@ struct JobRun<S> {
     skip_tags: Arc<Vec<String>>,
     check_mode: bool,
     diff: bool,
+    /// Whether its end is an event: the master's own runs (computing a variable) are not.
+    announce: bool,
     inputs: ClusterInputs,
     events: mpsc::UnboundedSender<JobEvent>,
 }
@@ -450,6 +463,7 @@ impl<S: Store + Clone> JobRun<S> {
         self.job.message = abort;
         self.inner.journal.job(&self.job);
         self.inner.journal.flush().await;
+        self.announce_finished().await;
         let _ = self.events.send(JobEvent::Finished(Box::new(report)));
         let retention = self
             .inputs
@@ -458,6 +472,37 @@ impl<S: Store + Clone> JobRun<S> {
             .unwrap_or(&self.inner.config.retention);
         if let Err(error) = self.inner.jobs.sweep(retention, SystemTime::now()).await {
             tracing::warn!(%error, "old jobs could not be swept");
+        }
+    }
+
+    /// The `job.finished` event, which Triggers can follow. A job a Trigger started
+    /// carries it as the cause, so that Trigger does not fire on it again.
+    async fn announce_finished(&self) {
+        if !self.announce {
+            return;
+        }
+        let job = &self.job;
+        let mut data = serde_json::Map::new();
+        data.insert("job_id".into(), json!(job.job_id));
+        data.insert("taskbook".into(), json!(job.taskbook));
+        data.insert("state".into(), json!(job.state.as_str()));
+        if let Some(origin) = &job.origin {
+            data.insert("origin".into(), json!(origin.describe()));
+        }
+        if !job.commits.is_empty() {
+            data.insert("commits".into(), json!(job.commits));
+        }
+        let mut event = NewEvent::system(types::JOB_FINISHED, data);
+        event.cause = job
+            .origin
+            .as_ref()
+            .filter(|origin| origin.kind == "Trigger")
+            .map(|origin| EventCause {
+                trigger: format!("{}/{}", origin.namespace, origin.name),
+                job_id: job.job_id.clone(),
+            });
+        if let Err(error) = self.inner.events.emit(event).await {
+            tracing::warn!(job = %job.job_id, %error, "the job.finished event was not stored");
         }
     }
 
@@ -834,8 +879,9 @@ mod tests {
         let scratch = tempfile::tempdir().unwrap();
         let runner = JobRunner::new(
             store.clone(),
-            ObjectRegistry::new(store, SecretBox::from_key(&[1; 32])),
+            ObjectRegistry::new(store.clone(), SecretBox::from_key(&[1; 32])),
             sessions,
+            EventLog::new(store),
             RunnerConfig {
                 scratch_dir: scratch.path().to_path_buf(),
                 retention: JobRetention::default(),

@@ -6,6 +6,8 @@
 //! The election itself belongs to the store (etcd's); this is what the rest of the
 //! master sees of it: whether it leads now, and who does.
 
+use std::future::Future;
+
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -67,6 +69,34 @@ impl Leadership {
     /// Changes of leadership, starting with the current state.
     pub fn changes(&self) -> watch::Receiver<LeaderState> {
         self.state.clone()
+    }
+
+    /// Runs `work` whenever this master leads, and drops it the moment it stops: the
+    /// leader's own duties (schedules, triggers, polls) never run on two masters.
+    /// `work` is started afresh on each new term, so it reads its state from the store.
+    pub fn spawn_while_leading<F, Fut>(&self, duty: &'static str, work: F)
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let mut changes = self.changes();
+        tokio::spawn(async move {
+            loop {
+                if changes.wait_for(|state| state.leading).await.is_err() {
+                    return;
+                }
+                tracing::debug!(duty, "starts on this master, the leader");
+                tokio::select! {
+                    () = work() => return,
+                    lost = changes.wait_for(|state| !state.leading) => {
+                        if lost.is_err() {
+                            return;
+                        }
+                        tracing::info!(duty, "stopped: this master no longer leads");
+                    }
+                }
+            }
+        });
     }
 }
 

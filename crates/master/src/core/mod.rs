@@ -1,6 +1,7 @@
 //! The master's logic, free of gRPC, SQL and etcd.
 
 pub mod cluster_inputs;
+pub mod events;
 pub mod job;
 pub mod job_runner;
 pub mod join;

@@ -16,7 +16,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weft_taskbook::cluster_vars::VarSources;
-use weft_taskbook::objects::{is_namespaced, parse_object, AnyObject, SourcedObject};
+use weft_taskbook::objects::{is_namespaced, parse_object, AnyObject, ConfigSpec, SourcedObject};
 use weft_taskbook::report::unix_ms_now;
 use weft_taskbook::yaml::{parse_documents, Node, NodeValue};
 use weft_taskbook::Error;
@@ -588,10 +588,25 @@ impl<S: Store> ObjectRegistry<S> {
 
     /// The Config's default lifetime of bootstrap tokens, if one sets it.
     pub async fn token_ttl(&self) -> Result<Option<std::time::Duration>, ObjectError> {
+        Ok(self
+            .config_value(|spec| spec.token_ttl)
+            .await?
+            .map(|ttl| ttl.0))
+    }
+
+    pub async fn max_events(&self) -> Result<Option<u32>, ObjectError> {
+        self.config_value(|spec| spec.max_events).await
+    }
+
+    /// The first Config (by name) that sets the value.
+    async fn config_value<T>(
+        &self,
+        pick: impl Fn(ConfigSpec) -> Option<T>,
+    ) -> Result<Option<T>, ObjectError> {
         for config in self.list("Config", None).await? {
             if let AnyObject::Config(config) = config.object()? {
-                if let Some(ttl) = config.spec.token_ttl {
-                    return Ok(Some(ttl.0));
+                if let Some(value) = pick(config.spec) {
+                    return Ok(Some(value));
                 }
             }
         }

@@ -20,6 +20,9 @@ pub struct ConfigSpec {
     pub job_retention: Option<JobRetention>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_ttl: Option<Duration>,
+    /// How many events the cluster keeps (the oldest go first); default 10,000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_events: Option<u32>,
 }
 
 /// Job history is bounded by count and by age, so it never fills a disk.
