@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use weft_proto::adminapi::admin_api_server::AdminApiServer;
@@ -25,6 +26,7 @@ use crate::api::vpnapi::VpnApiService;
 use crate::api::{
     MasterContext, ADMINAPI_MAX_MESSAGE_BYTES, PUBAPI_MAX_MESSAGE_BYTES, VPNAPI_MAX_MESSAGE_BYTES,
 };
+use crate::core::beacons::{beacon_inputs_prefixes, BeaconPlanner};
 use crate::core::events::{EventLog, DEFAULT_MAX_EVENTS};
 use crate::core::job::JobStore;
 use crate::core::job_runner::{JobRunner, RunnerConfig};
@@ -32,7 +34,7 @@ use crate::core::join::Joiner;
 use crate::core::leadership::{Leadership, MasterRecord, MasterRegistry};
 use crate::core::mesh::{Mesh, NodeVpn};
 use crate::core::node_registry::NodeRegistry;
-use crate::core::objects::ObjectRegistry;
+use crate::core::objects::{ObjectRegistry, OBJECTS_PREFIX};
 use crate::core::pki::ClusterCa;
 use crate::core::secret_box::SecretBox;
 use crate::core::sessions::NodeSessions;
@@ -192,6 +194,7 @@ pub async fn run(
             mesh.as_ref().map(|(mesh, _)| mesh.clone()),
         ),
         runner,
+        beacons: BeaconPlanner::new(objects.clone(), NodeRegistry::new(store.clone())),
         objects,
         events,
         mesh: mesh.as_ref().map(|(mesh, _)| mesh.clone()),
@@ -202,6 +205,12 @@ pub async fn run(
         let (events, objects) = (context.events.clone(), context.objects.clone());
         leadership.spawn_while_leading("event sweep", move || {
             sweep_events(events.clone(), objects.clone())
+        });
+    }
+    {
+        let context = context.clone();
+        leadership.spawn_while_leading("beacon updates", move || {
+            send_beacon_changes(context.clone(), store.clone())
         });
     }
     tokio::spawn(hand_nodes_to_the_leader(
@@ -419,6 +428,40 @@ async fn hand_nodes_to_the_leader(leadership: Leadership, sessions: Arc<NodeSess
             tracing::info!("this master leads the cluster now");
         }
         leading = state.leading;
+    }
+}
+
+/// A Beacon or NodeGroup changed: every connected node gets its Beacons again (a
+/// node keeps running those that did not change).
+async fn send_beacon_changes(context: Arc<MasterContext<AnyStore>>, store: AnyStore) {
+    let prefixes = beacon_inputs_prefixes();
+    loop {
+        let changes = match store.current_revision().await {
+            Ok(revision) => store.watch(OBJECTS_PREFIX, revision).await,
+            Err(error) => Err(error),
+        };
+        let mut changes = match changes {
+            Ok(changes) => changes,
+            Err(error) => {
+                tracing::warn!(%error, "cannot follow Beacon changes; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(change) = changes.next().await {
+            match change {
+                Ok(change) if prefixes.iter().any(|p| change.key.starts_with(p)) => {
+                    for node in context.sessions.online_nodes() {
+                        context.send_beacons(&node).await;
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "following Beacon changes stopped; starting again");
+                    break;
+                }
+            }
+        }
     }
 }
 

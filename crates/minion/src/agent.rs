@@ -21,13 +21,15 @@ use weft_modules::facts::{gather_facts, same_facts};
 use weft_proto::tls::mtls_endpoint;
 use weft_proto::vpnapi::vpn_api_client::VpnApiClient;
 use weft_proto::vpnapi::{
-    master_message, node_message, Facts, Heartbeat, Hello, NodeMessage, RunStep, StepDone,
-    TaskResult,
+    master_message, node_message, BeaconEvent, Facts, Heartbeat, Hello, NodeMessage, RunStep,
+    StepDone, TaskResult,
 };
+use weft_taskbook::objects::BeaconAssignment;
 use weft_taskbook::report::{unix_ms_now, TaskStatus};
 use weft_taskbook::secrets::{mask_result, mask_secrets, secret_values};
 use weft_taskbook::Vars;
 
+use crate::beacons::BeaconRunner;
 use crate::executor::{NodeExecutor, RunOptions};
 use crate::identity::MinionIdentity;
 use crate::mesh::{apply_update, keep_mesh, resync, NodeMesh};
@@ -43,6 +45,8 @@ const SESSION_SETTLED: Duration = Duration::from_secs(30);
 const DELIVERY_MARGIN: Duration = Duration::from_secs(5);
 /// Steps whose reports are kept for sending again.
 const KEPT_STEPS: usize = 64;
+/// Beacon events kept while no master can be reached.
+const KEPT_EVENTS: usize = 1000;
 /// Largest message either way, as the master's vpnapi allows.
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -90,6 +94,8 @@ struct StepLog {
 struct Outbox {
     session: Option<(u64, mpsc::UnboundedSender<NodeMessage>)>,
     steps: VecDeque<StepLog>,
+    /// Beacon events made while no session was up, oldest first.
+    events: VecDeque<NodeMessage>,
 }
 
 #[derive(Clone, Default)]
@@ -104,6 +110,27 @@ impl SharedOutbox {
         if let Some((_, session)) = &self.lock().session {
             let _ = session.send(message);
         }
+    }
+
+    /// Sends a beacon event now, or with the next session's hello.
+    fn send_event(&self, event: BeaconEvent) {
+        let message = NodeMessage {
+            kind: Some(node_message::Kind::BeaconEvent(event)),
+        };
+        let mut outbox = self.lock();
+        if let Some((_, session)) = &outbox.session {
+            if session.send(message.clone()).is_ok() {
+                return;
+            }
+        }
+        if outbox.events.len() >= KEPT_EVENTS {
+            outbox.events.pop_front();
+            tracing::warn!(
+                kept = KEPT_EVENTS,
+                "beacon events pile up without a master: the oldest is dropped"
+            );
+        }
+        outbox.events.push_back(message);
     }
 
     /// Sends a step's report and keeps it.
@@ -149,6 +176,9 @@ impl SharedOutbox {
         };
         let _ = sender.send(hello);
         let _ = sender.send(facts_message(facts));
+        for event in outbox.events.drain(..) {
+            let _ = sender.send(event);
+        }
         let now = Instant::now();
         for log in &mut outbox.steps {
             for message in &log.messages {
@@ -240,6 +270,12 @@ pub async fn run_agent(
         facts.clone(),
         outbox.clone(),
     ));
+    let beacons = {
+        let outbox = outbox.clone();
+        Mutex::new(BeaconRunner::new(Arc::new(move |event| {
+            outbox.send_event(event)
+        })))
+    };
     // The current session's connection, for the mesh's polls and questions.
     let (connection, connection_rx) = watch::channel(None);
     if let Some(mesh) = &options.mesh {
@@ -259,6 +295,7 @@ pub async fn run_agent(
                 facts: &facts,
                 outbox: &outbox,
                 steps: &steps,
+                beacons: &beacons,
                 mesh,
                 connection: &connection,
             };
@@ -297,6 +334,7 @@ struct SessionLink<'a> {
     facts: &'a Mutex<Value>,
     outbox: &'a SharedOutbox,
     steps: &'a mpsc::UnboundedSender<RunStep>,
+    beacons: &'a Mutex<BeaconRunner>,
     mesh: Option<&'a Arc<NodeMesh>>,
     connection: &'a watch::Sender<Option<Channel>>,
 }
@@ -308,6 +346,7 @@ async fn session(endpoint: tonic::transport::Endpoint, link: SessionLink<'_>) ->
         facts,
         outbox,
         steps,
+        beacons,
         mesh,
         connection,
     } = link;
@@ -343,6 +382,19 @@ async fn session(endpoint: tonic::transport::Endpoint, link: SessionLink<'_>) ->
                 Some(master_message::Kind::Peers(update)) => {
                     if let Some(mesh) = mesh {
                         apply_update(mesh, update.into(), &channel).await;
+                    }
+                }
+                Some(master_message::Kind::Beacons(set)) => {
+                    match serde_json::from_str::<Vec<BeaconAssignment>>(&set.beacons_json) {
+                        Ok(set) => beacons
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .apply(set),
+                        Err(error) => {
+                            return format!(
+                                "the master sent beacons this node cannot read: {error}"
+                            )
+                        }
                     }
                 }
                 None => return "the master sent an empty message".to_string(),

@@ -4,6 +4,8 @@
 //! mode (`local`), which runs a whole TaskBook here with no master.
 
 pub mod agent;
+mod beacon_checks;
+pub mod beacons;
 pub mod executor;
 pub mod identity;
 pub mod join;

@@ -402,6 +402,8 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
         validate_labels(&record.labels).map_err(Status::invalid_argument)?;
         self.context.nodes.put(&record).await.map_err(internal)?;
         tracing::info!(node = %record.node_name, labels = ?record.labels, "node labels changed");
+        // Beacons select by labels.
+        self.context.send_beacons(&record.node_name).await;
         let handshake_ages = self.context.handshake_ages().await;
         Ok(Response::new(self.node_message(record, &handshake_ages)))
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tonic::{Request, Status};
 use weft_proto::tls::peer_cert_der;
 
+use crate::core::beacons::BeaconPlanner;
 use crate::core::events::{EventLog, NewEvent};
 use crate::core::job_runner::JobRunner;
 use crate::core::join::Joiner;
@@ -18,7 +19,7 @@ use crate::core::mesh::Mesh;
 use crate::core::node_registry::NodeRegistry;
 use crate::core::objects::ObjectRegistry;
 use crate::core::pki::{peer_identity, ClusterCa, PeerIdentity};
-use crate::core::sessions::NodeSessions;
+use crate::core::sessions::{NodeSessions, ToNode};
 use crate::core::token_registry::TokenRegistry;
 use crate::store::Store;
 
@@ -45,6 +46,7 @@ pub struct MasterContext<S> {
     pub runner: JobRunner<S>,
     pub objects: ObjectRegistry<S>,
     pub events: EventLog<S>,
+    pub beacons: BeaconPlanner<S>,
     /// With the mesh on: the peers, and the master's own WireGuard interface.
     pub mesh: Option<Arc<Mesh<S>>>,
     pub mesh_device: Option<Arc<weft_vpn::device::MeshDevice>>,
@@ -70,6 +72,20 @@ impl<S: Store + Clone> MasterContext<S> {
             tracing::info!(node = %node_name, %reason, "node removed; its certificate is refused from now on");
         }
         Ok(removed)
+    }
+
+    /// Sends a connected node the Beacons it runs now.
+    pub async fn send_beacons(&self, node_name: &str) {
+        match self.beacons.beacons_for(node_name).await {
+            Ok(beacons) => {
+                let json = serde_json::to_string(&beacons).expect("beacons are plain data");
+                self.sessions
+                    .send(node_name, ToNode::Beacons(Arc::new(json)));
+            }
+            Err(error) => {
+                tracing::warn!(node = %node_name, %error, "the node's beacons could not be worked out")
+            }
+        }
     }
 
     /// Stores an event; one that cannot be stored is logged, and the work that

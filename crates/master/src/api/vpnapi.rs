@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde_json::Map;
+use serde_json::{Map, Value};
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -12,13 +12,14 @@ use tonic::{Request, Response, Status, Streaming};
 use weft_proto::mesh::PeerUpdate;
 use weft_proto::vpnapi::vpn_api_server::VpnApi;
 use weft_proto::vpnapi::{
-    master_message, node_message, CheckPeerRequest, CheckPeerResponse, GetPeersRequest,
+    master_message, node_message, Beacons, CheckPeerRequest, CheckPeerResponse, GetPeersRequest,
     LeaveRequest, LeaveResponse, MasterMessage, NodeMessage, RunStep,
 };
 use weft_taskbook::report::TaskResult;
 use weft_taskbook::Vars;
 
 use super::{unix_ms, MasterContext};
+use crate::core::beacons::BeaconReport;
 use crate::core::events::{types, NewEvent};
 use crate::core::job::{LateReport, StepAssignment};
 use crate::core::mesh::Mesh;
@@ -79,10 +80,14 @@ impl<S: Store + Clone> VpnApi for VpnApiService<S> {
         // Work goes straight from the session's queue to the wire; the stream ends when
         // the session does (the node then reconnects, or learns it was removed). No
         // buffer of encoded messages per node: with thousands of nodes that adds up.
-        let work = UnboundedReceiverStream::new(to_node).map(|ToNode::RunStep(assignment)| {
-            Ok(MasterMessage {
-                kind: Some(master_message::Kind::RunStep(run_step(&assignment))),
-            })
+        let work = UnboundedReceiverStream::new(to_node).map(|message| {
+            let kind = match message {
+                ToNode::RunStep(assignment) => master_message::Kind::RunStep(run_step(&assignment)),
+                ToNode::Beacons(beacons_json) => master_message::Kind::Beacons(Beacons {
+                    beacons_json: beacons_json.to_string(),
+                }),
+            };
+            Ok(MasterMessage { kind: Some(kind) })
         });
         let outbound: SessionStream = match &self.context.mesh {
             Some(mesh) => {
@@ -211,6 +216,22 @@ async fn handle_message<S: Store + Clone>(
             };
             if let Err(error) = context.nodes.set_facts(node, &record).await {
                 tracing::warn!(%node, %error, "facts not stored");
+            }
+            // Facts come first in every session, and Beacons may select by them.
+            context.send_beacons(node).await;
+        }
+        node_message::Kind::BeaconEvent(report) => {
+            let data: Map<String, Value> = serde_json::from_str(&report.data_json)
+                .map_err(|e| format!("a beacon's data is not a JSON object: {e}"))?;
+            let report = BeaconReport {
+                namespace: report.namespace,
+                beacon: report.beacon,
+                fired: report.fired,
+                data,
+            };
+            match context.beacons.event_for(node, report).await {
+                Ok(event) => context.emit(event).await,
+                Err(error) => tracing::warn!(%node, %error, "beacon report refused"),
             }
         }
         node_message::Kind::TaskResult(report) => {

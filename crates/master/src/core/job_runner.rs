@@ -15,7 +15,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use weft_modules::bundle::Bundle;
-use weft_taskbook::objects::{AnyObject, JobRetention, NodeGroupSpec};
+use weft_taskbook::objects::{JobRetention, NodeGroupSpec};
 use weft_taskbook::report::{unix_ms_now, RunReport, TaskResult};
 use weft_taskbook::rollout::plan_batches;
 use weft_taskbook::secrets::{mask_result, mask_secrets};
@@ -287,22 +287,19 @@ impl<S: Store + Clone> JobRunner<S> {
         let group: Option<NodeGroupSpec> = match &selector.group {
             None => None,
             Some(group) => {
-                let stored = self
+                let spec = self
                     .inner
                     .objects
-                    .get("NodeGroup", None, group)
+                    .node_group(group)
                     .await
                     .map_err(|e| RunError::Objects(Box::new(e)))?;
-                let Some(stored) = stored else {
+                let Some(spec) = spec else {
                     return Err(refuse(
                         format!("selects NodeGroup `{group}`, which does not exist"),
                         "select nodes by `names`, `selector` or `facts`, or create the group with `weft apply`",
                     ));
                 };
-                match stored.object()? {
-                    AnyObject::NodeGroup(object) => Some(object.spec),
-                    _ => None,
-                }
+                Some(spec)
             }
         };
         if let Some(unknown) = selector

@@ -16,7 +16,9 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weft_taskbook::cluster_vars::VarSources;
-use weft_taskbook::objects::{is_namespaced, parse_object, AnyObject, ConfigSpec, SourcedObject};
+use weft_taskbook::objects::{
+    is_namespaced, parse_object, AnyObject, ConfigSpec, NodeGroupSpec, SourcedObject,
+};
 use weft_taskbook::report::unix_ms_now;
 use weft_taskbook::yaml::{parse_documents, Node, NodeValue};
 use weft_taskbook::Error;
@@ -587,6 +589,17 @@ impl<S: Store> ObjectRegistry<S> {
     }
 
     /// The Config's default lifetime of bootstrap tokens, if one sets it.
+    /// A NodeGroup's spec, `None` when there is no such group.
+    pub async fn node_group(&self, name: &str) -> Result<Option<NodeGroupSpec>, ObjectError> {
+        match self.get("NodeGroup", None, name).await? {
+            Some(stored) => match stored.object()? {
+                AnyObject::NodeGroup(group) => Ok(Some(group.spec)),
+                _ => Ok(None),
+            },
+            None => Ok(None),
+        }
+    }
+
     pub async fn token_ttl(&self) -> Result<Option<std::time::Duration>, ObjectError> {
         Ok(self
             .config_value(|spec| spec.token_ttl)

@@ -16,6 +16,8 @@ use super::job::StepAssignment;
 #[derive(Debug, Clone)]
 pub enum ToNode {
     RunStep(Arc<StepAssignment>),
+    /// The node's whole set of Beacons, as JSON.
+    Beacons(Arc<String>),
 }
 
 /// What a node reports about one step.
@@ -120,6 +122,17 @@ impl NodeSessions {
         for session in sessions.into_values() {
             session.end(reason);
         }
+    }
+
+    /// Sends the node a message that needs no answer; `false` when it is not connected.
+    pub fn send(&self, node_name: &str, message: ToNode) -> bool {
+        self.lock()
+            .get(node_name)
+            .is_some_and(|session| session.to_node.send(message).is_ok())
+    }
+
+    pub fn online_nodes(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
     }
 
     pub fn is_online(&self, node_name: &str) -> bool {

@@ -57,3 +57,18 @@ pub enum BeaconCheck {
 fn default_status() -> u16 {
     200
 }
+
+/// A Beacon as the master hands it to a node that runs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BeaconAssignment {
+    pub namespace: String,
+    pub name: String,
+    pub interval: Duration,
+    pub check: BeaconCheck,
+    pub event: String,
+}
+
+/// The type of the event a beacon sends when its check clears again.
+pub fn cleared_event_type(event: &str) -> String {
+    format!("{event}.cleared")
+}

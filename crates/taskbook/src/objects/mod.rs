@@ -12,7 +12,7 @@ mod trigger;
 mod validate;
 mod variables;
 
-pub use beacon::{BeaconCheck, BeaconSpec};
+pub use beacon::{cleared_event_type, BeaconAssignment, BeaconCheck, BeaconSpec};
 pub use config::{ConfigSpec, JobRetention};
 pub use cron_job::{ConcurrencyPolicy, CronJobSpec};
 pub use event::EventSpec;
