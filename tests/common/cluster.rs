@@ -173,10 +173,27 @@ impl Cluster {
     }
 
     pub fn start_minion(&mut self, name: &str) {
+        self.start_minion_under(name, &[]);
+    }
+
+    /// Starts the minion as the last arguments of `wrapper` (e.g. `unshare --mount ...`),
+    /// which must exec them.
+    pub fn start_minion_under(&mut self, name: &str, wrapper: &[&str]) {
         let log =
             std::fs::File::create(self.dir.path().join(format!("minion-{name}.log"))).unwrap();
-        let child = self
-            .command(&["minion"])
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(env!("CARGO_BIN_EXE_weft"));
+                command
+            }
+            None => weft(),
+        };
+        let child = command
+            .env("HOME", self.dir.path().join("home"))
+            .env("NO_COLOR", "1")
+            .env_remove("WEFT_CONFIG")
+            .arg("minion")
             .arg("--data-dir")
             .arg(self.minion_dir(name))
             .env("RUST_LOG", "info")
@@ -185,6 +202,18 @@ impl Cluster {
             .spawn()
             .unwrap();
         self.minions.push((name.to_string(), child));
+    }
+
+    pub fn minion_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("minion-{name}.log")))
+            .unwrap_or_default()
+    }
+
+    pub fn minion_pid(&self, name: &str) -> Option<u32> {
+        self.minions
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, child)| child.id())
     }
 
     pub fn kill_minion(&mut self, name: &str) {

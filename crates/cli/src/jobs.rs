@@ -28,6 +28,8 @@ pub async fn list_jobs(
                         "taskbook": job.taskbook,
                         "state": job.state,
                         "nodes": job.node_count,
+                        "origin": (!job.origin.is_empty()).then_some(&job.origin),
+                        "commits": serde_json::from_str::<Value>(&job.commits_json).unwrap_or(Value::Null),
                         "started_unix_ms": job.started_unix_ms,
                         "finished_unix_ms": (job.finished_unix_ms != 0).then_some(job.finished_unix_ms),
                     })
@@ -52,13 +54,18 @@ pub async fn list_jobs(
                         timestamp(job.started_unix_ms),
                         took,
                         job.taskbook.clone(),
+                        if job.origin.is_empty() {
+                            "-".into()
+                        } else {
+                            job.origin.clone()
+                        },
                     ]
                 })
                 .collect();
             print!(
                 "{}",
                 table(
-                    &["JOB", "STATE", "NODES", "STARTED", "TOOK", "TASKBOOK"],
+                    &["JOB", "STATE", "NODES", "STARTED", "TOOK", "TASKBOOK", "BY"],
                     &rows
                 )
             );
@@ -87,6 +94,14 @@ pub async fn show_job(
     println!("job:      {}", job.job_id);
     println!("taskbook: {}", job.taskbook);
     println!("state:    {}", job.state);
+    if !job.origin.is_empty() {
+        println!("by:       {}", job.origin);
+    }
+    if let Some(commits) = detail["commits"].as_object() {
+        for (repo, commit) in commits {
+            println!("commit:   {repo} {}", commit.as_str().unwrap_or_default());
+        }
+    }
     println!("started:  {}", timestamp(job.started_unix_ms));
     println!("finished: {}", timestamp(job.finished_unix_ms));
     if let Some(message) = detail["message"].as_str() {

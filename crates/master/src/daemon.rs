@@ -39,6 +39,7 @@ use crate::core::pki::ClusterCa;
 use crate::core::secret_box::SecretBox;
 use crate::core::sessions::NodeSessions;
 use crate::core::token_registry::TokenRegistry;
+use crate::core::triggers::{TriggerBook, TriggerEngine};
 use crate::init::{
     endpoint_host, read_settings, MasterSettings, CA_CERT_FILE, CA_KEY_FILE, CLUSTER_KEY_FILE,
     MASTER_CERT_FILE, MASTER_KEY_FILE, STORE_FILE,
@@ -205,6 +206,20 @@ pub async fn run(
         let (events, objects) = (context.events.clone(), context.objects.clone());
         leadership.spawn_while_leading("event sweep", move || {
             sweep_events(events.clone(), objects.clone())
+        });
+    }
+    {
+        let context = context.clone();
+        let store = store.clone();
+        leadership.spawn_while_leading("triggers", move || {
+            TriggerEngine {
+                book: TriggerBook::new(store.clone(), context.objects.clone()),
+                store: store.clone(),
+                objects: context.objects.clone(),
+                runner: context.runner.clone(),
+                events: context.events.clone(),
+            }
+            .run()
         });
     }
     {

@@ -26,7 +26,7 @@ use weft_taskbook::Vars;
 
 use super::{unix_ms, MasterContext};
 use crate::core::events::{EventFilter, EventRecord};
-use crate::core::job::{JobRecord, JobStoreError};
+use crate::core::job::{JobOrigin, JobRecord, JobStoreError};
 use crate::core::job_runner::{JobEvent, RunError, RunRequest, RunScope};
 use crate::core::node_registry::NodeRecord;
 use crate::core::objects::{namespace_for, ApplyAction, ObjectError, DEFAULT_NAMESPACE};
@@ -167,6 +167,12 @@ fn job_message(job: &JobRecord, job_json: String) -> Job {
         finished_unix_ms: job.finished_unix_ms.unwrap_or(0),
         job_json,
         node_count: job.node_count() as u32,
+        origin: job
+            .origin
+            .as_ref()
+            .map(JobOrigin::describe)
+            .unwrap_or_default(),
+        commits_json: serde_json::to_string(&job.commits).expect("plain data"),
     }
 }
 

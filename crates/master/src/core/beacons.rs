@@ -71,6 +71,8 @@ impl<S: Store + Clone> BeaconPlanner<S> {
             let AnyObject::Beacon(beacon) = stored.object()? else {
                 continue;
             };
+            // The stored document may leave the namespace to the default.
+            let namespace = stored.record.namespace.clone().unwrap_or_default();
             let group = match &beacon.spec.nodes.group {
                 Some(group) => match self.objects.node_group(group).await? {
                     Some(group) => Some(group),
@@ -91,7 +93,7 @@ impl<S: Store + Clone> BeaconPlanner<S> {
                     ..
                 } = beacon.spec;
                 assignments.push(BeaconAssignment {
-                    namespace: beacon.metadata.namespace.unwrap_or_default(),
+                    namespace,
                     name: beacon.metadata.name,
                     interval,
                     check,

@@ -33,6 +33,7 @@ pub mod types {
     pub const JOB_FINISHED: &str = "job.finished";
     pub const CRONJOB_MISSED: &str = "cronjob.missed";
     pub const TRIGGER_LOOP: &str = "trigger.loop_prevented";
+    pub const TRIGGER_FAILED: &str = "trigger.failed";
     pub const GIT_COMMIT: &str = "git.commit";
     pub const GIT_INVALID: &str = "git.invalid";
     pub const GIT_FETCH_FAILED: &str = "git.fetch_failed";

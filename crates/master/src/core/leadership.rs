@@ -86,14 +86,15 @@ impl Leadership {
                     return;
                 }
                 tracing::debug!(duty, "starts on this master, the leader");
+                let lost = async {
+                    if changes.wait_for(|state| !state.leading).await.is_err() {
+                        // Nobody can take the lead away any more (a master alone).
+                        std::future::pending::<()>().await;
+                    }
+                };
                 tokio::select! {
                     () = work() => return,
-                    lost = changes.wait_for(|state| !state.leading) => {
-                        if lost.is_err() {
-                            return;
-                        }
-                        tracing::info!(duty, "stopped: this master no longer leads");
-                    }
+                    () = lost => tracing::info!(duty, "stopped: this master no longer leads"),
                 }
             }
         });

@@ -14,5 +14,7 @@ pub mod pki;
 pub mod record;
 pub mod secret_box;
 pub mod sessions;
+pub mod taskbook_bundles;
 pub mod token;
 pub mod token_registry;
+pub mod triggers;
