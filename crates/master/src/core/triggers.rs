@@ -87,7 +87,7 @@ pub fn matches(trigger_namespace: &str, trigger: &TriggerSpec, event: &EventReco
             };
             match actual {
                 Some(Value::String(text)) => text == *wanted,
-                Some(other) => other.to_string() == *wanted,
+                Some(other) => serde_json::from_str::<Value>(wanted).is_ok_and(|w| w == other),
                 None => false,
             }
         })
