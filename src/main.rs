@@ -85,6 +85,9 @@ enum Command {
         after_help = "Examples:\n  weft events --follow\n  weft events --type 'disk.*' --node web-1\n  weft events -n system --type job.finished -o json | jq .data.state"
     )]
     Events(EventsArgs),
+    /// CronJobs: run one now (`weft get cronjobs` lists them with their last and next run).
+    #[command(subcommand, name = "cronjob")]
+    CronJob(CronJobCommand),
     /// Create or update cluster objects from YAML files (all of them or none).
     #[command(
         after_help = "Examples:\n  weft apply -f examples/fleet.yml\n  weft apply -f objects/ --dry-run\n  weft get variables app -n prod -o yaml | sed 's/3/4/' | weft apply -f -"
@@ -454,6 +457,23 @@ struct JobsArgs {
     admin: AdminArgs,
 }
 
+#[derive(Subcommand)]
+enum CronJobCommand {
+    /// Start the CronJob's TaskBook now, whatever its schedule and concurrency policy;
+    /// prints the job id.
+    Run(CronJobArgs),
+}
+
+#[derive(Args)]
+struct CronJobArgs {
+    name: String,
+    /// The CronJob's namespace (default: `default`).
+    #[arg(short, long)]
+    namespace: Option<String>,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
 #[derive(Args)]
 struct EventsArgs {
     /// Keep printing events as they are stored, until interrupted.
@@ -560,6 +580,16 @@ fn main() -> ExitCode {
         Command::Job(JobCommand::Show(args)) => admin(&args.admin, |mut client| async move {
             weft_cli::jobs::show_job(&mut client, &args.job_id, args.output.into()).await
         }),
+        Command::CronJob(CronJobCommand::Run(args)) => {
+            admin(&args.admin, |mut client| async move {
+                weft_cli::cron_jobs::run_cron_job(
+                    &mut client,
+                    &args.name,
+                    args.namespace.as_deref(),
+                )
+                .await
+            })
+        }
         Command::Events(args) => admin(&args.admin, |mut client| async move {
             let query = weft_cli::events::EventQuery {
                 event_type: args.event_type,

@@ -237,3 +237,78 @@ spec:
     assert_eq!(by_trigger("clean-disk"), 1, "{jobs}");
     assert_eq!(by_trigger("note-disk"), 2, "{jobs}");
 }
+
+#[test]
+fn a_cron_job_runs_on_its_minute_and_on_demand() {
+    let cluster = Cluster::start(&["c1", "c2"]);
+    let out = cluster.dir.path().join("cron-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let objects = write(
+        &cluster,
+        "cron.yml",
+        &format!(
+            r#"apiVersion: weft/v1
+kind: TaskBook
+metadata: {{name: stamp}}
+spec:
+  steps:
+    - tasks:
+        - shell: "date +%s >> {}/{{{{ node.name }}}}"
+---
+apiVersion: weft/v1
+kind: CronJob
+metadata: {{name: every-minute}}
+spec:
+  schedule: "* * * * *"
+  timezone: Europe/Berlin
+  taskbook: {{name: stamp}}
+  nodes: {{names: [c2]}}
+  concurrency: forbid
+  starting_deadline: 30s
+"#,
+            out.display()
+        ),
+    );
+    assert_success(
+        &cluster.admin(&["apply", "-f", objects.to_str().unwrap()]),
+        "apply",
+    );
+    let listed = cluster.admin_json(&["get", "cronjobs"]);
+    let next = listed[0]["status"]["next_schedule_unix_ms"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(next % 60_000, 0, "the next run is on a minute: {listed}");
+
+    let manual = cluster.admin(&["cronjob", "run", "every-minute"]);
+    assert_success(&manual, "weft cronjob run");
+    let job_id = stdout(&manual).trim().to_string();
+    assert!(!job_id.is_empty());
+
+    let cron_jobs = || -> Vec<Value> {
+        cluster
+            .admin_json(&["jobs"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|job| job["origin"] == "CronJob default/every-minute")
+            .cloned()
+            .collect()
+    };
+    // One minute-scale wait: the scheduled run after the manual one.
+    let deadline = Instant::now() + Duration::from_secs(80);
+    while cron_jobs().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled run within a minute and a bit\n{}",
+            cluster.master_log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let listed = cluster.admin_json(&["get", "cronjob", "every-minute"]);
+    let last = listed["status"]["last_schedule_unix_ms"].as_u64().unwrap();
+    assert_eq!(last, next, "{listed}");
+    assert_eq!(lines(&out.join("c1")), 0, "the override runs c2 only");
+    wait_for(&cluster, "both runs wrote on c2", || {
+        lines(&out.join("c2")) == 2
+    });
+}

@@ -4,6 +4,7 @@
 //! (`logging`).
 
 pub mod admin;
+pub mod cron_jobs;
 pub mod events;
 pub mod jobs;
 pub mod logging;

@@ -201,7 +201,12 @@ fn kind_columns(kind: &str) -> &'static [(&'static str, &'static str)] {
         ],
         "Namespace" => &[("DESCRIPTION", "/spec/description")],
         "ClusterVariablesBinding" => &[("CLUSTER VARIABLES", "/spec/cluster_variables")],
-        "CronJob" => &[("SCHEDULE", "/spec/schedule")],
+        "CronJob" => &[
+            ("SCHEDULE", "/spec/schedule"),
+            ("LAST RUN", "/status/last_schedule_unix_ms"),
+            ("NEXT RUN", "/status/next_schedule_unix_ms"),
+            ("ACTIVE", "/status/active"),
+        ],
         "Beacon" => &[("EVENT", "/spec/event"), ("INTERVAL", "/spec/interval")],
         "GitRepository" => &[("URL", "/spec/url"), ("BRANCH", "/spec/branch")],
         _ => &[],
@@ -222,7 +227,13 @@ fn object_table(kind: &str, objects: &[(Value, u64)], wide: bool) -> String {
     let rows: Vec<Vec<String>> = objects
         .iter()
         .map(|(object, created)| {
-            let field = |pointer: &str| object.pointer(pointer).map_or("-".into(), text);
+            let field = |pointer: &str| match object.pointer(pointer) {
+                Some(Value::Number(ms)) if pointer.ends_with("_unix_ms") => {
+                    timestamp(ms.as_u64().unwrap_or(0))
+                }
+                Some(value) => text(value),
+                None => "-".into(),
+            };
             let mut row = vec![field("/metadata/name")];
             if namespaced {
                 row.insert(0, field("/metadata/namespace"));

@@ -27,6 +27,7 @@ use crate::api::{
     MasterContext, ADMINAPI_MAX_MESSAGE_BYTES, PUBAPI_MAX_MESSAGE_BYTES, VPNAPI_MAX_MESSAGE_BYTES,
 };
 use crate::core::beacons::{beacon_inputs_prefixes, BeaconPlanner};
+use crate::core::cron_jobs::CronJobEngine;
 use crate::core::events::{EventLog, DEFAULT_MAX_EVENTS};
 use crate::core::job::JobStore;
 use crate::core::job_runner::{JobRunner, RunnerConfig};
@@ -194,8 +195,14 @@ pub async fn run(
             store.clone(),
             mesh.as_ref().map(|(mesh, _)| mesh.clone()),
         ),
-        runner,
+        runner: runner.clone(),
         beacons: BeaconPlanner::new(objects.clone(), NodeRegistry::new(store.clone())),
+        cron_jobs: Arc::new(CronJobEngine {
+            store: store.clone(),
+            objects: objects.clone(),
+            runner: runner.clone(),
+            events: events.clone(),
+        }),
         objects,
         events,
         mesh: mesh.as_ref().map(|(mesh, _)| mesh.clone()),
@@ -207,6 +214,10 @@ pub async fn run(
         leadership.spawn_while_leading("event sweep", move || {
             sweep_events(events.clone(), objects.clone())
         });
+    }
+    {
+        let engine = context.cron_jobs.clone();
+        leadership.spawn_while_leading("cron jobs", move || engine.clone().run());
     }
     {
         let context = context.clone();

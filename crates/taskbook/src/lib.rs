@@ -11,6 +11,7 @@ pub mod objects;
 pub mod render;
 pub mod report;
 pub mod rollout;
+pub mod schedule;
 pub mod secrets;
 pub mod selector;
 pub mod task;

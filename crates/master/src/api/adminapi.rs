@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use serde_json::Value;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
@@ -16,20 +17,23 @@ use weft_proto::adminapi::{
     JobStarted, LabelNodeRequest, ListEventsRequest, ListJobsRequest, ListJobsResponse,
     ListMastersRequest, ListMastersResponse, ListNodesRequest, ListNodesResponse, MasterInfo, Node,
     NodeStepDone, RemoveNodeRequest, RemoveNodeResponse, ResolveVarsRequest, ResolveVarsResponse,
-    RunEvent, RunTaskBookRequest, SetNodeVarsRequest, SetNodeVarsResponse, StepStarted,
-    StoredObject,
+    RunCronJobRequest, RunCronJobResponse, RunEvent, RunTaskBookRequest, SetNodeVarsRequest,
+    SetNodeVarsResponse, StepStarted, StoredObject,
 };
-use weft_taskbook::objects::{kind_named, parse_objects, validate_labels, KINDS};
+use weft_taskbook::objects::{kind_named, parse_objects, validate_labels, AnyObject, KINDS};
 use weft_taskbook::selector::NodeSelector;
 use weft_taskbook::taskbook::is_identifier;
 use weft_taskbook::Vars;
 
 use super::{unix_ms, MasterContext};
+use crate::core::cron_jobs::CronJobError;
 use crate::core::events::{EventFilter, EventRecord};
 use crate::core::job::{JobOrigin, JobRecord, JobStoreError};
 use crate::core::job_runner::{JobEvent, RunError, RunRequest, RunScope};
 use crate::core::node_registry::NodeRecord;
-use crate::core::objects::{namespace_for, ApplyAction, ObjectError, DEFAULT_NAMESPACE};
+use crate::core::objects::{
+    namespace_for, ApplyAction, ObjectError, StoredObject as CoreStoredObject, DEFAULT_NAMESPACE,
+};
 use crate::core::token::DEFAULT_TOKEN_TTL;
 use crate::core::token_registry::TokenRegistryError;
 use crate::store::Store;
@@ -144,6 +148,32 @@ impl<S: Store + Clone> AdminApiService<S> {
             files: [(file.clone(), stored.record.document.into_bytes().into())].into(),
             taskbook_file: file,
         })
+    }
+
+    /// What the master knows of an object beyond its spec: a CronJob's runs.
+    async fn object_status(&self, object: &CoreStoredObject) -> Result<Option<Value>, Status> {
+        match object.object().map_err(internal)? {
+            AnyObject::CronJob(cron_job) => {
+                let namespace = object
+                    .record
+                    .namespace
+                    .as_deref()
+                    .unwrap_or(DEFAULT_NAMESPACE);
+                let status = self
+                    .context
+                    .cron_jobs
+                    .status_view(
+                        namespace,
+                        &cron_job.metadata.name,
+                        &cron_job.spec,
+                        object.record.created_unix_ms,
+                    )
+                    .await
+                    .map_err(internal)?;
+                Ok(Some(status))
+            }
+            _ => Ok(None),
+        }
     }
 
     async fn node_record(&self, node_name: &str) -> Result<NodeRecord, Status> {
@@ -524,16 +554,19 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
                     .await
                     .map_err(object_status)?,
             };
-            stored
-                .iter()
-                .map(|object| {
-                    Ok(StoredObject {
-                        object_json: object.to_json().map_err(internal)?.to_string(),
-                        created_unix_ms: object.record.created_unix_ms,
-                        updated_unix_ms: object.record.updated_unix_ms,
-                    })
-                })
-                .collect::<Result<_, Status>>()?
+            let mut objects = Vec::with_capacity(stored.len());
+            for object in &stored {
+                let mut json = object.to_json().map_err(internal)?;
+                if let Some(status) = self.object_status(object).await? {
+                    json["status"] = status;
+                }
+                objects.push(StoredObject {
+                    object_json: json.to_string(),
+                    created_unix_ms: object.record.created_unix_ms,
+                    updated_unix_ms: object.record.updated_unix_ms,
+                });
+            }
+            objects
         };
         Ok(Response::new(GetObjectsResponse {
             kind: kind.to_string(),
@@ -568,6 +601,29 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
         Ok(Response::new(ResolveVarsResponse {
             resolved_json: resolved_json.to_string(),
         }))
+    }
+
+    async fn run_cron_job(
+        &self,
+        request: Request<RunCronJobRequest>,
+    ) -> Result<Response<RunCronJobResponse>, Status> {
+        MasterContext::<S>::require_admin(&request)?;
+        self.context.require_leader()?;
+        let request = request.into_inner();
+        let namespace = non_empty(&request.namespace).unwrap_or(DEFAULT_NAMESPACE);
+        let job_id = self
+            .context
+            .cron_jobs
+            .run_now(namespace, &request.name)
+            .await
+            .map_err(|error| match error {
+                CronJobError::NotFound(_) => Status::not_found(format!(
+                    "{error}; `weft get cronjobs -n {namespace}` lists them"
+                )),
+                CronJobError::Run(_) => Status::invalid_argument(error.to_string()),
+                other => internal(other),
+            })?;
+        Ok(Response::new(RunCronJobResponse { job_id }))
     }
 
     type ListEventsStream = EventStream;

@@ -11,6 +11,7 @@ use tonic::{Request, Status};
 use weft_proto::tls::peer_cert_der;
 
 use crate::core::beacons::BeaconPlanner;
+use crate::core::cron_jobs::CronJobEngine;
 use crate::core::events::{EventLog, NewEvent};
 use crate::core::job_runner::JobRunner;
 use crate::core::join::Joiner;
@@ -47,6 +48,7 @@ pub struct MasterContext<S> {
     pub objects: ObjectRegistry<S>,
     pub events: EventLog<S>,
     pub beacons: BeaconPlanner<S>,
+    pub cron_jobs: Arc<CronJobEngine<S>>,
     /// With the mesh on: the peers, and the master's own WireGuard interface.
     pub mesh: Option<Arc<Mesh<S>>>,
     pub mesh_device: Option<Arc<weft_vpn::device::MeshDevice>>,

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use weft_taskbook::objects::{is_event_type, MAX_EVENT_TYPE_BYTES};
 use weft_taskbook::report::unix_ms_now;
 
 use super::record::{decode, encode, CorruptRecord};
@@ -22,8 +23,6 @@ pub const SYSTEM_NAMESPACE: &str = "system";
 pub const DEFAULT_MAX_EVENTS: u32 = 10_000;
 /// An event's data is small: a fact about one thing, not a log.
 pub const MAX_EVENT_DATA_BYTES: usize = 16 * 1024;
-/// Event types are dotted names: `disk.full`, `node.joined`.
-pub const MAX_EVENT_TYPE_BYTES: usize = 128;
 
 /// The cluster's own event types.
 pub mod types {
@@ -133,14 +132,6 @@ pub fn type_matches(pattern: &str, event_type: &str) -> bool {
     }
 }
 
-pub fn valid_event_type(event_type: &str) -> bool {
-    !event_type.is_empty()
-        && event_type.len() <= MAX_EVENT_TYPE_BYTES
-        && event_type
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
-
 pub fn event_key(event_id: &str) -> String {
     format!("{EVENTS_PREFIX}{event_id}")
 }
@@ -173,7 +164,7 @@ impl<S: Store> EventLog<S> {
 
     /// Stores the event; returns it as stored.
     pub async fn emit(&self, event: NewEvent) -> Result<EventRecord, EventError> {
-        if !valid_event_type(&event.event_type) {
+        if !is_event_type(&event.event_type) {
             return Err(EventError::BadType(event.event_type));
         }
         let size = serde_json::to_vec(&event.data).map_or(0, |d| d.len());

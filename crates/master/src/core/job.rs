@@ -55,6 +55,8 @@ pub enum JobState {
     Failed,
     /// The master stopped while the job ran; the job's records say how far it got.
     Interrupted,
+    /// Stopped on purpose (a CronJob's `replace` policy): no new node or step started.
+    Cancelled,
 }
 
 impl JobState {
@@ -64,6 +66,7 @@ impl JobState {
             JobState::Succeeded => "succeeded",
             JobState::Failed => "failed",
             JobState::Interrupted => "interrupted",
+            JobState::Cancelled => "cancelled",
         }
     }
 }
@@ -513,6 +516,15 @@ impl<S: Store> JobStore<S> {
             }
         }
         Ok(swept)
+    }
+
+    /// Deletes a job that has ended (a CronJob's history over its limits).
+    pub async fn delete_finished(&self, job_id: &str) -> Result<(), JobStoreError> {
+        match self.get(job_id).await {
+            Ok(job) if job.state != JobState::Running => self.delete(job_id).await,
+            Ok(_) | Err(JobStoreError::NotFound(_)) => Ok(()),
+            Err(error) => Err(error),
+        }
     }
 
     async fn delete(&self, job_id: &str) -> Result<(), JobStoreError> {

@@ -124,6 +124,8 @@ pub(super) struct Inner<S> {
     pub(super) nodes: NodeRegistry<S>,
     jobs: JobStore<S>,
     events: EventLog<S>,
+    /// Running jobs' cancel flags, and why they were cancelled.
+    cancels: Mutex<HashMap<String, Arc<Mutex<Option<String>>>>>,
     journal: JobJournal,
     config: RunnerConfig,
 }
@@ -146,6 +148,7 @@ impl<S: Store + Clone> JobRunner<S> {
             inner: Arc::new(Inner {
                 objects,
                 events,
+                cancels: Mutex::default(),
                 nodes: NodeRegistry::new(store.clone()),
                 jobs: JobStore::new(store.clone()),
                 journal: JobJournal::start(store),
@@ -157,6 +160,19 @@ impl<S: Store + Clone> JobRunner<S> {
 
     pub fn jobs(&self) -> &JobStore<S> {
         &self.inner.jobs
+    }
+
+    /// Stops a running job from starting any more nodes or steps; steps already on a
+    /// node finish there. `false` when this master runs no such job.
+    pub fn cancel(&self, job_id: &str, reason: &str) -> bool {
+        let flag = lock(&self.inner.cancels).get(job_id).cloned();
+        match flag {
+            Some(flag) => {
+                *lock(&flag) = Some(reason.to_string());
+                true
+            }
+            None => false,
+        }
     }
 
     /// Checks the request, plans which nodes run which step, records the job and
@@ -227,6 +243,10 @@ impl<S: Store + Clone> JobRunner<S> {
             check_mode: request.check_mode,
             diff: request.diff,
             announce: request.scope != RunScope::Internal,
+            cancelled: lock(&self.inner.cancels)
+                .entry(job.job_id.clone())
+                .or_default()
+                .clone(),
             inputs,
             events,
             job,
@@ -373,6 +393,8 @@ struct JobRun<S> {
     diff: bool,
     /// Whether its end is an event: the master's own runs (computing a variable) are not.
     announce: bool,
+    /// Why the job was cancelled, once it is.
+    cancelled: Arc<Mutex<Option<String>>>,
     inputs: ClusterInputs,
     events: mpsc::UnboundedSender<JobEvent>,
 }
@@ -400,6 +422,9 @@ impl<S: Store + Clone> JobRun<S> {
                 step_name: step_name.clone(),
                 nodes: nodes.clone(),
             });
+            if abort.is_none() {
+                abort = self.cancel_reason();
+            }
             if abort.is_some() {
                 for node in &nodes {
                     self.skip(index, node);
@@ -451,11 +476,16 @@ impl<S: Store + Clone> JobRun<S> {
 
         let mut report = std::mem::replace(&mut *lock(&self.report), RunReport::new("", "", false));
         report.finish();
-        self.job.state = if report.failed || abort.is_some() {
+        lock(&self.inner.cancels).remove(&self.job.job_id);
+        let cancelled = self.cancel_reason();
+        self.job.state = if cancelled.is_some() {
+            JobState::Cancelled
+        } else if report.failed || abort.is_some() {
             JobState::Failed
         } else {
             JobState::Succeeded
         };
+        let abort = cancelled.or(abort);
         self.job.finished_unix_ms = Some(unix_ms_now());
         self.job.message = abort;
         self.inner.journal.job(&self.job);
@@ -470,6 +500,10 @@ impl<S: Store + Clone> JobRun<S> {
         if let Err(error) = self.inner.jobs.sweep(retention, SystemTime::now()).await {
             tracing::warn!(%error, "old jobs could not be swept");
         }
+    }
+
+    fn cancel_reason(&self) -> Option<String> {
+        lock(&self.cancelled).clone()
     }
 
     /// The `job.finished` event, which Triggers can follow. A job a Trigger started
@@ -520,7 +554,7 @@ impl<S: Store + Clone> JobRun<S> {
             let failed = &failed;
             let stop = &stop;
             async move {
-                if stop.load(Ordering::SeqCst) {
+                if stop.load(Ordering::SeqCst) || self.cancel_reason().is_some() {
                     self.skip(index, &node);
                     return (node, NodeStepState::Skipped);
                 }

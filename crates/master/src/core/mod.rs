@@ -2,6 +2,7 @@
 
 pub mod beacons;
 pub mod cluster_inputs;
+pub mod cron_jobs;
 pub mod events;
 pub mod job;
 pub mod job_runner;

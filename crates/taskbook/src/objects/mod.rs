@@ -10,6 +10,7 @@ mod node;
 mod secret;
 mod trigger;
 mod validate;
+pub use validate::{is_event_type, MAX_EVENT_TYPE_BYTES};
 mod variables;
 
 pub use beacon::{cleared_event_type, BeaconAssignment, BeaconCheck, BeaconSpec};

@@ -6,11 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
-    validate_labels, validate_name, AnyObject, ClusterVariablesBindingSpec, NodeGroupSpec,
-    VariablesSpec,
+    validate_labels, validate_name, AnyObject, BeaconCheck, BeaconSpec,
+    ClusterVariablesBindingSpec, CronJobSpec, NodeGroupSpec, VariablesSpec,
 };
 use crate::error::{Error, PathSegment, Result};
+use crate::schedule::CronSchedule;
 use crate::taskbook::is_identifier;
+use crate::taskbook::TaskBookRef;
 use crate::yaml::Node;
 
 pub(super) fn validate_spec(root: &Node, object: &AnyObject) -> Result<()> {
@@ -21,6 +23,11 @@ pub(super) fn validate_spec(root: &Node, object: &AnyObject) -> Result<()> {
             variables_spec(&spec, &variables.spec)
         }
         AnyObject::ClusterVariablesBinding(binding) => binding_spec(&spec, &binding.spec),
+        AnyObject::CronJob(cron_job) => cron_job_spec(&spec, &cron_job.spec),
+        AnyObject::Beacon(beacon) => beacon_spec(&spec, &beacon.spec),
+        AnyObject::Trigger(trigger) => {
+            taskbook_ref(&spec.key("run").key("taskbook"), &trigger.spec.run.taskbook)
+        }
         _ => Ok(()),
     }
 }
@@ -67,6 +74,67 @@ fn node_group(spec: &Field, group: &NodeGroupSpec) -> Result<()> {
             .with_hint("`selector: {role: web}` takes every node labelled role=web"));
     }
     Ok(())
+}
+
+fn cron_job_spec(spec: &Field, cron_job: &CronJobSpec) -> Result<()> {
+    CronSchedule::parse(&cron_job.schedule, cron_job.timezone.as_deref()).map_err(|message| {
+        let field = if message.contains("timezone") {
+            "timezone"
+        } else {
+            "schedule"
+        };
+        spec.key(field)
+            .error(message)
+            .with_hint("`0 3 * * *` is 03:00 every day; `*/30 * * * * *` every 30 seconds")
+    })?;
+    taskbook_ref(&spec.key("taskbook"), &cron_job.taskbook)
+}
+
+fn beacon_spec(spec: &Field, beacon: &BeaconSpec) -> Result<()> {
+    if !is_event_type(&beacon.event) {
+        return Err(spec
+            .key("event")
+            .error(format!("`{}` is not an event type", beacon.event))
+            .with_hint("a dotted name of letters, digits, `_` and `-`: `disk.full`"));
+    }
+    if beacon.interval.0 < std::time::Duration::from_secs(1) {
+        return Err(spec
+            .key("interval")
+            .error("a beacon checks at most once a second")
+            .with_hint("`interval: 30s`"));
+    }
+    if let BeaconCheck::Http { url, .. } = &beacon.check {
+        if !url.starts_with("http://") {
+            return Err(spec
+                .key("check")
+                .error(format!("`{url}` is not an http:// URL"))
+                .with_hint("the http check speaks plain HTTP; check an HTTPS endpoint with `command: curl -fsS URL`"));
+        }
+    }
+    Ok(())
+}
+
+/// A TaskBook named by `name`, or by `repo` and `path` together.
+fn taskbook_ref(field: &Field, reference: &TaskBookRef) -> Result<()> {
+    let by_name = reference.name.is_some();
+    let by_repo = reference.repo.is_some() && reference.path.is_some();
+    if by_name == by_repo {
+        return Err(field
+            .error("name the TaskBook by `name`, or by `repo` and `path`")
+            .with_hint("`taskbook: {name: web}` or `taskbook: {repo: infra, path: site.yml}`"));
+    }
+    Ok(())
+}
+
+pub const MAX_EVENT_TYPE_BYTES: usize = 128;
+
+/// Dotted names such as `disk.full`.
+pub fn is_event_type(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= MAX_EVENT_TYPE_BYTES
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 fn binding_spec(spec: &Field, binding: &ClusterVariablesBindingSpec) -> Result<()> {
