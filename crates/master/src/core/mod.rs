@@ -2,6 +2,7 @@
 
 pub mod cluster_inputs;
 pub mod events;
+pub mod git_repositories;
 pub mod job;
 pub mod job_runner;
 pub mod join;
