@@ -86,10 +86,15 @@ impl Leadership {
                     return;
                 }
                 tracing::debug!(duty, "starts on this master, the leader");
+                let work = work();
+                tokio::pin!(work);
                 tokio::select! {
-                    () = work() => return,
-                    lost = changes.wait_for(|state| !state.leading) => {
-                        if lost.is_err() {
+                    () = &mut work => return,
+                    reported = async { changes.wait_for(|state| !state.leading).await.is_ok() } => {
+                        if !reported {
+                            // Nobody reports leadership any more (a master alone on its
+                            // store drops the sender): it leads for good.
+                            work.await;
                             return;
                         }
                         tracing::info!(duty, "stopped: this master no longer leads");
@@ -153,6 +158,21 @@ pub enum MastersError {
 mod tests {
     use super::*;
     use crate::store::SqliteStore;
+
+    #[tokio::test]
+    async fn a_solo_master_keeps_its_duties_though_nobody_reports_leadership() {
+        let leadership = Leadership::solo("m1").0;
+        let (done, mut ran) = tokio::sync::mpsc::unbounded_channel();
+        leadership.spawn_while_leading("test", move || {
+            let done = done.clone();
+            async move {
+                tokio::task::yield_now().await;
+                let _ = done.send(());
+                std::future::pending::<()>().await
+            }
+        });
+        assert_eq!(ran.recv().await, Some(()));
+    }
 
     #[tokio::test]
     async fn nodes_learn_every_master_with_the_leader_first() {
