@@ -215,3 +215,52 @@ fn read_tree(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let output = Command::new("git")
+            .current_dir(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@weft.invalid"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "git {args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    }
+
+    #[test]
+    fn a_branch_is_fetched_and_its_commit_read_as_a_folder_is() {
+        let root = tempfile::tempdir().unwrap();
+        let work = root.path().join("work");
+        std::fs::create_dir_all(work.join("files")).unwrap();
+        git(&work, &["init", "-q", "-b", "main"]);
+        std::fs::write(work.join("site.yml"), "kind: TaskBook").unwrap();
+        std::fs::write(work.join("files/motd"), "hi").unwrap();
+        std::fs::write(work.join(".hidden"), "no").unwrap();
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "first line\n\nbody"]);
+        let head = git(&work, &["rev-parse", "HEAD"]);
+
+        let mirrors = GitMirrorDir::new(root.path().join("mirrors"));
+        let repo = RepoId {
+            namespace: "prod".into(),
+            name: "infra".into(),
+        };
+        let url = format!("file://{}", work.display());
+        let fetched = mirrors.fetch(&repo, &url, "main", None).unwrap();
+        assert_eq!(fetched.commit, head);
+        assert_eq!(fetched.summary, "first line");
+        assert!(root.path().join("mirrors/prod/infra.git").is_dir());
+        let files = mirrors.read_commit(&repo, &head).unwrap();
+        assert_eq!(files.keys().collect::<Vec<_>>(), ["files/motd", "site.yml"]);
+
+        let missing = mirrors.fetch(&repo, &url, "nope", None).unwrap_err();
+        assert!(missing.contains("nope"), "{missing}");
+        let bad = mirrors.fetch(&repo, &url, "a..b", None).unwrap_err();
+        assert!(bad.contains("not a valid branch name"), "{bad}");
+    }
+}
