@@ -152,9 +152,9 @@ fn read(path: PathBuf) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
 
-#[test]
-fn a_push_runs_on_push_from_the_new_commit_an_invalid_one_runs_nothing_and_fetch_errors_show_once()
-{
+/// A cluster, the folder its TaskBooks write to, and the repository `site` whose first
+/// commit copies `files/motd` ("v1") there on every node.
+fn site_repository() -> (Cluster, PathBuf, Repo, String) {
     let cluster = Cluster::start(&NODES);
     let out = cluster.dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
@@ -163,6 +163,13 @@ fn a_push_runs_on_push_from_the_new_commit_an_invalid_one_runs_nothing_and_fetch
         &[("site.yml", &motd_taskbook(&out)), ("files/motd", "v1")],
         "first",
     );
+    (cluster, out, repo, first)
+}
+
+#[test]
+fn a_push_runs_on_push_from_the_new_commit_an_invalid_one_runs_nothing_and_fetch_errors_show_once()
+{
+    let (cluster, out, repo, first) = site_repository();
     apply(
         &cluster,
         "repo.yml",
@@ -282,14 +289,7 @@ fn post_hook(cluster: &Cluster, path: &str, body: &str, signature: Option<&str>)
 
 #[test]
 fn a_signed_webhook_fetches_at_once_and_a_badly_signed_one_is_refused() {
-    let cluster = Cluster::start(&NODES);
-    let out = cluster.dir.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
-    let repo = Repo::new(cluster.dir.path(), "site");
-    let first = repo.push(
-        &[("site.yml", &motd_taskbook(&out)), ("files/motd", "v1")],
-        "first",
-    );
+    let (cluster, out, repo, first) = site_repository();
     let key = "hook-key-Q8v2";
     apply(
         &cluster,

@@ -203,7 +203,12 @@ fn kind_columns(kind: &str) -> &'static [(&'static str, &'static str)] {
         "ClusterVariablesBinding" => &[("CLUSTER VARIABLES", "/spec/cluster_variables")],
         "CronJob" => &[("SCHEDULE", "/spec/schedule")],
         "Beacon" => &[("EVENT", "/spec/event"), ("INTERVAL", "/spec/interval")],
-        "GitRepository" => &[("URL", "/spec/url"), ("BRANCH", "/spec/branch")],
+        "GitRepository" => &[
+            ("URL", "/spec/url"),
+            ("BRANCH", "/spec/branch"),
+            ("COMMIT", "/status/commit"),
+            ("LAST ERROR", "/status/last_error"),
+        ],
         _ => &[],
     }
 }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use git2::{Cred, CredentialType, FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository};
 use weft_modules::bundle::{MAX_BUNDLE_BYTES, MAX_BUNDLE_FILES};
 
-use crate::core::git_repositories::{FetchedCommit, GitMirrors, RepoId, FETCH_TIMEOUT};
+use crate::core::git_repositories::{FetchedCommit, GitMirrors, Remote, RepoId, FETCH_TIMEOUT};
 
 /// A mirror larger than this is not fetched: a repository of TaskBooks is small.
 const MAX_FETCH_BYTES: usize = 256 * 1024 * 1024;
@@ -68,13 +68,12 @@ impl GitMirrorDir {
         })
     }
 
-    fn fetch_locked(
-        &self,
-        repo: &RepoId,
-        url: &str,
-        branch: &str,
-        ssh_key: Option<&str>,
-    ) -> Result<FetchedCommit, String> {
+    fn fetch_locked(&self, repo: &RepoId, remote: Remote) -> Result<FetchedCommit, String> {
+        let Remote {
+            url,
+            branch,
+            ssh_key,
+        } = remote;
         let reference = format!("refs/heads/{branch}");
         if !git2::Reference::is_valid_name(&reference) {
             return Err(format!("`{branch}` is not a valid branch name"));
@@ -136,18 +135,12 @@ impl GitMirrorDir {
 }
 
 impl GitMirrors for GitMirrorDir {
-    fn fetch(
-        &self,
-        repo: &RepoId,
-        url: &str,
-        branch: &str,
-        ssh_key: Option<&str>,
-    ) -> Result<FetchedCommit, String> {
+    fn fetch(&self, repo: &RepoId, remote: Remote) -> Result<FetchedCommit, String> {
         let fetching = || self.fetching.lock().unwrap_or_else(PoisonError::into_inner);
         if !fetching().insert(repo.clone()) {
             return Err("the previous fetch of this repository is still running".into());
         }
-        let fetched = self.fetch_locked(repo, url, branch, ssh_key);
+        let fetched = self.fetch_locked(repo, remote);
         fetching().remove(repo);
         fetched
     }
@@ -251,16 +244,21 @@ mod tests {
             name: "infra".into(),
         };
         let url = format!("file://{}", work.display());
-        let fetched = mirrors.fetch(&repo, &url, "main", None).unwrap();
+        let remote = |branch| Remote {
+            url: &url,
+            branch,
+            ssh_key: None,
+        };
+        let fetched = mirrors.fetch(&repo, remote("main")).unwrap();
         assert_eq!(fetched.commit, head);
         assert_eq!(fetched.summary, "first line");
         assert!(root.path().join("mirrors/prod/infra.git").is_dir());
         let files = mirrors.read_commit(&repo, &head).unwrap();
         assert_eq!(files.keys().collect::<Vec<_>>(), ["files/motd", "site.yml"]);
 
-        let missing = mirrors.fetch(&repo, &url, "nope", None).unwrap_err();
+        let missing = mirrors.fetch(&repo, remote("nope")).unwrap_err();
         assert!(missing.contains("nope"), "{missing}");
-        let bad = mirrors.fetch(&repo, &url, "a..b", None).unwrap_err();
+        let bad = mirrors.fetch(&repo, remote("a..b")).unwrap_err();
         assert!(bad.contains("not a valid branch name"), "{bad}");
     }
 }

@@ -54,16 +54,19 @@ pub struct FetchedCommit {
     pub summary: String,
 }
 
+/// Where a fetch reads from.
+#[derive(Debug, Clone, Copy)]
+pub struct Remote<'a> {
+    pub url: &'a str,
+    pub branch: &'a str,
+    /// An ssh private key (PEM), for `ssh://`.
+    pub ssh_key: Option<&'a str>,
+}
+
 /// The repositories' local copies. Calls block (network, disk): run them off the runtime.
 pub trait GitMirrors: Send + Sync + 'static {
-    /// Fetches `branch` from `url` into the mirror and returns its commit.
-    fn fetch(
-        &self,
-        repo: &RepoId,
-        url: &str,
-        branch: &str,
-        ssh_key: Option<&str>,
-    ) -> Result<FetchedCommit, String>;
+    /// Fetches the remote's branch into the mirror and returns its commit.
+    fn fetch(&self, repo: &RepoId, remote: Remote) -> Result<FetchedCommit, String>;
     /// The files of a fetched commit, by `/`-separated path, within the bundle bounds.
     fn read_commit(&self, repo: &RepoId, commit: &str) -> Result<BTreeMap<String, Bytes>, String>;
 }
@@ -332,8 +335,13 @@ impl<S: Store + Clone> RepoReader<S> {
         let (id, at) = (repo.clone(), commit.to_string());
         let files = tokio::task::spawn_blocking(move || mirrors.read_commit(&id, &at))
             .await
-            .map_err(|e| RunError::Repo(e.to_string()))?
-            .map_err(RunError::Repo)?;
+            .map_err(|e| RunError::Scratch(e.to_string()))?
+            .map_err(|e| {
+                RunError::Input(weft_taskbook::Error::new(format!(
+                    "the GitRepository `{}` cannot be read at {commit}: {e}",
+                    repo.name
+                )))
+            })?;
         if !files.contains_key(path) {
             return Err(RunError::Input(
                 weft_taskbook::Error::new(format!(
@@ -483,7 +491,12 @@ impl<S: Store + Clone> GitPoller<S> {
             repo.spec.branch.clone(),
         );
         let fetch = tokio::task::spawn_blocking(move || {
-            mirrors.fetch(&id, &url, &branch, ssh_key.as_deref())
+            let remote = Remote {
+                url: &url,
+                branch: &branch,
+                ssh_key: ssh_key.as_deref(),
+            };
+            mirrors.fetch(&id, remote)
         });
         // The mirror aborts a slow transfer itself; this bounds what it cannot see.
         match tokio::time::timeout(FETCH_TIMEOUT * 2, fetch).await {
@@ -525,6 +538,11 @@ impl<S: Store + Clone> GitPoller<S> {
             };
             match prepared {
                 Ok(run) => planned.push(run),
+                // The master's own trouble (store, scratch space), not the commit's.
+                Err(error) if !matches!(error, RunError::Input(_)) => {
+                    tracing::error!(namespace = %repo.id.namespace, repo = %repo.id.name, %commit, path = %on_push.path, %error, "the commit's on_push TaskBooks could not be prepared and do not run");
+                    return;
+                }
                 Err(error) => {
                     tracing::warn!(namespace = %repo.id.namespace, repo = %repo.id.name, %commit, path = %on_push.path, %error, "the commit's on_push TaskBooks do not run");
                     self.emit(

@@ -106,9 +106,6 @@ pub enum RunError {
     Scratch(String),
     #[error(transparent)]
     Objects(Box<ObjectError>),
-    /// A repository's mirror could not be read.
-    #[error("the master could not read the repository: {0}")]
-    Repo(String),
 }
 
 impl From<super::git_repositories::GitError> for RunError {
@@ -933,6 +930,102 @@ impl<S: Store + Clone> JobRun<S> {
     }
 }
 
+/// The namespace a TaskBook names for itself, else `default`; a file that does not parse
+/// is reported when it is loaded.
+fn top_namespace(bundle: &Bundle) -> String {
+    bundle
+        .taskbook_source()
+        .ok()
+        .and_then(|source| {
+            weft_taskbook::objects::parse_objects(
+                source,
+                std::path::Path::new(&bundle.taskbook_file),
+            )
+            .ok()
+        })
+        .and_then(|objects| {
+            objects
+                .into_iter()
+                .find_map(|sourced| match sourced.object {
+                    AnyObject::TaskBook(taskbook) => taskbook.metadata.namespace,
+                    _ => None,
+                })
+        })
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
+}
+
+/// The last fetched commit of `repo`, or why there is none.
+fn fetched_commit(
+    states: &BTreeMap<String, RepoState>,
+    repo: &str,
+    namespace: &str,
+) -> Result<String, Error> {
+    match states.get(repo) {
+        Some(RepoState::Fetched(commit)) => Ok(commit.clone()),
+        Some(RepoState::NeverFetched { last_error }) => Err(Error::new(format!(
+            "the GitRepository `{repo}` has not been fetched yet{}",
+            last_error
+                .as_ref()
+                .map(|e| format!(" (the last fetch failed: {e})"))
+                .unwrap_or_default()
+        ))
+        .with_hint(format!(
+            "`weft get gitrepositories {repo} -n {namespace}` shows its status"
+        ))),
+        None => Err(Error::new(format!(
+            "no GitRepository `{repo}` in namespace `{namespace}`"
+        ))
+        .with_hint(format!(
+            "`weft get gitrepositories -n {namespace}` lists them; a run reads the repositories of its own namespace"
+        ))),
+    }
+}
+
+/// Repository includes as the master reads them: each repository once per run, at the
+/// commit the run already read it at, else at its last fetched commit.
+struct MasterRepos {
+    namespace: String,
+    states: BTreeMap<String, RepoState>,
+    /// Commit by repository, of those read so far.
+    read: BTreeMap<String, String>,
+    /// The files of repositories read from their mirrors, by bundle path.
+    added: BTreeMap<String, bytes::Bytes>,
+    mirrors: Arc<dyn GitMirrors>,
+    /// Where the bundle's repositories are written out.
+    dir: PathBuf,
+}
+
+impl RepoFiles for MasterRepos {
+    fn repo_dir(&mut self, repo: &str) -> Result<Option<PathBuf>, Error> {
+        let dir = self.dir.join(repo);
+        if self.read.contains_key(repo) {
+            return Ok(Some(dir));
+        }
+        let commit = fetched_commit(&self.states, repo, &self.namespace)?;
+        let id = RepoId {
+            namespace: self.namespace.clone(),
+            name: repo.to_string(),
+        };
+        let files = self
+            .mirrors
+            .read_commit(&id, &commit)
+            .map_err(|e| Error::new(format!("the GitRepository `{repo}` cannot be read: {e}")))?;
+        for (path, content) in files {
+            let target = dir.join(&path);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    Error::new(format!("cannot create the folder: {e}")).in_file(parent)
+                })?;
+            }
+            std::fs::write(&target, &content)
+                .map_err(|e| Error::new(format!("cannot write the file: {e}")).in_file(&target))?;
+            self.added.insert(Bundle::repo_path(repo, &path), content);
+        }
+        self.read.insert(repo.to_string(), commit);
+        Ok(Some(dir))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicUsize;
@@ -1106,101 +1199,5 @@ mod tests {
             5,
             "without max_fail_percent the others go on"
         );
-    }
-}
-
-/// The namespace a TaskBook names for itself, else `default`; a file that does not parse
-/// is reported when it is loaded.
-fn top_namespace(bundle: &Bundle) -> String {
-    bundle
-        .taskbook_source()
-        .ok()
-        .and_then(|source| {
-            weft_taskbook::objects::parse_objects(
-                source,
-                std::path::Path::new(&bundle.taskbook_file),
-            )
-            .ok()
-        })
-        .and_then(|objects| {
-            objects
-                .into_iter()
-                .find_map(|sourced| match sourced.object {
-                    AnyObject::TaskBook(taskbook) => taskbook.metadata.namespace,
-                    _ => None,
-                })
-        })
-        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
-}
-
-/// The last fetched commit of `repo`, or why there is none.
-fn fetched_commit(
-    states: &BTreeMap<String, RepoState>,
-    repo: &str,
-    namespace: &str,
-) -> Result<String, Error> {
-    match states.get(repo) {
-        Some(RepoState::Fetched(commit)) => Ok(commit.clone()),
-        Some(RepoState::NeverFetched { last_error }) => Err(Error::new(format!(
-            "the GitRepository `{repo}` has not been fetched yet{}",
-            last_error
-                .as_ref()
-                .map(|e| format!(" (the last fetch failed: {e})"))
-                .unwrap_or_default()
-        ))
-        .with_hint(format!(
-            "`weft get gitrepositories {repo} -n {namespace}` shows its status"
-        ))),
-        None => Err(Error::new(format!(
-            "no GitRepository `{repo}` in namespace `{namespace}`"
-        ))
-        .with_hint(format!(
-            "`weft get gitrepositories -n {namespace}` lists them; a run reads the repositories of its own namespace"
-        ))),
-    }
-}
-
-/// Repository includes as the master reads them: each repository once per run, at the
-/// commit the run already read it at, else at its last fetched commit.
-struct MasterRepos {
-    namespace: String,
-    states: BTreeMap<String, RepoState>,
-    /// Commit by repository, of those read so far.
-    read: BTreeMap<String, String>,
-    /// The files of repositories read from their mirrors, by bundle path.
-    added: BTreeMap<String, bytes::Bytes>,
-    mirrors: Arc<dyn GitMirrors>,
-    /// Where the bundle's repositories are written out.
-    dir: PathBuf,
-}
-
-impl RepoFiles for MasterRepos {
-    fn repo_dir(&mut self, repo: &str) -> Result<Option<PathBuf>, Error> {
-        let dir = self.dir.join(repo);
-        if self.read.contains_key(repo) {
-            return Ok(Some(dir));
-        }
-        let commit = fetched_commit(&self.states, repo, &self.namespace)?;
-        let id = RepoId {
-            namespace: self.namespace.clone(),
-            name: repo.to_string(),
-        };
-        let files = self
-            .mirrors
-            .read_commit(&id, &commit)
-            .map_err(|e| Error::new(format!("the GitRepository `{repo}` cannot be read: {e}")))?;
-        for (path, content) in files {
-            let target = dir.join(&path);
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    Error::new(format!("cannot create the folder: {e}")).in_file(parent)
-                })?;
-            }
-            std::fs::write(&target, &content)
-                .map_err(|e| Error::new(format!("cannot write the file: {e}")).in_file(&target))?;
-            self.added.insert(Bundle::repo_path(repo, &path), content);
-        }
-        self.read.insert(repo.to_string(), commit);
-        Ok(Some(dir))
     }
 }
