@@ -399,4 +399,18 @@ fn includes_and_run_taskbook_repo_read_the_last_fetched_commit() {
         "{}",
         stderr(&missing)
     );
+
+    // The interval is an hour: only `weft repo fetch` brings the next commit now.
+    let next = repo.push(&[("taskbooks/files/motd", "next")], "next");
+    assert_success(&cluster.admin(&["repo", "fetch", "infra"]), "repo fetch");
+    wait_for(&cluster, "the fetch asked for", || {
+        (repo_status(&cluster, "infra")["commit"] == next.as_str()).then_some(())
+    });
+    let unknown = cluster.admin(&["repo", "fetch", "nope"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        stderr(&unknown).contains("no GitRepository `nope`"),
+        "{}",
+        stderr(&unknown)
+    );
 }

@@ -559,3 +559,84 @@ pub fn read_source(file: &Path) -> Result<String> {
             .with_hint("save it as UTF-8")
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct OneRepo(PathBuf);
+
+    impl RepoFiles for OneRepo {
+        fn repo_dir(&mut self, repo: &str) -> Result<Option<PathBuf>> {
+            match repo {
+                "infra" => Ok(Some(self.0.clone())),
+                other => Err(Error::new(format!("no GitRepository `{other}`"))),
+            }
+        }
+    }
+
+    const BASE: &str = "apiVersion: weft/v1\nkind: TaskBook\nmetadata: {name: base}\nspec:\n  steps:\n    - name: from the repository\n      tasks: [{ping: {}}]\n";
+
+    fn site(dir: &Path, include: &str) -> PathBuf {
+        let file = dir.join("site.yml");
+        std::fs::write(
+            &file,
+            format!("apiVersion: weft/v1\nkind: TaskBook\nmetadata: {{name: site}}\nspec:\n  include:\n    - {include}\n  steps:\n    - name: own\n      tasks: [{{ping: {{}}}}]\n"),
+        )
+        .unwrap();
+        file
+    }
+
+    #[test]
+    fn repository_includes_read_where_the_lookup_says_and_errors_point_at_the_include() {
+        let repo = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(repo.path().join("taskbooks")).unwrap();
+        std::fs::write(repo.path().join("taskbooks/base.yml"), BASE).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut repos = OneRepo(repo.path().to_path_buf());
+
+        let file = site(dir.path(), "{repo: infra, path: taskbooks/base.yml}");
+        let taskbook = TaskBook::load_with_repos(&file, &mut repos).unwrap();
+        let names: Vec<_> = taskbook
+            .steps
+            .iter()
+            .map(|s| s.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["from the repository", "own"]);
+        assert_eq!(
+            taskbook.steps[0].file,
+            repo.path().join("taskbooks/base.yml")
+        );
+
+        let without_master = TaskBook::load(&file).unwrap_err();
+        assert!(
+            without_master.message.contains("only a master can fetch"),
+            "{without_master}"
+        );
+        assert_eq!(without_master.location(), format!("{}:6:7", file.display()));
+        let checked_here = TaskBook::load_with_repos(&file, &mut MasterReadsRepos).unwrap();
+        assert_eq!(checked_here.steps.len(), 1, "the master reads the include");
+
+        for (include, expected) in [
+            ("{repo: infra, path: nope.yml}", "has no file `nope.yml`"),
+            (
+                "{repo: infra, path: ../site.yml}",
+                "is not a path inside the repository",
+            ),
+            (
+                "{repo: infra, path: /etc/passwd}",
+                "is not a path inside the repository",
+            ),
+            ("{repo: other, path: base.yml}", "no GitRepository `other`"),
+        ] {
+            let file = site(dir.path(), include);
+            let error = TaskBook::load_with_repos(&file, &mut repos).unwrap_err();
+            assert!(error.message.contains(expected), "{include}: {error}");
+            assert_eq!(
+                error.location(),
+                format!("{}:6:7", file.display()),
+                "{include}"
+            );
+        }
+    }
+}
