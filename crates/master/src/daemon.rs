@@ -278,7 +278,8 @@ pub async fn run(
             None
         }
     };
-    // Webhook senders speak HTTP/1.1 as often as not.
+    // Webhook senders speak HTTP/1.1 as often as not (those that name no ALPN protocol
+    // get it; tonic's TLS offers `h2` alone).
     let public_listener = tls_server(tls_public)?
         .accept_http1(true)
         .add_routes(Routes::from(public_routes.into_axum_router().merge(hooks)))
