@@ -430,4 +430,15 @@ fn includes_and_run_taskbook_repo_read_the_last_fetched_commit() {
         "{}",
         stderr(&unknown)
     );
+
+    // A deleted repository's mirror goes with it.
+    let mirror = cluster.master_dir().join("repos/default/infra.git");
+    assert!(mirror.is_dir());
+    assert_success(
+        &cluster.admin(&["delete", "gitrepository", "infra"]),
+        "delete",
+    );
+    wait_for(&cluster, "the mirror removed", || {
+        (!mirror.exists()).then_some(())
+    });
 }

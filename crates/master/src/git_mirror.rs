@@ -145,6 +145,16 @@ impl GitMirrors for GitMirrorDir {
         fetched
     }
 
+    fn remove(&self, repo: &RepoId) -> Result<(), String> {
+        let path = self.path(repo);
+        match std::fs::remove_dir_all(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(format!("cannot remove {}: {e}", path.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn read_commit(&self, repo: &RepoId, commit: &str) -> Result<BTreeMap<String, Bytes>, String> {
         let mirror = Repository::open_bare(self.path(repo))
             .map_err(|e| format!("the repository's mirror is unreadable: {}", e.message()))?;
@@ -255,6 +265,11 @@ mod tests {
         assert!(root.path().join("mirrors/prod/infra.git").is_dir());
         let files = mirrors.read_commit(&repo, &head).unwrap();
         assert_eq!(files.keys().collect::<Vec<_>>(), ["files/motd", "site.yml"]);
+
+        mirrors.remove(&repo).unwrap();
+        assert!(!root.path().join("mirrors/prod/infra.git").exists());
+        mirrors.remove(&repo).unwrap();
+        mirrors.fetch(&repo, remote("main")).unwrap();
 
         let missing = mirrors.fetch(&repo, remote("nope")).unwrap_err();
         assert!(missing.contains("nope"), "{missing}");

@@ -8,7 +8,7 @@
 //! Events of a repository go to the repository's own namespace, where its runs read
 //! variables and secrets and where its admins look.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +69,8 @@ pub trait GitMirrors: Send + Sync + 'static {
     fn fetch(&self, repo: &RepoId, remote: Remote) -> Result<FetchedCommit, String>;
     /// The files of a fetched commit, by `/`-separated path, within the bundle bounds.
     fn read_commit(&self, repo: &RepoId, commit: &str) -> Result<BTreeMap<String, Bytes>, String>;
+    /// Removes the mirror of a deleted repository (none is fine).
+    fn remove(&self, repo: &RepoId) -> Result<(), String>;
 }
 
 /// What the leader knows of a repository, kept in the store.
@@ -397,10 +399,12 @@ impl<S: Store + Clone> GitPoller<S> {
     }
 
     async fn poll_due(&self) -> Result<(), GitError> {
+        let mut live = BTreeSet::new();
         for stored in self.objects.list("GitRepository", None).await? {
             let Some(repo) = Repo::from_stored(&stored)? else {
                 continue;
             };
+            live.insert(repo.id.clone());
             let status_entry = self.store.get(&repo.id.key(STATUS_PREFIX)).await?;
             let status: GitStatus = match &status_entry {
                 Some(entry) => decode(entry)?,
@@ -421,6 +425,44 @@ impl<S: Store + Clone> GitPoller<S> {
             if let Err(error) = self.fetch(&repo, &status, precondition).await {
                 tracing::warn!(namespace = %repo.id.namespace, repo = %repo.id.name, %error, "GitRepository not handled");
             }
+        }
+        self.forget_deleted(&live).await
+    }
+
+    /// A deleted repository's status and mirror go, so one created again under its
+    /// name starts afresh (its first commit runs its `on_push`).
+    async fn forget_deleted(&self, live: &BTreeSet<RepoId>) -> Result<(), GitError> {
+        for entry in self.store.list(STATUS_PREFIX).await? {
+            let Some((namespace, name)) = entry.key[STATUS_PREFIX.len()..].split_once('/') else {
+                continue;
+            };
+            let repo = RepoId {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            };
+            if live.contains(&repo) {
+                continue;
+            }
+            let mirrors = self.runner.repos().mirrors();
+            let id = repo.clone();
+            match tokio::task::spawn_blocking(move || mirrors.remove(&id)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(namespace = %repo.namespace, repo = %repo.name, %error, "the mirror of a deleted GitRepository stays");
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the mirror of a deleted GitRepository stays");
+                    continue;
+                }
+            }
+            self.store
+                .delete(&repo.key(FETCH_REQUEST_PREFIX), Precondition::None)
+                .await?;
+            self.store
+                .delete(&entry.key, Precondition::ModRevision(entry.mod_revision))
+                .await?;
+            tracing::info!(namespace = %repo.namespace, repo = %repo.name, "deleted GitRepository forgotten: status and mirror removed");
         }
         Ok(())
     }
