@@ -18,6 +18,7 @@
 //! puts it into bench/RESULTS.md. Needs root (the tmpfs).
 
 #[path = "swarm.rs"]
+#[allow(dead_code)] // the process measures live in bench/fanout
 mod swarm;
 
 use std::process::Command;

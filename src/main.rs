@@ -102,6 +102,9 @@ enum Command {
     Describe(ObjectArgs),
     /// Delete a cluster object.
     Delete(ObjectArgs),
+    /// GitRepositories: fetch one now.
+    #[command(subcommand)]
+    Repo(RepoCommand),
     /// A node's cluster variables (Config, ClusterVariables, Variables, NodeGroups),
     /// resolved as a run in the namespace would see them, and where each came from.
     Vars(VarsArgs),
@@ -177,7 +180,7 @@ struct ObjectArgs {
 enum RunCommand {
     /// Run a TaskBook file on the cluster, or with --local on this machine.
     #[command(
-        after_help = "Examples:\n  weft run taskbook taskbooks/motd.yml --check --diff\n  weft run taskbook site.yml --nodes web-1,role=db -e port=8080\n  weft run taskbook taskbooks/sshd-hardening.yml --local --check --diff\n  weft run taskbook site.yml -o json | jq '.recap'"
+        after_help = "Examples:\n  weft run taskbook taskbooks/motd.yml --check --diff\n  weft run taskbook site.yml --nodes web-1,role=db -e port=8080\n  weft run taskbook taskbooks/sshd-hardening.yml --local --check --diff\n  weft run taskbook site.yml -o json | jq '.recap'\n  weft run taskbook --repo infra taskbooks/site.yml -n prod"
     )]
     Taskbook(RunTaskbookArgs),
 }
@@ -185,11 +188,15 @@ enum RunCommand {
 #[derive(Args)]
 struct RunTaskbookArgs {
     /// The TaskBook file (YAML; its folder, with templates/, files/ and includes, goes
-    /// with it), or the name of a TaskBook stored in the cluster with `weft apply`.
+    /// with it), the name of a TaskBook stored in the cluster with `weft apply`, or
+    /// with --repo a path in that GitRepository.
     file: PathBuf,
-    /// The namespace of a stored TaskBook (default: `default`).
+    /// The namespace of a stored TaskBook or of the --repo GitRepository (default: `default`).
     #[arg(short, long, conflicts_with = "local")]
     namespace: Option<String>,
+    /// Read FILE from this GitRepository's last fetched commit (`weft get gitrepositories`).
+    #[arg(long, value_name = "REPO", conflicts_with = "local")]
+    repo: Option<String>,
     /// Run on this machine, with no master (like `ansible-playbook -c local`).
     #[arg(long)]
     local: bool,
@@ -499,6 +506,23 @@ struct EventsArgs {
 }
 
 #[derive(Subcommand)]
+enum RepoCommand {
+    /// Ask the master to fetch a GitRepository now rather than at its next interval.
+    Fetch(RepoFetchArgs),
+}
+
+#[derive(Args)]
+struct RepoFetchArgs {
+    /// The GitRepository's name.
+    name: String,
+    /// Its namespace (default: `default`).
+    #[arg(short, long)]
+    namespace: Option<String>,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Subcommand)]
 enum JobCommand {
     /// A job's steps, each node's state in each, and its recap.
     Show(JobShowArgs),
@@ -590,6 +614,10 @@ fn main() -> ExitCode {
                 .await
             })
         }
+        Command::Repo(RepoCommand::Fetch(args)) => admin(&args.admin, |mut client| async move {
+            weft_cli::objects::fetch_repository(&mut client, &args.name, args.namespace.as_deref())
+                .await
+        }),
         Command::Events(args) => admin(&args.admin, |mut client| async move {
             let query = weft_cli::events::EventQuery {
                 event_type: args.event_type,
@@ -722,6 +750,7 @@ fn run_taskbook_on_cluster(args: RunTaskbookArgs) -> ExitCode {
         nodes: args.nodes,
         output: args.output.into(),
         namespace: args.namespace,
+        repo: args.repo,
     };
     let output = args.output;
     let report = runtime().block_on(async {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use weft_proto::adminapi::{
-    ApplyObjectsRequest, DeleteObjectRequest, GetObjectsRequest, LabelNodeRequest,
-    ListNodesRequest, ResolveVarsRequest, SetNodeVarsRequest, SourceFile,
+    ApplyObjectsRequest, DeleteObjectRequest, FetchRepositoryRequest, GetObjectsRequest,
+    LabelNodeRequest, ListNodesRequest, ResolveVarsRequest, SetNodeVarsRequest, SourceFile,
 };
 use weft_taskbook::objects::NodeGroupSpec;
 use weft_taskbook::yaml::{json_to_yaml, MAX_SOURCE_BYTES};
@@ -208,7 +208,12 @@ fn kind_columns(kind: &str) -> &'static [(&'static str, &'static str)] {
             ("ACTIVE", "/status/active"),
         ],
         "Beacon" => &[("EVENT", "/spec/event"), ("INTERVAL", "/spec/interval")],
-        "GitRepository" => &[("URL", "/spec/url"), ("BRANCH", "/spec/branch")],
+        "GitRepository" => &[
+            ("URL", "/spec/url"),
+            ("BRANCH", "/spec/branch"),
+            ("COMMIT", "/status/commit"),
+            ("LAST ERROR", "/status/last_error"),
+        ],
         _ => &[],
     }
 }
@@ -429,6 +434,22 @@ pub async fn show_vars(
 }
 
 /// `weft node vars NODE key=value... key-`: values are typed as YAML reads them.
+/// `weft repo fetch`: the leader fetches at its next tick (within a second).
+pub async fn fetch_repository(
+    client: &mut AdminClient,
+    name: &str,
+    namespace: Option<&str>,
+) -> Result<(), CliError> {
+    client
+        .fetch_repository(FetchRepositoryRequest {
+            namespace: namespace.unwrap_or_default().to_string(),
+            name: name.to_string(),
+        })
+        .await?;
+    eprintln!("fetch of GitRepository {name} asked for; `weft get gitrepositories {name}` shows its status");
+    Ok(())
+}
+
 pub async fn set_node_vars(
     client: &mut AdminClient,
     node_name: &str,

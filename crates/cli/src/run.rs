@@ -13,6 +13,7 @@ use weft_modules::bundle::Bundle;
 use weft_modules::validate_taskbook;
 use weft_proto::adminapi::{run_event, RunTaskBookRequest};
 use weft_taskbook::report::{RunObserver, RunReport, TaskResult, TextPrinter};
+use weft_taskbook::taskbook::MasterReadsRepos;
 use weft_taskbook::{TaskBook, Vars};
 
 use crate::admin::AdminClient;
@@ -29,8 +30,10 @@ pub struct RemoteRun {
     /// `--nodes`: names and k=v labels, comma-separated.
     pub nodes: Option<String>,
     pub output: Output,
-    /// The namespace of a stored TaskBook (`-n`).
+    /// The namespace of a stored TaskBook or of `repo` (`-n`).
     pub namespace: Option<String>,
+    /// `--repo`: `file` is a path in this GitRepository, read on the master.
+    pub repo: Option<String>,
 }
 
 /// A TaskBook stored in the cluster when the argument is a name rather than a file
@@ -42,20 +45,26 @@ fn stored_taskbook_name(file: &std::path::Path) -> Option<String> {
 }
 
 pub async fn run_taskbook(client: &mut AdminClient, run: RemoteRun) -> Result<RunReport, CliError> {
-    let source = match stored_taskbook_name(&run.file) {
-        Some(name) => RunTaskBookRequest {
+    let source = match (&run.repo, stored_taskbook_name(&run.file)) {
+        (Some(repo), _) => RunTaskBookRequest {
+            repo: repo.clone(),
+            repo_path: run.file.to_string_lossy().into_owned(),
+            stored_taskbook_namespace: run.namespace.clone().unwrap_or_default(),
+            ..Default::default()
+        },
+        (None, Some(name)) => RunTaskBookRequest {
             stored_taskbook: name,
             stored_taskbook_namespace: run.namespace.clone().unwrap_or_default(),
             ..Default::default()
         },
-        None => {
+        (None, None) => {
             if run.namespace.is_some() {
                 return Err(CliError::Input(format!(
-                    "-n names the namespace of a stored TaskBook, but {} is a file",
+                    "-n names the namespace of a stored TaskBook or of --repo, but {} is a file here",
                     run.file.display()
                 )));
             }
-            let taskbook = TaskBook::load(&run.file)?;
+            let taskbook = TaskBook::load_with_repos(&run.file, &mut MasterReadsRepos)?;
             validate_taskbook(&taskbook)?;
             let bundle = Bundle::read(&run.file)?;
             RunTaskBookRequest {

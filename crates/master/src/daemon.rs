@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
+use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use weft_proto::adminapi::admin_api_server::AdminApiServer;
@@ -23,12 +24,14 @@ use weft_vpn::vpn_key::VpnKeyPair;
 use crate::api::adminapi::AdminApiService;
 use crate::api::pubapi::PubApiService;
 use crate::api::vpnapi::VpnApiService;
+use crate::api::webhook;
 use crate::api::{
     MasterContext, ADMINAPI_MAX_MESSAGE_BYTES, PUBAPI_MAX_MESSAGE_BYTES, VPNAPI_MAX_MESSAGE_BYTES,
 };
 use crate::core::beacons::{beacon_inputs_prefixes, BeaconPlanner};
 use crate::core::cron_jobs::CronJobEngine;
 use crate::core::events::{EventLog, DEFAULT_MAX_EVENTS};
+use crate::core::git_repositories::GitPoller;
 use crate::core::job::JobStore;
 use crate::core::job_runner::{JobRunner, RunnerConfig};
 use crate::core::join::Joiner;
@@ -41,6 +44,7 @@ use crate::core::secret_box::SecretBox;
 use crate::core::sessions::NodeSessions;
 use crate::core::token_registry::TokenRegistry;
 use crate::core::triggers::{TriggerBook, TriggerEngine};
+use crate::git_mirror::GitMirrorDir;
 use crate::init::{
     endpoint_host, read_settings, MasterSettings, CA_CERT_FILE, CA_KEY_FILE, CLUSTER_KEY_FILE,
     MASTER_CERT_FILE, MASTER_KEY_FILE, STORE_FILE,
@@ -68,6 +72,9 @@ pub struct MasterVpnOptions {
     /// The vpnapi's port on the master's VPN address.
     pub vpnapi_port: u16,
 }
+
+/// The folder of the GitRepository mirrors, in the data dir.
+pub const REPOS_DIR: &str = "repos";
 
 /// The master's WireGuard key, beside its other keys.
 pub const MASTER_VPN_KEY_FILE: &str = "vpn.key";
@@ -179,6 +186,7 @@ pub async fn run(
             scratch_dir: dir.join("scratch"),
             retention: options.retention,
         },
+        Arc::new(GitMirrorDir::new(dir.join(REPOS_DIR))),
     );
     let context = Arc::new(MasterContext {
         ca: ca.clone(),
@@ -235,8 +243,22 @@ pub async fn run(
     }
     {
         let context = context.clone();
+        let store = store.clone();
         leadership.spawn_while_leading("beacon updates", move || {
             send_beacon_changes(context.clone(), store.clone())
+        });
+    }
+    {
+        let context = context.clone();
+        let store = store.clone();
+        leadership.spawn_while_leading("GitRepository poll", move || {
+            GitPoller::new(
+                store.clone(),
+                context.objects.clone(),
+                context.events.clone(),
+                context.runner.clone(),
+            )
+            .run()
         });
     }
     tokio::spawn(hand_nodes_to_the_leader(
@@ -257,6 +279,7 @@ pub async fn run(
         &read_private(dir, MASTER_KEY_FILE)?,
         &ca_cert_pem,
     );
+    let tls_public = tls.clone();
     // Both listeners stop together.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop_signal = || {
@@ -273,18 +296,17 @@ pub async fn run(
         context: context.clone(),
     })
     .max_decoding_message_size(VPNAPI_MAX_MESSAGE_BYTES);
+    let hooks = webhook::router(context.clone());
     let adminapi = AdminApiServer::new(AdminApiService { context })
         .max_decoding_message_size(ADMINAPI_MAX_MESSAGE_BYTES);
-    let mut public_routes = tls_server(tls.clone())?
-        .add_service(pubapi)
-        .add_service(adminapi);
+    let mut public_routes = Routes::new(pubapi).add_service(adminapi);
     // Inside the mesh the vpnapi has a listener of its own, on the master's VPN
     // address only; without the mesh it shares the public one.
     let mesh_listener = match &mesh {
         Some(_) => {
             let address: SocketAddr = master_vpnapi_endpoint.parse().expect("built above");
             let incoming = bind(address)?;
-            let server = tls_server(tls)?.add_service(vpnapi);
+            let server = tls_server(tls.clone())?.add_service(vpnapi);
             Some(server.serve_with_incoming_shutdown(incoming, stop_signal()))
         }
         None => {
@@ -292,8 +314,12 @@ pub async fn run(
             None
         }
     };
-    let public_listener =
-        public_routes.serve_with_incoming_shutdown(bind(public_address)?, stop_signal());
+    // Webhook senders speak HTTP/1.1 as often as not (those that name no ALPN protocol
+    // get it; tonic's TLS offers `h2` alone).
+    let public_listener = tls_server(tls_public)?
+        .accept_http1(true)
+        .add_routes(Routes::from(public_routes.into_axum_router().merge(hooks)))
+        .serve_with_incoming_shutdown(bind(public_address)?, stop_signal());
     tracing::info!(address = %public_address, vpnapi = %master_vpnapi_endpoint, cluster = %settings.cluster_name, endpoint = %settings.master_public_endpoint, "master listening");
     let serving = async move {
         match mesh_listener {

@@ -2,17 +2,24 @@
 //! folder (the file itself, its includes, `templates/`, `files/`), read by the CLI and
 //! written out again under a private directory wherever it runs, so relative paths
 //! resolve there exactly as they did on the admin's machine.
+//!
+//! Files a run reads from GitRepositories travel in the same bundle, each repository's
+//! commit under `.repos/<name>/`: a hidden folder, which `Bundle::read` never takes
+//! from an admin's folder, so only the master puts files there.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
+use weft_taskbook::taskbook::RepoFiles;
 use weft_taskbook::{Error, TaskBook};
 
 /// Bounds on what one run may ship: enough for templates and small files, not a disk.
 pub const MAX_BUNDLE_BYTES: usize = 8 * 1024 * 1024;
 pub const MAX_BUNDLE_FILES: usize = 1000;
 const MAX_BUNDLE_DEPTH: usize = 8;
+/// The folder of a bundle that holds GitRepositories' files, one folder each.
+pub const REPOS_DIR: &str = ".repos";
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Bundle {
@@ -125,11 +132,41 @@ impl Bundle {
         Ok(dir.join(&self.taskbook_file))
     }
 
+    /// The bundle path of `path` in the GitRepository `repo`.
+    pub fn repo_path(repo: &str, path: &str) -> String {
+        format!("{REPOS_DIR}/{repo}/{path}")
+    }
+
+    /// The GitRepositories whose files this bundle carries.
+    pub fn repos(&self) -> BTreeSet<&str> {
+        self.files
+            .keys()
+            .filter_map(|path| path.strip_prefix(REPOS_DIR)?.strip_prefix('/'))
+            .filter_map(|rest| rest.split_once('/').map(|(repo, _)| repo))
+            .collect()
+    }
+
     /// Writes the bundle under `dir`, then reads and validates its TaskBook with the
-    /// modules' own checks. Errors name files as the bundle does, not by `dir`.
+    /// modules' own checks; repository includes read the repositories it carries.
+    /// Errors name files as the bundle does, not by `dir`.
     pub fn load_taskbook(&self, dir: &Path) -> Result<TaskBook, Error> {
+        self.load_taskbook_with(
+            dir,
+            &mut BundledRepos {
+                dir: dir.join(REPOS_DIR),
+            },
+        )
+    }
+
+    /// As `load_taskbook`, with repository includes found by `repos` (the master's,
+    /// which fetches what the bundle does not carry yet).
+    pub fn load_taskbook_with(
+        &self,
+        dir: &Path,
+        repos: &mut dyn RepoFiles,
+    ) -> Result<TaskBook, Error> {
         let loaded = self.write_to(dir).and_then(|file| {
-            let taskbook = TaskBook::load(&file)?;
+            let taskbook = TaskBook::load_with_repos(&file, repos)?;
             crate::validate_taskbook(&taskbook)?;
             Ok(taskbook)
         });
@@ -150,6 +187,24 @@ impl Bundle {
             ))
         })?;
         std::str::from_utf8(content).map_err(|_| Error::new("the TaskBook is not UTF-8 text"))
+    }
+}
+
+/// The repositories a bundle carries, written out under `dir`.
+struct BundledRepos {
+    dir: PathBuf,
+}
+
+impl RepoFiles for BundledRepos {
+    fn repo_dir(&mut self, repo: &str) -> Result<Option<PathBuf>, Error> {
+        let dir = self.dir.join(repo);
+        if dir.is_dir() {
+            return Ok(Some(dir));
+        }
+        Err(Error::new(format!(
+            "this run carries no files of the GitRepository `{repo}`"
+        ))
+        .with_hint("runs through the master read the repository's last fetched commit; run it with `weft run taskbook`"))
     }
 }
 

@@ -206,20 +206,78 @@ pub struct TaskBook {
 /// Includes nest at most this deep (a cycle is reported before that).
 const MAX_INCLUDE_DEPTH: usize = 16;
 
+/// Where `include: {repo: R, path: P}` finds the files of the GitRepository `R`: a
+/// folder that `P` is relative to. Only a master fetches repositories, so what this is
+/// depends on where the TaskBook is read.
+pub trait RepoFiles {
+    /// The folder holding `repo`'s files; `None` leaves repository includes to the
+    /// master, which reads them when the run starts. The error says why there is no
+    /// folder (it is reported at the include).
+    fn repo_dir(&mut self, repo: &str) -> Result<Option<PathBuf>>;
+}
+
+/// Reading a TaskBook with no master: repository includes are refused.
+pub struct NoRepos;
+
+impl RepoFiles for NoRepos {
+    fn repo_dir(&mut self, repo: &str) -> Result<Option<PathBuf>> {
+        Err(Error::new(format!(
+            "this include reads from the GitRepository `{repo}`, which only a master can fetch"
+        ))
+        .with_hint("run it through the master, or include a file: `{path: other.yml}`"))
+    }
+}
+
+/// Checking a TaskBook before it is sent to a master: repository includes are
+/// skipped here, and the master checks them.
+pub struct MasterReadsRepos;
+
+impl RepoFiles for MasterReadsRepos {
+    fn repo_dir(&mut self, _repo: &str) -> Result<Option<PathBuf>> {
+        Ok(None)
+    }
+}
+
+/// What a load carries down its includes.
+struct Loading<'a> {
+    chain: Vec<PathBuf>,
+    repos: &'a mut dyn RepoFiles,
+}
+
 impl TaskBook {
     /// Reads the one TaskBook in `file`, expanding file includes.
     pub fn load(file: &Path) -> Result<TaskBook> {
-        Self::load_nested(file, &mut Vec::new())
+        Self::load_with_repos(file, &mut NoRepos)
+    }
+
+    /// Reads the one TaskBook in `file`, expanding file includes and repository
+    /// includes from `repos`.
+    pub fn load_with_repos(file: &Path, repos: &mut dyn RepoFiles) -> Result<TaskBook> {
+        Self::load_nested(
+            file,
+            &mut Loading {
+                chain: Vec::new(),
+                repos,
+            },
+        )
     }
 
     /// Reads a TaskBook from source text (the file name is used for errors and paths).
     pub fn from_source(source: &str, file: &Path) -> Result<TaskBook> {
-        Self::from_source_nested(source, file, &mut vec![file.to_path_buf()])
+        Self::from_source_nested(
+            source,
+            file,
+            &mut Loading {
+                chain: vec![file.to_path_buf()],
+                repos: &mut NoRepos,
+            },
+        )
     }
 
-    fn load_nested(file: &Path, chain: &mut Vec<PathBuf>) -> Result<TaskBook> {
+    fn load_nested(file: &Path, loading: &mut Loading) -> Result<TaskBook> {
         let source = read_source(file)?;
         let canonical = file.canonicalize().unwrap_or_else(|_| file.to_path_buf());
+        let chain = &mut loading.chain;
         if chain.contains(&canonical) {
             return Err(Error::new(format!(
                 "include cycle: {}",
@@ -239,12 +297,12 @@ impl TaskBook {
             .in_file(file));
         }
         chain.push(canonical);
-        let taskbook = Self::from_source_nested(&source, file, chain);
-        chain.pop();
+        let taskbook = Self::from_source_nested(&source, file, loading);
+        loading.chain.pop();
         taskbook
     }
 
-    fn from_source_nested(source: &str, file: &Path, chain: &mut Vec<PathBuf>) -> Result<TaskBook> {
+    fn from_source_nested(source: &str, file: &Path, loading: &mut Loading) -> Result<TaskBook> {
         let mut taskbooks = Vec::new();
         for sourced in parse_objects(source, file)? {
             match sourced.object {
@@ -286,7 +344,9 @@ impl TaskBook {
         let mut steps = Vec::new();
         let mut vars = Vars::new();
         for include in &object.spec.include {
-            let included = load_include(include, file, chain)?;
+            let Some(included) = load_include(include, file, loading)? else {
+                continue;
+            };
             vars.extend(included.vars);
             steps.extend(included.steps);
         }
@@ -408,32 +468,58 @@ pub fn is_identifier(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// `None`: a repository include left to the master.
 fn load_include(
     include: &Spanned<Include>,
     file: &Path,
-    chain: &mut Vec<PathBuf>,
-) -> Result<TaskBook> {
+    loading: &mut Loading,
+) -> Result<Option<TaskBook>> {
     let at_include = |e: Error| {
         e.at(include.span())
             .under(PathSegment::Key("include".into()))
             .under(PathSegment::Key("spec".into()))
             .in_file(file)
     };
-    if let Some(repo) = &include.value.repo {
-        return Err(at_include(Error::new(format!(
-            "this include reads from the GitRepository `{repo}`, which only a master can fetch"
-        )))
-        .with_hint("run it through the master, or include a file: `{path: other.yml}`"));
-    }
-    let base = file.parent().unwrap_or(Path::new("."));
-    let path = base.join(&include.value.path);
-    if !path.is_file() {
-        return Err(at_include(Error::new(format!(
-            "included file `{}` does not exist",
-            path.display()
-        ))));
-    }
-    TaskBook::load_nested(&path, chain)
+    let path = match &include.value.repo {
+        Some(repo) => {
+            let relative = Path::new(&include.value.path);
+            if !relative
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(at_include(Error::new(format!(
+                    "`{}` is not a path inside the repository",
+                    include.value.path
+                )))
+                .with_hint("name a file from the repository's top, like `taskbooks/base.yml`"));
+            }
+            let Some(dir) = loading.repos.repo_dir(repo).map_err(at_include)? else {
+                return Ok(None);
+            };
+            let path = dir.join(relative);
+            if !path.is_file() {
+                return Err(at_include(Error::new(format!(
+                    "the GitRepository `{repo}` has no file `{}` in the commit this run reads",
+                    include.value.path
+                ))));
+            }
+            path
+        }
+        None => {
+            let path = file
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(&include.value.path);
+            if !path.is_file() {
+                return Err(at_include(Error::new(format!(
+                    "included file `{}` does not exist",
+                    path.display()
+                ))));
+            }
+            path
+        }
+    };
+    TaskBook::load_nested(&path, loading).map(Some)
 }
 
 /// Reads a TaskBook or object file, refusing what cannot be one.
@@ -472,4 +558,85 @@ pub fn read_source(file: &Path) -> Result<String> {
             .in_file(file)
             .with_hint("save it as UTF-8")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct OneRepo(PathBuf);
+
+    impl RepoFiles for OneRepo {
+        fn repo_dir(&mut self, repo: &str) -> Result<Option<PathBuf>> {
+            match repo {
+                "infra" => Ok(Some(self.0.clone())),
+                other => Err(Error::new(format!("no GitRepository `{other}`"))),
+            }
+        }
+    }
+
+    const BASE: &str = "apiVersion: weft/v1\nkind: TaskBook\nmetadata: {name: base}\nspec:\n  steps:\n    - name: from the repository\n      tasks: [{ping: {}}]\n";
+
+    fn site(dir: &Path, include: &str) -> PathBuf {
+        let file = dir.join("site.yml");
+        std::fs::write(
+            &file,
+            format!("apiVersion: weft/v1\nkind: TaskBook\nmetadata: {{name: site}}\nspec:\n  include:\n    - {include}\n  steps:\n    - name: own\n      tasks: [{{ping: {{}}}}]\n"),
+        )
+        .unwrap();
+        file
+    }
+
+    #[test]
+    fn repository_includes_read_where_the_lookup_says_and_errors_point_at_the_include() {
+        let repo = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(repo.path().join("taskbooks")).unwrap();
+        std::fs::write(repo.path().join("taskbooks/base.yml"), BASE).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut repos = OneRepo(repo.path().to_path_buf());
+
+        let file = site(dir.path(), "{repo: infra, path: taskbooks/base.yml}");
+        let taskbook = TaskBook::load_with_repos(&file, &mut repos).unwrap();
+        let names: Vec<_> = taskbook
+            .steps
+            .iter()
+            .map(|s| s.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["from the repository", "own"]);
+        assert_eq!(
+            taskbook.steps[0].file,
+            repo.path().join("taskbooks/base.yml")
+        );
+
+        let without_master = TaskBook::load(&file).unwrap_err();
+        assert!(
+            without_master.message.contains("only a master can fetch"),
+            "{without_master}"
+        );
+        assert_eq!(without_master.location(), format!("{}:6:7", file.display()));
+        let checked_here = TaskBook::load_with_repos(&file, &mut MasterReadsRepos).unwrap();
+        assert_eq!(checked_here.steps.len(), 1, "the master reads the include");
+
+        for (include, expected) in [
+            ("{repo: infra, path: nope.yml}", "has no file `nope.yml`"),
+            (
+                "{repo: infra, path: ../site.yml}",
+                "is not a path inside the repository",
+            ),
+            (
+                "{repo: infra, path: /etc/passwd}",
+                "is not a path inside the repository",
+            ),
+            ("{repo: other, path: base.yml}", "no GitRepository `other`"),
+        ] {
+            let file = site(dir.path(), include);
+            let error = TaskBook::load_with_repos(&file, &mut repos).unwrap_err();
+            assert!(error.message.contains(expected), "{include}: {error}");
+            assert_eq!(
+                error.location(),
+                format!("{}:6:7", file.display()),
+                "{include}"
+            );
+        }
+    }
 }

@@ -12,22 +12,24 @@ use weft_modules::bundle::Bundle;
 use weft_proto::adminapi::admin_api_server::AdminApi;
 use weft_proto::adminapi::{
     run_event, AppliedObject, ApplyObjectsRequest, ApplyObjectsResponse, CreateTokenRequest,
-    CreateTokenResponse, DeleteObjectRequest, DeleteObjectResponse, EventMessage, GetFactsRequest,
-    GetFactsResponse, GetJobRequest, GetNodeRequest, GetObjectsRequest, GetObjectsResponse, Job,
-    JobStarted, LabelNodeRequest, ListEventsRequest, ListJobsRequest, ListJobsResponse,
-    ListMastersRequest, ListMastersResponse, ListNodesRequest, ListNodesResponse, MasterInfo, Node,
-    NodeStepDone, RemoveNodeRequest, RemoveNodeResponse, ResolveVarsRequest, ResolveVarsResponse,
+    CreateTokenResponse, DeleteObjectRequest, DeleteObjectResponse, EventMessage,
+    FetchRepositoryRequest, FetchRepositoryResponse, GetFactsRequest, GetFactsResponse,
+    GetJobRequest, GetNodeRequest, GetObjectsRequest, GetObjectsResponse, Job, JobStarted,
+    LabelNodeRequest, ListEventsRequest, ListJobsRequest, ListJobsResponse, ListMastersRequest,
+    ListMastersResponse, ListNodesRequest, ListNodesResponse, MasterInfo, Node, NodeStepDone,
+    RemoveNodeRequest, RemoveNodeResponse, ResolveVarsRequest, ResolveVarsResponse,
     RunCronJobRequest, RunCronJobResponse, RunEvent, RunTaskBookRequest, SetNodeVarsRequest,
     SetNodeVarsResponse, StepStarted, StoredObject,
 };
 use weft_taskbook::objects::{kind_named, parse_objects, validate_labels, AnyObject, KINDS};
 use weft_taskbook::selector::NodeSelector;
-use weft_taskbook::taskbook::is_identifier;
+use weft_taskbook::taskbook::{is_identifier, TaskBookRef};
 use weft_taskbook::Vars;
 
 use super::{unix_ms, MasterContext};
 use crate::core::cron_jobs::CronJobError;
 use crate::core::events::{EventFilter, EventRecord};
+use crate::core::git_repositories::{GitError, RepoId};
 use crate::core::job::{JobOrigin, JobRecord, JobStoreError};
 use crate::core::job_runner::{JobEvent, RunError, RunRequest, RunScope};
 use crate::core::node_registry::NodeRecord;
@@ -53,6 +55,14 @@ const MAX_EVENT_LIMIT: usize = 10_000;
 
 fn internal(error: impl std::fmt::Display) -> Status {
     Status::internal(error.to_string())
+}
+
+fn run_status(error: RunError) -> Status {
+    match error {
+        RunError::Input(_) => Status::invalid_argument(error.to_string()),
+        RunError::Objects(error) => object_status(*error),
+        other => internal(other),
+    }
 }
 
 fn object_status(error: ObjectError) -> Status {
@@ -127,30 +137,8 @@ impl<S: Store + Clone> AdminApiService<S> {
         }
     }
 
-    /// A stored TaskBook as a bundle of one file, the document as it was applied.
-    async fn stored_taskbook_bundle(&self, name: &str, namespace: &str) -> Result<Bundle, Status> {
-        let namespace = namespace_for("TaskBook", non_empty(namespace));
-        let stored = self
-            .context
-            .objects
-            .get("TaskBook", namespace.as_deref(), name)
-            .await
-            .map_err(object_status)?
-            .ok_or_else(|| {
-                object_status(ObjectError::NotFound {
-                    kind: "TaskBook".into(),
-                    namespace: namespace.clone(),
-                    name: name.into(),
-                })
-            })?;
-        let file = format!("{name}.yml");
-        Ok(Bundle {
-            files: [(file.clone(), stored.record.document.into_bytes().into())].into(),
-            taskbook_file: file,
-        })
-    }
-
-    /// What the master knows of an object beyond its spec: a CronJob's runs.
+    /// What the master knows of an object beyond its spec: a CronJob's runs, a
+    /// GitRepository's last fetch.
     async fn object_status(&self, object: &CoreStoredObject) -> Result<Option<Value>, Status> {
         match object.object().map_err(internal)? {
             AnyObject::CronJob(cron_job) => {
@@ -171,6 +159,20 @@ impl<S: Store + Clone> AdminApiService<S> {
                     .await
                     .map_err(internal)?;
                 Ok(Some(status))
+            }
+            AnyObject::GitRepository(_) => {
+                let repo = RepoId {
+                    namespace: object.record.namespace.clone().unwrap_or_default(),
+                    name: object.record.name.clone(),
+                };
+                let status = self
+                    .context
+                    .runner
+                    .repos()
+                    .status(&repo)
+                    .await
+                    .map_err(internal)?;
+                Ok(Some(serde_json::to_value(status).map_err(internal)?))
             }
             _ => Ok(None),
         }
@@ -345,22 +347,48 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
             .map_err(|e| {
                 Status::invalid_argument(format!("extra variables must be JSON objects: {e}"))
             })?;
-        // A stored TaskBook reads its own namespace's variables and secrets.
-        let scope = RunScope::Namespace(non_empty(&request.stored_taskbook).and_then(|_| {
-            namespace_for("TaskBook", non_empty(&request.stored_taskbook_namespace))
-        }));
-        let bundle = match non_empty(&request.stored_taskbook) {
-            Some(name) => {
-                self.stored_taskbook_bundle(name, &request.stored_taskbook_namespace)
-                    .await?
+        // A stored TaskBook, or one from a repository, reads its own namespace's
+        // variables and secrets.
+        let named = match (
+            non_empty(&request.stored_taskbook),
+            non_empty(&request.repo),
+        ) {
+            (Some(name), _) => Some(TaskBookRef {
+                name: Some(name.to_string()),
+                ..TaskBookRef::default()
+            }),
+            (None, Some(repo)) => Some(TaskBookRef {
+                repo: Some(repo.to_string()),
+                path: Some(request.repo_path.clone()),
+                ..TaskBookRef::default()
+            }),
+            (None, None) => None,
+        };
+        let (bundle, commits, scope) = match named {
+            Some(taskbook) => {
+                let namespace =
+                    namespace_for("TaskBook", non_empty(&request.stored_taskbook_namespace))
+                        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+                let (bundle, commits) = self
+                    .context
+                    .runner
+                    .bundle_for(&taskbook, &namespace)
+                    .await
+                    .map_err(run_status)?;
+                (bundle, commits, RunScope::Namespace(Some(namespace)))
             }
-            None => Bundle {
-                taskbook_file: request.taskbook_file,
-                files: request.files.into_iter().collect(),
-            },
+            None => (
+                Bundle {
+                    taskbook_file: request.taskbook_file,
+                    files: request.files.into_iter().collect(),
+                },
+                Default::default(),
+                RunScope::Namespace(None),
+            ),
         };
         let run = RunRequest {
             bundle,
+            commits,
             check_mode: request.check_mode,
             diff: request.diff,
             tags: request.tags,
@@ -371,15 +399,7 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
             scope,
             ..RunRequest::default()
         };
-        let events = self
-            .context
-            .runner
-            .start(run)
-            .await
-            .map_err(|error| match error {
-                RunError::Input(_) => Status::invalid_argument(error.to_string()),
-                other => internal(other),
-            })?;
+        let events = self.context.runner.start(run).await.map_err(run_status)?;
         let stream = UnboundedReceiverStream::new(events).map(|event| Ok(run_event(event)));
         Ok(Response::new(Box::pin(stream)))
     }
@@ -588,10 +608,7 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
             .runner
             .node_vars(namespace, &request.node_name)
             .await
-            .map_err(|error| match error {
-                RunError::Input(_) => Status::invalid_argument(error.to_string()),
-                other => internal(other),
-            })?;
+            .map_err(run_status)?;
         let resolved_json = serde_json::json!({
             "node": request.node_name,
             "namespace": namespace,
@@ -678,6 +695,31 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
             leader_name: self.context.leadership.state().leader.unwrap_or_default(),
             answered_by: self.context.master_name.clone(),
         }))
+    }
+
+    async fn fetch_repository(
+        &self,
+        request: Request<FetchRepositoryRequest>,
+    ) -> Result<Response<FetchRepositoryResponse>, Status> {
+        MasterContext::<S>::require_admin(&request)?;
+        let request = request.into_inner();
+        let repo = RepoId {
+            namespace: non_empty(&request.namespace)
+                .unwrap_or(DEFAULT_NAMESPACE)
+                .to_string(),
+            name: request.name,
+        };
+        self.context
+            .runner
+            .repos()
+            .request_fetch(&repo)
+            .await
+            .map_err(|error| match error {
+                GitError::NotFound { .. } => Status::not_found(error.to_string()),
+                other => internal(other),
+            })?;
+        tracing::info!(namespace = %repo.namespace, repo = %repo.name, "GitRepository fetch asked for");
+        Ok(Response::new(FetchRepositoryResponse {}))
     }
 
     async fn delete_object(

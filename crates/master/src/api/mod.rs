@@ -4,6 +4,7 @@
 pub mod adminapi;
 pub mod pubapi;
 pub mod vpnapi;
+pub mod webhook;
 
 use std::sync::Arc;
 

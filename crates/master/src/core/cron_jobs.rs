@@ -18,7 +18,6 @@ use super::job::{JobOrigin, JobState, JobStore, JobStoreError};
 use super::job_runner::{JobEvent, JobRunner, RunRequest, RunScope};
 use super::objects::{ObjectError, ObjectRegistry};
 use super::record::{decode, encode, CorruptRecord};
-use super::taskbook_bundles::bundle_for;
 use crate::store::{Precondition, Store, StoreError};
 
 const STATUS_PREFIX: &str = "/cronjob-status/";
@@ -251,7 +250,9 @@ impl<S: Store + Clone> CronJobEngine<S> {
         name: &str,
         spec: &CronJobSpec,
     ) -> Result<String, CronJobError> {
-        let (bundle, commits) = bundle_for(&self.objects, &spec.taskbook, namespace)
+        let (bundle, commits) = self
+            .runner
+            .bundle_for(&spec.taskbook, namespace)
             .await
             .map_err(|e| CronJobError::Run(e.to_string()))?;
         let request = RunRequest {

@@ -14,23 +14,24 @@ use futures_util::future::join_all;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use weft_modules::bundle::Bundle;
-use weft_taskbook::objects::{JobRetention, NodeGroupSpec};
+use weft_modules::bundle::{Bundle, REPOS_DIR};
+use weft_taskbook::objects::{AnyObject, JobRetention, NodeGroupSpec};
 use weft_taskbook::report::{unix_ms_now, RunReport, TaskResult};
 use weft_taskbook::rollout::plan_batches;
 use weft_taskbook::secrets::{mask_result, mask_secrets};
 use weft_taskbook::selector::NodeSelector;
-use weft_taskbook::taskbook::{Rollout, RolloutMode};
+use weft_taskbook::taskbook::{RepoFiles, Rollout, RolloutMode, TaskBookRef};
 use weft_taskbook::{Error, Step, TaskBook, Vars};
 
 use super::cluster_inputs::ClusterInputs;
 use super::events::{types, EventCause, EventLog, NewEvent};
+use super::git_repositories::{GitMirrors, RepoId, RepoReader, RepoState};
 use super::job::{
     new_job_id, unreachable_result, JobJournal, JobOrigin, JobRecord, JobState, JobStepPlan,
     JobStore, NodeStepRecord, NodeStepState, StepAssignment,
 };
 use super::node_registry::{NodeRecord, NodeRegistry, NodeRegistryError};
-use super::objects::{ObjectError, ObjectRegistry, DEFAULT_NAMESPACE};
+use super::objects::{namespace_for, ObjectError, ObjectRegistry, DEFAULT_NAMESPACE};
 use super::record::CorruptRecord;
 use super::sessions::{NodeSessions, StepEvent};
 use crate::store::{Store, StoreError};
@@ -107,6 +108,35 @@ pub enum RunError {
     Objects(Box<ObjectError>),
 }
 
+impl From<super::git_repositories::GitError> for RunError {
+    fn from(error: super::git_repositories::GitError) -> Self {
+        use super::git_repositories::GitError;
+        match error {
+            GitError::Store(e) => RunError::Store(e),
+            GitError::Corrupt(e) => RunError::Corrupt(e),
+            GitError::Objects(e) => RunError::Objects(Box::new(e)),
+            not_found @ GitError::NotFound { .. } => {
+                RunError::Input(Error::new(not_found.to_string()))
+            }
+        }
+    }
+}
+
+/// A run checked and planned, not started yet.
+pub struct PlannedRun {
+    request: RunRequest,
+    taskbook: TaskBook,
+    views: BTreeMap<String, NodeView>,
+    inputs: ClusterInputs,
+    job: JobRecord,
+}
+
+impl PlannedRun {
+    pub fn job_id(&self) -> &str {
+        &self.job.job_id
+    }
+}
+
 pub struct RunnerConfig {
     /// Private scratch space where bundles are unpacked to be read.
     pub scratch_dir: PathBuf,
@@ -128,6 +158,7 @@ pub(super) struct Inner<S> {
     cancels: Mutex<HashMap<String, Arc<Mutex<Option<String>>>>>,
     journal: JobJournal,
     config: RunnerConfig,
+    repos: RepoReader<S>,
 }
 
 /// A node as the run sees it when it starts.
@@ -143,9 +174,11 @@ impl<S: Store + Clone> JobRunner<S> {
         sessions: Arc<NodeSessions>,
         events: EventLog<S>,
         config: RunnerConfig,
+        mirrors: Arc<dyn GitMirrors>,
     ) -> Self {
         JobRunner {
             inner: Arc::new(Inner {
+                repos: RepoReader::new(store.clone(), objects.clone(), mirrors),
                 objects,
                 events,
                 cancels: Mutex::default(),
@@ -160,6 +193,10 @@ impl<S: Store + Clone> JobRunner<S> {
 
     pub fn jobs(&self) -> &JobStore<S> {
         &self.inner.jobs
+    }
+
+    pub fn repos(&self) -> &RepoReader<S> {
+        &self.inner.repos
     }
 
     /// Stops a running job from starting any more nodes or steps; steps already on a
@@ -182,8 +219,69 @@ impl<S: Store + Clone> JobRunner<S> {
         &self,
         request: RunRequest,
     ) -> Result<mpsc::UnboundedReceiver<JobEvent>, RunError> {
+        let planned = self.plan(request).await?;
+        Ok(self.launch(planned).await)
+    }
+
+    /// The bundle of a TaskBook named by another object, and the commits it was read
+    /// from: a stored TaskBook (`{name}`, in `namespace`), or a file of a
+    /// GitRepository of `namespace` at its last fetched commit (`{repo, path}`).
+    /// Repository includes are read when the run starts.
+    pub async fn bundle_for(
+        &self,
+        taskbook: &TaskBookRef,
+        namespace: &str,
+    ) -> Result<(Bundle, BTreeMap<String, String>), RunError> {
+        match (&taskbook.name, &taskbook.repo, &taskbook.path) {
+            (Some(name), None, None) => Ok((self.stored_bundle(name, namespace).await?, BTreeMap::new())),
+            (None, Some(repo), Some(path)) => {
+                let id = RepoId {
+                    namespace: namespace.to_string(),
+                    name: repo.clone(),
+                };
+                let states = self.inner.repos.states(namespace).await?;
+                let commit = fetched_commit(&states, repo, namespace).map_err(RunError::Input)?;
+                let bundle = self.inner.repos.bundle_at(&id, &commit, path).await?;
+                Ok((bundle, [(repo.clone(), commit)].into()))
+            }
+            _ => Err(RunError::Input(Error::new(
+                "a TaskBook is named either by `name` (a stored TaskBook) or by `repo` and `path` (a file in a GitRepository)",
+            ))),
+        }
+    }
+
+    /// A stored TaskBook as a bundle of one file, the document as it was applied.
+    async fn stored_bundle(&self, name: &str, namespace: &str) -> Result<Bundle, RunError> {
+        let namespace = namespace_for("TaskBook", Some(namespace));
+        let stored = self
+            .inner
+            .objects
+            .get("TaskBook", namespace.as_deref(), name)
+            .await
+            .map_err(|e| RunError::Objects(Box::new(e)))?
+            .ok_or_else(|| {
+                RunError::Objects(Box::new(ObjectError::NotFound {
+                    kind: "TaskBook".into(),
+                    namespace: namespace.clone(),
+                    name: name.into(),
+                }))
+            })?;
+        let file = format!("{name}.yml");
+        Ok(Bundle {
+            files: [(file.clone(), stored.record.document.into_bytes().into())].into(),
+            taskbook_file: file,
+        })
+    }
+
+    /// Everything `start` checks, with nothing started or recorded: a caller with several
+    /// runs to start together starts none when one of them is refused.
+    pub async fn plan(&self, mut request: RunRequest) -> Result<PlannedRun, RunError> {
         request.bundle.validate().map_err(RunError::Input)?;
-        let taskbook = self.load(&request.bundle).await?;
+        let repo_namespace = match &request.scope {
+            RunScope::Namespace(Some(namespace)) => namespace.clone(),
+            _ => top_namespace(&request.bundle),
+        };
+        let taskbook = self.load(&mut request, &repo_namespace).await?;
         let views = self.node_views().await?;
         let mut step_plans = Vec::new();
         for (index, step) in taskbook.steps.iter().enumerate() {
@@ -216,9 +314,27 @@ impl<S: Store + Clone> JobRunner<S> {
             finished_unix_ms: None,
             steps: step_plans,
             message: None,
-            origin: request.origin,
-            commits: request.commits,
+            origin: request.origin.clone(),
+            commits: request.commits.clone(),
         };
+        Ok(PlannedRun {
+            request,
+            taskbook,
+            views,
+            inputs,
+            job,
+        })
+    }
+
+    /// Records a planned job and starts it.
+    pub async fn launch(&self, planned: PlannedRun) -> mpsc::UnboundedReceiver<JobEvent> {
+        let PlannedRun {
+            request,
+            taskbook,
+            views,
+            inputs,
+            job,
+        } = planned;
         // Written before anything runs, so a crash from here on leaves a job to interrupt.
         self.inner.journal.job(&job);
         self.inner.journal.flush().await;
@@ -252,21 +368,52 @@ impl<S: Store + Clone> JobRunner<S> {
             job,
         };
         tokio::spawn(run.run(taskbook));
-        Ok(receiver)
+        receiver
     }
 
-    async fn load(&self, bundle: &Bundle) -> Result<TaskBook, RunError> {
+    /// Reads the request's TaskBook. Repository includes read the GitRepositories of
+    /// `namespace` at their last fetched commit (or the commit the request names); the
+    /// files read join the bundle, so the nodes read the same, and their commits join
+    /// the request's.
+    async fn load(&self, request: &mut RunRequest, namespace: &str) -> Result<TaskBook, RunError> {
+        if let Some(repo) = request
+            .bundle
+            .repos()
+            .into_iter()
+            .find(|repo| !request.commits.contains_key(*repo))
+        {
+            return Err(RunError::Input(Error::new(format!(
+                "the bundle carries files under `{REPOS_DIR}/{repo}/` without the commit they are from; that folder is the master's"
+            ))));
+        }
+        let states = self.inner.repos.states(namespace).await?;
         let scratch = self.inner.config.scratch_dir.clone();
-        let bundle = bundle.clone();
-        tokio::task::spawn_blocking(move || {
+        let bundle = request.bundle.clone();
+        let mut repos = MasterRepos {
+            namespace: namespace.to_string(),
+            states,
+            read: request.commits.clone(),
+            added: BTreeMap::new(),
+            mirrors: self.inner.repos.mirrors(),
+            dir: PathBuf::new(),
+        };
+        let (taskbook, repos) = tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&scratch)
                 .map_err(|e| RunError::Scratch(format!("{}: {e}", scratch.display())))?;
             let dir = tempfile::tempdir_in(&scratch)
                 .map_err(|e| RunError::Scratch(format!("{}: {e}", scratch.display())))?;
-            bundle.load_taskbook(dir.path()).map_err(RunError::Input)
+            repos.dir = dir.path().join(REPOS_DIR);
+            let taskbook = bundle
+                .load_taskbook_with(dir.path(), &mut repos)
+                .map_err(RunError::Input)?;
+            Ok::<_, RunError>((taskbook, repos))
         })
         .await
-        .map_err(|e| RunError::Scratch(e.to_string()))?
+        .map_err(|e| RunError::Scratch(e.to_string()))??;
+        request.bundle.files.extend(repos.added);
+        request.commits = repos.read;
+        request.bundle.validate().map_err(RunError::Input)?;
+        Ok(taskbook)
     }
 
     async fn node_views(&self) -> Result<BTreeMap<String, NodeView>, RunError> {
@@ -814,6 +961,102 @@ impl<S: Store + Clone> JobRun<S> {
     }
 }
 
+/// The namespace a TaskBook names for itself, else `default`; a file that does not parse
+/// is reported when it is loaded.
+fn top_namespace(bundle: &Bundle) -> String {
+    bundle
+        .taskbook_source()
+        .ok()
+        .and_then(|source| {
+            weft_taskbook::objects::parse_objects(
+                source,
+                std::path::Path::new(&bundle.taskbook_file),
+            )
+            .ok()
+        })
+        .and_then(|objects| {
+            objects
+                .into_iter()
+                .find_map(|sourced| match sourced.object {
+                    AnyObject::TaskBook(taskbook) => taskbook.metadata.namespace,
+                    _ => None,
+                })
+        })
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
+}
+
+/// The last fetched commit of `repo`, or why there is none.
+fn fetched_commit(
+    states: &BTreeMap<String, RepoState>,
+    repo: &str,
+    namespace: &str,
+) -> Result<String, Error> {
+    match states.get(repo) {
+        Some(RepoState::Fetched(commit)) => Ok(commit.clone()),
+        Some(RepoState::NeverFetched { last_error }) => Err(Error::new(format!(
+            "the GitRepository `{repo}` has not been fetched yet{}",
+            last_error
+                .as_ref()
+                .map(|e| format!(" (the last fetch failed: {e})"))
+                .unwrap_or_default()
+        ))
+        .with_hint(format!(
+            "`weft get gitrepositories {repo} -n {namespace}` shows its status"
+        ))),
+        None => Err(Error::new(format!(
+            "no GitRepository `{repo}` in namespace `{namespace}`"
+        ))
+        .with_hint(format!(
+            "`weft get gitrepositories -n {namespace}` lists them; a run reads the repositories of its own namespace"
+        ))),
+    }
+}
+
+/// Repository includes as the master reads them: each repository once per run, at the
+/// commit the run already read it at, else at its last fetched commit.
+struct MasterRepos {
+    namespace: String,
+    states: BTreeMap<String, RepoState>,
+    /// Commit by repository, of those read so far.
+    read: BTreeMap<String, String>,
+    /// The files of repositories read from their mirrors, by bundle path.
+    added: BTreeMap<String, bytes::Bytes>,
+    mirrors: Arc<dyn GitMirrors>,
+    /// Where the bundle's repositories are written out.
+    dir: PathBuf,
+}
+
+impl RepoFiles for MasterRepos {
+    fn repo_dir(&mut self, repo: &str) -> Result<Option<PathBuf>, Error> {
+        let dir = self.dir.join(repo);
+        if self.read.contains_key(repo) {
+            return Ok(Some(dir));
+        }
+        let commit = fetched_commit(&self.states, repo, &self.namespace)?;
+        let id = RepoId {
+            namespace: self.namespace.clone(),
+            name: repo.to_string(),
+        };
+        let files = self
+            .mirrors
+            .read_commit(&id, &commit)
+            .map_err(|e| Error::new(format!("the GitRepository `{repo}` cannot be read: {e}")))?;
+        for (path, content) in files {
+            let target = dir.join(&path);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    Error::new(format!("cannot create the folder: {e}")).in_file(parent)
+                })?;
+            }
+            std::fs::write(&target, &content)
+                .map_err(|e| Error::new(format!("cannot write the file: {e}")).in_file(&target))?;
+            self.added.insert(Bundle::repo_path(repo, &path), content);
+        }
+        self.read.insert(repo.to_string(), commit);
+        Ok(Some(dir))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicUsize;
@@ -917,6 +1160,9 @@ mod tests {
                 scratch_dir: scratch.path().to_path_buf(),
                 retention: JobRetention::default(),
             },
+            Arc::new(crate::git_mirror::GitMirrorDir::new(
+                scratch.path().join("repos"),
+            )),
         );
         let source = format!(
             "apiVersion: weft/v1\nkind: TaskBook\nmetadata: {{name: t}}\nspec:\n  steps:\n    - rollout: {rollout}\n      tasks:\n        - ping: {{}}\n"

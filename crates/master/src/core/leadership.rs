@@ -156,6 +156,21 @@ mod tests {
     use crate::store::SqliteStore;
 
     #[tokio::test]
+    async fn a_solo_master_keeps_its_duties_though_nobody_reports_leadership() {
+        let leadership = Leadership::solo("m1").0;
+        let (done, mut ran) = tokio::sync::mpsc::unbounded_channel();
+        leadership.spawn_while_leading("test", move || {
+            let done = done.clone();
+            async move {
+                tokio::task::yield_now().await;
+                let _ = done.send(());
+                std::future::pending::<()>().await
+            }
+        });
+        assert_eq!(ran.recv().await, Some(()));
+    }
+
+    #[tokio::test]
     async fn nodes_learn_every_master_with_the_leader_first() {
         let registry = MasterRegistry::new(SqliteStore::open_in_memory().unwrap());
         for name in ["m1", "m2", "m3"] {

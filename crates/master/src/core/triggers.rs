@@ -27,7 +27,6 @@ use super::job::JobOrigin;
 use super::job_runner::{JobEvent, JobRunner, RunRequest, RunScope};
 use super::objects::{ObjectError, ObjectRegistry};
 use super::record::{decode, encode, CorruptRecord};
-use super::taskbook_bundles::bundle_for;
 use crate::store::{Entry, Operation, Precondition, Store, StoreError};
 
 const STATE_PREFIX: &str = "/trigger-state/";
@@ -422,7 +421,9 @@ impl<S: Store + Clone> TriggerEngine<S> {
 
     async fn request(&self, firing: &Firing) -> Result<RunRequest, String> {
         let run = &firing.spec.run;
-        let (bundle, commits) = bundle_for(&self.objects, &run.taskbook, &firing.namespace)
+        let (bundle, commits) = self
+            .runner
+            .bundle_for(&run.taskbook, &firing.namespace)
             .await
             .map_err(|e| e.to_string())?;
         let nodes_override = match run.on {
