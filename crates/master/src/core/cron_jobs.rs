@@ -526,6 +526,9 @@ mod tests {
                 scratch_dir: scratch.path().to_path_buf(),
                 retention: JobRetention::default(),
             },
+            Arc::new(crate::git_mirror::GitMirrorDir::new(
+                scratch.path().join("repos"),
+            )),
         );
         let engine = CronJobEngine {
             store,
@@ -576,21 +579,18 @@ mod tests {
 
     #[tokio::test]
     async fn replace_cancels_the_running_one_and_allow_runs_both() {
-        let (engine, _scratch) = engine("replace", Duration::from_millis(300)).await;
-        let now = SystemTime::now();
-        engine.tick(now + Duration::from_secs(25)).await.unwrap();
-        engine.tick(now + Duration::from_secs(35)).await.unwrap();
-        settle(&engine).await;
-        let states: Vec<JobState> = jobs(&engine).await.into_iter().map(|(_, s)| s).collect();
-        assert_eq!(states, [JobState::Cancelled, JobState::Succeeded]);
-
-        let (engine, _scratch) = engine("allow", Duration::from_millis(300)).await;
-        let now = SystemTime::now();
-        engine.tick(now + Duration::from_secs(25)).await.unwrap();
-        engine.tick(now + Duration::from_secs(35)).await.unwrap();
-        settle(&engine).await;
-        let states: Vec<JobState> = jobs(&engine).await.into_iter().map(|(_, s)| s).collect();
-        assert_eq!(states, [JobState::Succeeded, JobState::Succeeded]);
+        for (policy, first) in [
+            ("replace", JobState::Cancelled),
+            ("allow", JobState::Succeeded),
+        ] {
+            let (cron, _scratch) = engine(policy, Duration::from_millis(300)).await;
+            let now = SystemTime::now();
+            cron.tick(now + Duration::from_secs(25)).await.unwrap();
+            cron.tick(now + Duration::from_secs(35)).await.unwrap();
+            settle(&cron).await;
+            let states: Vec<JobState> = jobs(&cron).await.into_iter().map(|(_, s)| s).collect();
+            assert_eq!(states, [first, JobState::Succeeded], "{policy}");
+        }
     }
 
     #[tokio::test]
