@@ -15,6 +15,7 @@ mod debug;
 mod fail;
 mod file;
 mod files;
+mod git;
 mod lineinfile;
 mod ping;
 mod process;
@@ -37,6 +38,7 @@ static MODULES: &[&dyn DynModule] = &[
     &debug::Debug,
     &fail::Fail,
     &file::File,
+    &git::Git,
     &lineinfile::LineInFile,
     &ping::Ping,
     &set_var::SetVar,
