@@ -24,8 +24,14 @@ pub const MODULE_PATH_ENV: &str = "WEFT_MODULE_PATH";
 pub struct ModuleDirs(Vec<PathBuf>);
 
 impl ModuleDirs {
+    /// Relative directories are taken from the current one, now: modules run in the
+    /// TaskBook's folder.
     pub fn new(dirs: impl IntoIterator<Item = PathBuf>) -> Self {
-        ModuleDirs(dirs.into_iter().collect())
+        ModuleDirs(
+            dirs.into_iter()
+                .map(|dir| std::path::absolute(&dir).unwrap_or(dir))
+                .collect(),
+        )
     }
 
     /// `$WEFT_MODULE_PATH` when set, else the default directories.
