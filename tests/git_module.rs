@@ -94,6 +94,17 @@ impl Upstream {
         (result, output.status.code().unwrap())
     }
 
+    /// Runs a book whose task must fail (exit status 2) and returns its message.
+    fn fails(&self, repo: &str, extra: &str) -> String {
+        let (result, code) = self.run_with(repo, extra, &[]);
+        assert_eq!(
+            (result["status"].as_str(), code),
+            (Some("failed"), 2),
+            "{result}"
+        );
+        result["msg"].as_str().unwrap().to_string()
+    }
+
     fn checked_out(&self) -> String {
         std::fs::read_to_string(self.dest().join("a.txt")).unwrap()
     }
@@ -163,14 +174,8 @@ fn local_changes_fail_unless_forced_away() {
     std::fs::write(upstream.dest().join("a.txt"), "edited").unwrap();
     std::fs::write(upstream.dest().join("untracked.txt"), "mine").unwrap();
 
-    let (result, code) = upstream.run("", &[]);
     assert_eq!(
-        (result["status"].as_str(), code),
-        (Some("failed"), 2),
-        "{result}"
-    );
-    assert_eq!(
-        result["msg"],
+        upstream.fails(&upstream.url(), ""),
         format!(
             "{} has local changes to a.txt; commit or undo them, or set `force: true` to discard them",
             upstream.dest().display()
@@ -247,31 +252,21 @@ fn bad_versions_repositories_and_dests_fail_clearly_and_change_nothing() {
     let upstream = Upstream::new();
     upstream.push("one");
 
-    let (result, code) = upstream.run(", version: no-such-branch", &[]);
+    let url = upstream.url();
     assert_eq!(
-        (result["status"].as_str(), code),
-        (Some("failed"), 2),
-        "{result}"
-    );
-    assert_eq!(
-        result["msg"],
-        format!(
-            "`version` no-such-branch is not a branch or tag of {}, nor a commit id",
-            upstream.url()
-        )
+        upstream.fails(&url, ", version: no-such-branch"),
+        format!("`version` no-such-branch is not a branch or tag of {url}, nor a commit id")
     );
     assert!(!upstream.dest().exists());
 
-    let (result, _) = upstream.run(", version: deadbeef", &[]);
     assert_eq!(
-        result["msg"],
+        upstream.fails(&url, ", version: deadbeef"),
         "unknown revision: commit deadbeef is not a commit on any branch or tag of the repository"
     );
     assert!(!upstream.dest().exists(), "a failed clone leaves nothing");
 
     let missing = format!("file://{}/absent.git", upstream.work.path().display());
-    let (result, _) = upstream.run_with(&missing, "", &[]);
-    let msg = result["msg"].as_str().unwrap();
+    let msg = upstream.fails(&missing, "");
     assert!(
         msg.starts_with(&format!("cannot reach the repository {missing}: ")),
         "{msg}"
@@ -280,9 +275,8 @@ fn bad_versions_repositories_and_dests_fail_clearly_and_change_nothing() {
     std::fs::create_dir_all(upstream.dest()).unwrap();
     std::fs::write(upstream.dest().join("notes.txt"), "keep").unwrap();
     let before = snapshot(&upstream.dest());
-    let (result, _) = upstream.run("", &[]);
     assert_eq!(
-        result["msg"],
+        upstream.fails(&url, ""),
         format!(
             "dest {} exists and is not a git repository; remove it, or choose another dest",
             upstream.dest().display()
