@@ -1,11 +1,13 @@
 //! Custom modules through the real binary: executables in module directories given by
-//! `WEFT_MODULE_PATH`, speaking JSON on stdin and stdout.
+//! `WEFT_MODULE_PATH`, speaking JSON on stdin and stdout, in local runs and on a
+//! cluster's nodes.
 
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use common::cluster::{assert_success, taskbook, Cluster};
 use common::{json_report, local_command, snapshot, statuses, stderr};
 use serde_json::Value;
 
@@ -292,4 +294,64 @@ fn unusable_or_unknown_modules_are_refused_before_anything_runs() {
         }
         assert!(!witness.exists(), "{task}: nothing ran");
     }
+}
+
+#[test]
+fn on_a_cluster_the_nodes_have_the_modules_and_one_without_fails_that_task() {
+    let cluster = Cluster::start(&["node-a", "node-b"]);
+    let modules = cluster.minion_modules("node-a");
+    std::fs::create_dir_all(&modules).unwrap();
+    module(
+        &modules,
+        "whereami",
+        "#!/bin/sh\necho '{\"changed\": false, \"msg\": \"here\", \"place\": \"a\"}'\n",
+    );
+    let book = taskbook(
+        cluster.dir.path(),
+        "custom",
+        "apiVersion: weft/v1\nkind: TaskBook\nmetadata: {name: custom}\nspec:\n  steps:\n    - name: s\n      tasks:\n        - name: where\n          whereami: {}\n",
+    );
+
+    // Neither the CLI nor the master has `whereami`, and both let it through.
+    let (report, output) = cluster.run(&book, &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let result = |node: &str| {
+        report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["node"] == node)
+            .cloned()
+            .unwrap_or_else(|| panic!("no result for {node}: {report:#}"))
+    };
+    assert_eq!(result("node-a")["status"], "ok");
+    assert_eq!(result("node-a")["msg"], "here");
+    assert_eq!(result("node-a")["output"]["place"], "a");
+    assert_eq!(result("node-b")["status"], "failed");
+    assert!(
+        result("node-b")["msg"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(
+                "no module `whereami`: not built in and not found in {}",
+                cluster.minion_modules("node-b").display()
+            )),
+        "{}",
+        result("node-b")
+    );
+
+    // A likely typo of a builtin is still refused before anything is sent.
+    let typo = taskbook(
+        cluster.dir.path(),
+        "typo",
+        "apiVersion: weft/v1\nkind: TaskBook\nmetadata: {name: typo}\nspec:\n  steps:\n    - name: s\n      tasks:\n        - tempalte: {src: a, dest: b}\n",
+    );
+    let output = cluster.admin(&["run", "taskbook", typo.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(
+        text.contains("unknown module `tempalte`\n  hint: did you mean `template`?"),
+        "{text}"
+    );
+    assert_success(&cluster.admin(&["nodes"]), "the cluster is still up");
 }
