@@ -157,6 +157,11 @@ fn clones_then_stays_ok_then_follows_new_commits_and_pins_versions() {
     assert_eq!(result["status"], "changed", "{result}");
     assert_eq!(result["output"]["after"], first, "the tag's commit");
     assert_eq!(upstream.checked_out(), "one");
+    assert_eq!(
+        git(&upstream.dest(), &["rev-parse", "--abbrev-ref", "HEAD"]),
+        "HEAD",
+        "a tag is checked out detached"
+    );
     for version in [first.as_str(), &first[..8]] {
         let (result, _) = upstream.run(&format!(", version: \"{version}\""), &[]);
         assert_eq!(result["status"], "ok", "{version}: {result}");
@@ -261,7 +266,7 @@ fn bad_versions_repositories_and_dests_fail_clearly_and_change_nothing() {
 
     assert_eq!(
         upstream.fails(&url, ", version: deadbeef"),
-        "unknown revision: commit deadbeef is not a commit on any branch or tag of the repository"
+        format!("unknown revision: commit deadbeef is not a commit on any branch or tag of {url}")
     );
     assert!(!upstream.dest().exists(), "a failed clone leaves nothing");
 
@@ -283,4 +288,13 @@ fn bad_versions_repositories_and_dests_fail_clearly_and_change_nothing() {
         )
     );
     assert_eq!(snapshot(&upstream.dest()), before);
+
+    std::fs::remove_dir_all(upstream.dest()).unwrap();
+    upstream.run("", &[]);
+    let unknown = upstream.fails(&url, ", version: deadbeef");
+    assert!(
+        unknown.starts_with("unknown revision: commit deadbeef"),
+        "{unknown}"
+    );
+    assert_eq!(upstream.checked_out(), "one", "an existing checkout stays");
 }

@@ -276,7 +276,7 @@ fn clone(args: &GitArgs, target: &Target, apply: bool) -> Result<Outcome, Module
         repo.remote(REMOTE, &args.repo)
             .map_err(|e| failed("cannot add the remote", e))?;
         fetch(args, &repo)?;
-        checkout(&repo, target, CheckoutBuilder::new().force())
+        checkout(args, &repo, target, CheckoutBuilder::new().force())
     })();
     match cloned {
         Ok(oid) => Ok(outcome(Some(oid)).with_msg(format!(
@@ -331,7 +331,7 @@ fn update(
             } else {
                 options.safe();
             }
-            Some(checkout(repo, target, &mut options)?)
+            Some(checkout(args, repo, target, &mut options)?)
         } else {
             before
         }
@@ -412,14 +412,16 @@ fn target_oid(repo: &Repository, target: &Target) -> Result<Option<Oid>, ModuleE
 /// Checks out `target` and points HEAD at it: the local branch for a branch (as a
 /// clone would have it), detached for a tag or a commit.
 fn checkout(
+    args: &GitArgs,
     repo: &Repository,
     target: &Target,
     options: &mut CheckoutBuilder,
 ) -> Result<Oid, ModuleError> {
     let oid = target_oid(repo, target)?.ok_or_else(|| {
         ModuleError::Failed(format!(
-            "unknown revision: {} is not a commit on any branch or tag of the repository",
-            target.describe()
+            "unknown revision: {} is not a commit on any branch or tag of {}",
+            target.describe(),
+            args.repo
         ))
     })?;
     let commit = repo
