@@ -106,7 +106,7 @@ const CASES: &[Case] = &[
     Case {
         name: "unknown module",
         book: tasks!("        - name: t\n          tempalte: {src: a, dest: b}\n"),
-        error: "{dir}/book.yml:9:11: `spec.steps[0].tasks[0]`: unknown module `tempalte`",
+        error: "{dir}/book.yml:9:11: `spec.steps[0].tasks[0]`: no module `tempalte`: not built in and not found in /etc/weft/modules or /usr/local/share/weft/modules",
         hint: Some("did you mean `template`?"),
         exit: 1,
     },

@@ -172,6 +172,11 @@ impl Cluster {
         assert_success(&self.try_join(name, token, labels), &format!("join {name}"));
     }
 
+    /// Where the minion `name` looks for custom modules: its own, not this machine's.
+    pub fn minion_modules(&self, name: &str) -> PathBuf {
+        self.minion_dir(name).join("modules")
+    }
+
     pub fn start_minion(&mut self, name: &str) {
         self.start_minion_under(name, &[]);
     }
@@ -197,6 +202,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(self.minion_dir(name))
             .env("RUST_LOG", "info")
+            .env("WEFT_MODULE_PATH", self.minion_modules(name))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

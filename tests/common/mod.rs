@@ -18,22 +18,31 @@ pub fn weft() -> Command {
     command
 }
 
-/// Runs `weft run taskbook FILE --local ARGS...`.
-pub fn run_local(file: &Path, args: &[&str]) -> Output {
-    weft()
+/// `weft run taskbook FILE --local ARGS...`, for a caller to add to (an environment).
+pub fn local_command(file: &Path, args: &[&str]) -> Command {
+    let mut command = weft();
+    command
         .args(["run", "taskbook"])
         .arg(file)
         .arg("--local")
-        .args(args)
-        .output()
-        .expect("weft runs")
+        .args(args);
+    command
+}
+
+/// Runs `weft run taskbook FILE --local ARGS...`.
+pub fn run_local(file: &Path, args: &[&str]) -> Output {
+    local_command(file, args).output().expect("weft runs")
 }
 
 /// Runs with `-o json` and returns the report; panics with stderr if it is not JSON.
 pub fn run_local_json(file: &Path, args: &[&str]) -> (serde_json::Value, Output) {
     let mut all = vec!["-o", "json"];
     all.extend_from_slice(args);
-    let output = run_local(file, &all);
+    json_report(run_local(file, &all))
+}
+
+/// The report of a run with `-o json`; panics with stderr if it is not JSON.
+pub fn json_report(output: Output) -> (serde_json::Value, Output) {
     let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!(
             "no JSON report ({e}); exit {:?}\nstdout:\n{}\nstderr:\n{}",

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use weft_modules::bundle::Bundle;
-use weft_modules::validate_taskbook;
+use weft_modules::{validate_taskbook, CustomModules};
 use weft_proto::adminapi::{run_event, RunTaskBookRequest};
 use weft_taskbook::report::{RunObserver, RunReport, TaskResult, TextPrinter};
 use weft_taskbook::taskbook::MasterReadsRepos;
@@ -65,7 +65,7 @@ pub async fn run_taskbook(client: &mut AdminClient, run: RemoteRun) -> Result<Ru
                 )));
             }
             let taskbook = TaskBook::load_with_repos(&run.file, &mut MasterReadsRepos)?;
-            validate_taskbook(&taskbook)?;
+            validate_taskbook(&taskbook, CustomModules::OnNodes)?;
             let bundle = Bundle::read(&run.file)?;
             RunTaskBookRequest {
                 taskbook_file: bundle.taskbook_file.clone(),

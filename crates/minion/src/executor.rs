@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
-use weft_modules::{find_module, DynModule, ModuleContext, ModuleError, Outcome};
+use weft_modules::{find_module, DynModule, ModuleContext, ModuleDirs, ModuleError, Outcome};
 use weft_taskbook::error::PathSegment;
 use weft_taskbook::render::{describe_value, Renderer};
 use weft_taskbook::report::{unix_ms_now, ItemResult, TaskResult, TaskStatus};
@@ -47,6 +47,8 @@ pub struct NodeExecutor {
     /// a later step's variables cannot shadow them.
     registered: Vars,
     renderer: Renderer,
+    /// Where this node's custom modules are.
+    module_dirs: ModuleDirs,
     pub failed: bool,
 }
 
@@ -62,12 +64,17 @@ struct Attempted {
 
 impl NodeExecutor {
     /// `context` holds everything tasks can read: vars, `facts`, `node`, `nodes`.
-    pub fn new(node_name: impl Into<String>, context: tera::Context) -> Self {
+    pub fn new(
+        node_name: impl Into<String>,
+        context: tera::Context,
+        module_dirs: ModuleDirs,
+    ) -> Self {
         NodeExecutor {
             node_name: node_name.into(),
             context,
             registered: Vars::new(),
             renderer: Renderer::default(),
+            module_dirs,
             failed: false,
         }
     }
@@ -189,17 +196,17 @@ impl NodeExecutor {
             .run_once_node
             .as_ref()
             .filter(|node| task.run_once && **node != self.node_name);
-        let outcome = match (run_once_elsewhere, find_module(&task.module.value)) {
-            (Some(node), _) => Ok(Items::Single(Attempted::skipped(format!(
-                "run_once: runs on {node} only"
-            )))),
-            (None, Some(module)) => self.run_items(task, step, module, options),
-            // Validation refuses unknown modules before a run; this guards embedders.
-            (None, None) => Err(
-                Error::new(format!("unknown module `{}`", task.module.value))
-                    .at(task.module.span()),
-            ),
-        };
+        let module = find_module(&task.module.value, &self.module_dirs);
+        let outcome =
+            match (run_once_elsewhere, module) {
+                (Some(node), _) => Ok(Items::Single(Attempted::skipped(format!(
+                    "run_once: runs on {node} only"
+                )))),
+                (None, Some(module)) => self.run_items(task, step, &*module, options),
+                // A cluster run takes unknown names for custom modules of the nodes.
+                (None, None) => Err(Error::new(self.module_dirs.not_found(&task.module.value))
+                    .at(task.module.span())),
+            };
         match outcome {
             Ok(Items::Single(attempted)) => {
                 result.status = attempted.status;
@@ -499,5 +506,47 @@ fn hide(result: &mut TaskResult) {
         item.item = Value::String(HIDDEN.into());
         item.msg = item.msg.as_ref().map(|_| HIDDEN.to_string());
         item.diff = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_module_this_node_lacks_fails_that_task_with_where_it_looked() {
+        let modules = tempfile::tempdir().unwrap();
+        let taskbook = TaskBook::from_source(
+            "apiVersion: weft/v1\nkind: TaskBook\nmetadata: {name: t}\nspec:\n  steps:\n    - tasks:\n        - frobnicate: {level: 3}\n        - ping:\n",
+            std::path::Path::new("book.yml"),
+        )
+        .unwrap();
+        weft_modules::validate_taskbook(&taskbook, weft_modules::CustomModules::OnNodes)
+            .expect("a cluster run takes the name for a custom module of the nodes");
+        let dirs = ModuleDirs::new([modules.path().to_path_buf()]);
+        let mut executor = NodeExecutor::new("n1", tera::Context::new(), dirs);
+        let mut results = Vec::new();
+        executor
+            .run_taskbook_step(
+                &taskbook,
+                0,
+                &Vars::new(),
+                &[],
+                &RunOptions::default(),
+                &mut |r| results.push(r),
+            )
+            .unwrap();
+        assert_eq!(results.len(), 1, "the failure stops the node: {results:?}");
+        assert_eq!(results[0].status, TaskStatus::Failed);
+        assert_eq!(
+            results[0].msg.as_deref(),
+            Some(
+                format!(
+                    "book.yml:7:11: no module `frobnicate`: not built in and not found in {}",
+                    modules.path().display()
+                )
+                .as_str()
+            )
+        );
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 use weft_modules::facts::gather_facts;
-use weft_modules::validate_taskbook;
+use weft_modules::{validate_taskbook, CustomModules, ModuleDirs};
 use weft_taskbook::report::{RunObserver, RunReport};
 use weft_taskbook::{Error, TaskBook, Vars};
 
@@ -22,7 +22,8 @@ pub struct LocalRun {
 /// nothing has run. Task failures are in the report (exit status 2).
 pub fn run_local(run: &LocalRun, observer: &mut dyn RunObserver) -> Result<RunReport, Error> {
     let taskbook = TaskBook::load(&run.file)?;
-    validate_taskbook(&taskbook)?;
+    let module_dirs = ModuleDirs::from_env();
+    validate_taskbook(&taskbook, CustomModules::Here(&module_dirs))?;
     let facts = gather_facts().map_err(|e| Error::new(format!("gathering facts: {e}")))?;
     let node_name = facts["hostname"]
         .as_str()
@@ -43,7 +44,7 @@ pub fn run_local(run: &LocalRun, observer: &mut dyn RunObserver) -> Result<RunRe
         &json!({"name": node_name, "labels": {}, "vpn_ip": null}),
     );
     base.insert("nodes", &json!({ &node_name: {"facts": facts} }));
-    let mut executor = NodeExecutor::new(node_name.clone(), base);
+    let mut executor = NodeExecutor::new(node_name.clone(), base, module_dirs);
 
     let total = taskbook.steps.len();
     for (index, step) in taskbook.steps.iter().enumerate() {

@@ -149,6 +149,9 @@ impl Bundle {
     /// Writes the bundle under `dir`, then reads and validates its TaskBook with the
     /// modules' own checks; repository includes read the repositories it carries.
     /// Errors name files as the bundle does, not by `dir`.
+    ///
+    /// Custom modules are taken to be on the nodes even when a node loads the bundle:
+    /// one lacking a module then fails that task, not the whole step.
     pub fn load_taskbook(&self, dir: &Path) -> Result<TaskBook, Error> {
         self.load_taskbook_with(
             dir,
@@ -167,7 +170,7 @@ impl Bundle {
     ) -> Result<TaskBook, Error> {
         let loaded = self.write_to(dir).and_then(|file| {
             let taskbook = TaskBook::load_with_repos(&file, repos)?;
-            crate::validate_taskbook(&taskbook)?;
+            crate::validate_taskbook(&taskbook, crate::CustomModules::OnNodes)?;
             Ok(taskbook)
         });
         loaded.map_err(|mut error| {

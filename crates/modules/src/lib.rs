@@ -10,10 +10,12 @@ pub mod state_file;
 mod assert;
 mod command;
 mod copy;
+mod custom;
 mod debug;
 mod fail;
 mod file;
 mod files;
+mod git;
 mod lineinfile;
 mod ping;
 mod process;
@@ -21,9 +23,10 @@ mod set_var;
 mod shell;
 mod template;
 
+pub use custom::{CustomModule, ModuleDirs, MODULE_PATH_ENV};
 pub use module::{DynModule, Module, ModuleContext, ModuleError, Outcome};
 
-use weft_taskbook::error::{unknown_name_hint, PathSegment};
+use weft_taskbook::error::{closest_match, PathSegment};
 use weft_taskbook::task::TASK_KEYWORDS;
 use weft_taskbook::taskbook::task_field_path;
 use weft_taskbook::{Error, TaskBook};
@@ -35,6 +38,7 @@ static MODULES: &[&dyn DynModule] = &[
     &debug::Debug,
     &fail::Fail,
     &file::File,
+    &git::Git,
     &lineinfile::LineInFile,
     &ping::Ping,
     &set_var::SetVar,
@@ -42,31 +46,79 @@ static MODULES: &[&dyn DynModule] = &[
     &template::Template,
 ];
 
-pub fn find_module(name: &str) -> Option<&'static dyn DynModule> {
+/// A module a task names: built in, or an executable in a module directory.
+pub enum FoundModule {
+    Builtin(&'static dyn DynModule),
+    Custom(CustomModule),
+}
+
+impl std::ops::Deref for FoundModule {
+    type Target = dyn DynModule;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            FoundModule::Builtin(module) => *module,
+            FoundModule::Custom(module) => module,
+        }
+    }
+}
+
+pub fn builtin_module(name: &str) -> Option<&'static dyn DynModule> {
     MODULES.iter().copied().find(|m| m.name() == name)
 }
 
+/// Builtins come first and cannot be shadowed: a TaskBook checked against `copy`'s
+/// arguments on the master must run that `copy` on every node, and a file dropped in a
+/// module directory must not quietly change what every `file` task does.
+pub fn find_module(name: &str, dirs: &ModuleDirs) -> Option<FoundModule> {
+    builtin_module(name)
+        .map(FoundModule::Builtin)
+        .or_else(|| dirs.find(name).map(FoundModule::Custom))
+}
+
 pub fn module_names() -> Vec<&'static str> {
-    MODULES.iter().map(|m| m.name()).collect()
+    MODULES.iter().copied().map(|m| m.name()).collect()
+}
+
+/// Where the custom modules a TaskBook may use live, as seen by who validates it.
+#[derive(Debug, Clone, Copy)]
+pub enum CustomModules<'a> {
+    /// On this machine, which runs the TaskBook (`--local`): a name that is neither
+    /// built in nor found here is an error before anything runs.
+    Here(&'a ModuleDirs),
+    /// On the nodes it ships to (the admin's CLI, the master, a node unpacking a
+    /// bundle): a name that is not a likely typo of a builtin module or task keyword is
+    /// taken for a custom module; a node lacking it fails that task.
+    OnNodes,
 }
 
 /// Checks every task's module and arguments before anything runs.
-pub fn validate_taskbook(taskbook: &TaskBook) -> Result<(), Error> {
+pub fn validate_taskbook(taskbook: &TaskBook, custom: CustomModules) -> Result<(), Error> {
     for (step_index, step) in taskbook.steps.iter().enumerate() {
         for (list, tasks) in [("tasks", &step.tasks), ("handlers", &step.handlers)] {
             for (index, task) in tasks.iter().enumerate() {
                 let module_name = &task.module.value;
-                let result = match find_module(module_name) {
-                    Some(module) => module
+                // Err: not a module; Ok(None): a custom module, checked on its node.
+                let found = match custom {
+                    CustomModules::Here(dirs) => find_module(module_name, dirs)
+                        .map(Some)
+                        .ok_or_else(|| dirs.not_found(module_name)),
+                    CustomModules::OnNodes => match builtin_module(module_name) {
+                        Some(module) => Ok(Some(FoundModule::Builtin(module))),
+                        None if likely_typo(module_name).is_some() => {
+                            Err(format!("unknown module `{module_name}`"))
+                        }
+                        None => Ok(None),
+                    },
+                };
+                let result = match found {
+                    Ok(Some(module)) => module
                         .validate(&task.args, step.base_dir())
                         .map_err(|e| e.under(PathSegment::Key(module_name.clone()))),
-                    None => {
-                        let mut candidates = module_names();
-                        candidates.extend_from_slice(TASK_KEYWORDS);
-                        Err(Error::new(format!("unknown module `{module_name}`"))
-                            .at(task.module.span())
-                            .with_hint(unknown_name_hint(module_name, &candidates)))
-                    }
+                    Ok(None) => Ok(()),
+                    Err(message) => Err(Error::new(message)
+                        .at(task.module.span())
+                        .with_hint(unknown_module_hint(module_name))),
                 };
                 result.map_err(|e| {
                     e.under_path(&task_field_path(step_index, list, index))
@@ -76,4 +128,65 @@ pub fn validate_taskbook(taskbook: &TaskBook) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// A builtin module or task keyword `name` is close enough to be a misspelling of.
+fn likely_typo(name: &str) -> Option<&'static str> {
+    closest_match(
+        name,
+        module_names()
+            .into_iter()
+            .chain(TASK_KEYWORDS.iter().copied()),
+    )
+}
+
+fn unknown_module_hint(name: &str) -> String {
+    match likely_typo(name) {
+        Some(candidate) => format!("did you mean `{candidate}`?"),
+        None => format!(
+            "a custom module is an executable file named `{name}` in a module directory (${MODULE_PATH_ENV} sets them)"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book(task: &str) -> TaskBook {
+        TaskBook::from_source(
+            &format!("apiVersion: weft/v1\nkind: TaskBook\nmetadata: {{name: t}}\nspec:\n  steps:\n    - tasks:\n        - {task}\n"),
+            std::path::Path::new("book.yml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn for_the_nodes_unknown_names_pass_unless_they_look_like_typos() {
+        assert_eq!(
+            validate_taskbook(&book("frobnicate: {level: 3}"), CustomModules::OnNodes),
+            Ok(())
+        );
+        for (task, near) in [("tempalte: {}", "template"), ("registr: x", "register")] {
+            let error = validate_taskbook(&book(task), CustomModules::OnNodes).unwrap_err();
+            assert!(error.message.starts_with("unknown module"), "{error}");
+            assert_eq!(error.hint, Some(format!("did you mean `{near}`?")));
+        }
+        let error =
+            validate_taskbook(&book("copy: {dset: /x}"), CustomModules::OnNodes).unwrap_err();
+        assert!(error.to_string().contains("unknown key `dset`"), "{error}");
+    }
+
+    #[test]
+    fn here_a_name_must_be_built_in_or_found() {
+        let dirs = tempfile::tempdir().unwrap();
+        let dirs = ModuleDirs::new([dirs.path().to_path_buf()]);
+        let error =
+            validate_taskbook(&book("frobnicate: {}"), CustomModules::Here(&dirs)).unwrap_err();
+        assert_eq!(error.message, dirs.not_found("frobnicate"));
+        assert_eq!(
+            validate_taskbook(&book("ping:"), CustomModules::Here(&dirs)),
+            Ok(())
+        );
+    }
 }

@@ -105,7 +105,7 @@ pub trait Module: Send + Sync + 'static {
 
 /// A module behind a pointer, as the registry hands it out.
 pub trait DynModule: Send + Sync {
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &str;
     fn skipped_in_check_mode(&self) -> bool;
     /// Before a run: argument types (templates stand in for any scalar) and static checks.
     fn validate(&self, args: &Node, base_dir: &Path) -> Result<(), Error>;
@@ -119,7 +119,7 @@ pub trait DynModule: Send + Sync {
 }
 
 impl<M: Module> DynModule for M {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         M::NAME
     }
 

@@ -1,10 +1,12 @@
-//! Running a process for `command` and `shell`: output captured, bounded in size,
-//! killed when the task's timeout runs out.
+//! Running a process for `command`, `shell` and custom modules: output captured,
+//! bounded in size, killed when the task's timeout runs out.
 
 use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
-use std::time::Instant;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use wait_timeout::ChildExt;
@@ -85,82 +87,27 @@ pub fn run_process(
         .split_first()
         .ok_or_else(|| ModuleError::Failed("the command is empty".into()))?;
     let mut process = Process::new(program);
-    process
-        .args(rest)
-        .envs(&args.env)
-        .stdin(if args.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    process.args(rest).envs(&args.env);
     if let Some(dir) = &args.chdir {
         process.current_dir(dir);
     }
-    let started = Instant::now();
-    let mut child = process
-        .spawn()
-        .map_err(|e| spawn_error(program, args.chdir.as_deref(), e))?;
-
-    // Feed stdin and drain both pipes on threads: a child blocked on a full pipe never exits.
-    let stdin_feeder = child
-        .stdin
-        .take()
-        .zip(args.stdin.clone())
-        .map(|(mut pipe, text)| {
-            std::thread::spawn(move || {
-                let _ = pipe.write_all(text.as_bytes());
-            })
-        });
-    let stdout_reader = child
-        .stdout
-        .take()
-        .map(|pipe| std::thread::spawn(move || read_bounded(pipe)));
-    let stderr_reader = child
-        .stderr
-        .take()
-        .map(|pipe| std::thread::spawn(move || read_bounded(pipe)));
-
-    let status = match deadline {
-        Some(deadline) => {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match child.wait_timeout(remaining) {
-                Ok(Some(status)) => status,
-                Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(ModuleError::Failed(format!(
-                        "`{}` did not finish within the task's timeout and was killed",
-                        argv.join(" ")
-                    )));
-                }
-                Err(e) => return Err(ModuleError::Failed(format!("waiting for `{program}`: {e}"))),
-            }
-        }
-        None => child
-            .wait()
-            .map_err(|e| ModuleError::Failed(format!("waiting for `{program}`: {e}")))?,
-    };
-    if let Some(feeder) = stdin_feeder {
-        let _ = feeder.join();
-    }
-    let collect = |reader: Option<std::thread::JoinHandle<String>>| {
-        reader.and_then(|r| r.join().ok()).unwrap_or_default()
-    };
-    let stdout = collect(stdout_reader);
-    let stderr = collect(stderr_reader);
-
-    let rc = status.code().unwrap_or_else(|| {
-        use std::os::unix::process::ExitStatusExt;
-        128 + status.signal().unwrap_or(0)
-    });
+    let command_line = argv.join(" ");
+    let captured = run_captured(process, args.stdin.clone(), deadline).map_err(|e| match e {
+        RunFailure::Spawn(e) => spawn_error(program, args.chdir.as_deref(), e),
+        other => other.into_module_error(&format!("`{command_line}`")),
+    })?;
+    let Captured {
+        rc,
+        stdout,
+        stderr,
+        duration,
+    } = captured;
     let mut outcome = Outcome::changed(true)
-        .with_output("cmd", argv.join(" "))
+        .with_output("cmd", command_line.clone())
         .with_output("rc", rc)
         .with_output("stdout", stdout.trim_end_matches('\n'))
         .with_output("stderr", stderr.trim_end_matches('\n'))
-        .with_output("duration_ms", started.elapsed().as_secs_f64() * 1000.0);
+        .with_output("duration_ms", duration.as_secs_f64() * 1000.0);
     if rc != 0 {
         outcome.failed = true;
         let detail = first_lines(if stderr.trim().is_empty() {
@@ -168,9 +115,125 @@ pub fn run_process(
         } else {
             &stderr
         });
-        outcome.msg = Some(format!("`{}` exited with {rc}{detail}", argv.join(" ")));
+        outcome.msg = Some(format!("`{command_line}` exited with {rc}{detail}"));
     }
     Ok(outcome)
+}
+
+/// What a process that ran to its end left behind.
+pub struct Captured {
+    /// The exit code, or 128 + the signal that killed it (as shells report it).
+    pub rc: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub duration: Duration,
+}
+
+/// Why a process gave no [`Captured`].
+pub enum RunFailure {
+    Spawn(std::io::Error),
+    Wait(std::io::Error),
+    /// Killed at the task's deadline, with what it had written to stderr by then.
+    TimedOut {
+        stderr: String,
+    },
+}
+
+impl RunFailure {
+    /// The message for a process the user knows as `what`; spawn errors usually
+    /// deserve a message of the caller's own.
+    pub fn into_module_error(self, what: &str) -> ModuleError {
+        ModuleError::Failed(match self {
+            RunFailure::Spawn(e) => format!("cannot run {what}: {e}"),
+            RunFailure::Wait(e) => format!("waiting for {what}: {e}"),
+            RunFailure::TimedOut { stderr } => format!(
+                "{what} did not finish within the task's timeout and was killed{}",
+                first_lines(&stderr)
+            ),
+        })
+    }
+}
+
+/// Runs `process` with `stdin` fed to it and both outputs captured (bounded), killing
+/// it and everything it started once `deadline` passes.
+pub fn run_captured(
+    mut process: Process,
+    stdin: Option<String>,
+    deadline: Option<Instant>,
+) -> Result<Captured, RunFailure> {
+    process
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // A group of its own, so a timeout kills the children a script started too
+        // (they would otherwise hold the pipes open and live on).
+        .process_group(0);
+    let started = Instant::now();
+    let mut child = process.spawn().map_err(RunFailure::Spawn)?;
+
+    // Feed stdin and drain both pipes on threads: a child blocked on a full pipe never exits.
+    let stdin_feeder = child.stdin.take().zip(stdin).map(|(mut pipe, text)| {
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(text.as_bytes());
+        })
+    });
+    let stdout_reader = child.stdout.take().map(read_on_thread);
+    let stderr_reader = child.stderr.take().map(read_on_thread);
+
+    let status = match deadline {
+        Some(deadline) => {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match child.wait_timeout(remaining) {
+                Ok(Some(status)) => status,
+                Ok(None) => {
+                    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+                    let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    // A child that left the group may still hold stderr open: wait a
+                    // moment for what was written, never for the child.
+                    let stderr = stderr_reader
+                        .and_then(|r| r.recv_timeout(KILLED_OUTPUT_GRACE).ok())
+                        .unwrap_or_default();
+                    return Err(RunFailure::TimedOut { stderr });
+                }
+                Err(e) => return Err(RunFailure::Wait(e)),
+            }
+        }
+        None => child.wait().map_err(RunFailure::Wait)?,
+    };
+    if let Some(feeder) = stdin_feeder {
+        let _ = feeder.join();
+    }
+    let collect =
+        |reader: Option<Receiver<String>>| reader.and_then(|r| r.recv().ok()).unwrap_or_default();
+    let stdout = collect(stdout_reader);
+    let stderr = collect(stderr_reader);
+    let rc = status.code().unwrap_or_else(|| {
+        use std::os::unix::process::ExitStatusExt;
+        128 + status.signal().unwrap_or(0)
+    });
+    Ok(Captured {
+        rc,
+        stdout,
+        stderr,
+        duration: started.elapsed(),
+    })
+}
+
+/// How long a killed process's stderr is waited for.
+const KILLED_OUTPUT_GRACE: Duration = Duration::from_secs(1);
+
+fn read_on_thread(pipe: impl Read + Send + 'static) -> Receiver<String> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(read_bounded(pipe));
+    });
+    receiver
 }
 
 fn spawn_error(program: &str, chdir: Option<&Path>, error: std::io::Error) -> ModuleError {
@@ -200,11 +263,16 @@ fn read_bounded(pipe: impl Read) -> String {
     text
 }
 
-fn first_lines(text: &str) -> String {
+/// The start of a process's output for a message: a few lines, never a flood.
+pub fn first_lines(text: &str) -> String {
+    const MAX_CHARS: usize = 2000;
     let lines: Vec<&str> = text.trim().lines().take(5).collect();
     if lines.is_empty() {
-        String::new()
-    } else {
-        format!(":\n{}", lines.join("\n"))
+        return String::new();
+    }
+    let joined = lines.join("\n");
+    match joined.char_indices().nth(MAX_CHARS) {
+        Some((cut, _)) => format!(":\n{} [...]", &joined[..cut]),
+        None => format!(":\n{joined}"),
     }
 }

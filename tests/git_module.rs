@@ -1,0 +1,300 @@
+//! The `git` module through the real binary, against bare repositories the `git` CLI
+//! makes and pushes to in a scratch folder.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{run_local_json, snapshot, stderr};
+use serde_json::Value;
+
+/// Runs the git CLI in `dir`, insulated from this machine's git configuration.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .args([
+            "-c",
+            "user.name=weft",
+            "-c",
+            "user.email=weft@example.invalid",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// A bare repository and a clone of it to push commits from.
+struct Upstream {
+    work: tempfile::TempDir,
+}
+
+impl Upstream {
+    fn new() -> Upstream {
+        let work = tempfile::tempdir().unwrap();
+        git(work.path(), &["init", "--bare", "remote.git"]);
+        git(work.path(), &["clone", "remote.git", "src"]);
+        Upstream { work }
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}", self.work.path().join("remote.git").display())
+    }
+
+    fn src(&self) -> PathBuf {
+        self.work.path().join("src")
+    }
+
+    /// Commits `content` as `a.txt`, pushes, and returns the commit id.
+    fn push(&self, content: &str) -> String {
+        std::fs::write(self.src().join("a.txt"), content).unwrap();
+        git(&self.src(), &["add", "a.txt"]);
+        git(&self.src(), &["commit", "-m", content]);
+        git(&self.src(), &["push", "-q", "origin", "main", "--tags"]);
+        git(&self.src(), &["rev-parse", "HEAD"])
+    }
+
+    fn tag(&self, name: &str) {
+        git(&self.src(), &["tag", "-a", name, "-m", name]);
+        git(&self.src(), &["push", "-q", "origin", name]);
+    }
+
+    fn dest(&self) -> PathBuf {
+        self.work.path().join("checkout")
+    }
+
+    /// Runs a book with one `git` task whose arguments are `repo`, `dest` and `extra`.
+    fn run(&self, extra: &str, flags: &[&str]) -> (Value, i32) {
+        self.run_with(&self.url(), extra, flags)
+    }
+
+    fn run_with(&self, repo: &str, extra: &str, flags: &[&str]) -> (Value, i32) {
+        let book = self.work.path().join("book.yml");
+        std::fs::write(
+            &book,
+            format!(
+                "apiVersion: weft/v1\nkind: TaskBook\nmetadata: {{name: git}}\nspec:\n  steps:\n    - name: s\n      tasks:\n        - name: checkout\n          git: {{repo: \"{repo}\", dest: \"{}\"{extra}}}\n",
+                self.dest().display()
+            ),
+        )
+        .unwrap();
+        let (report, output) = run_local_json(&book, flags);
+        let result = report["results"][0].clone();
+        assert!(result.is_object(), "{report}\n{}", stderr(&output));
+        (result, output.status.code().unwrap())
+    }
+
+    /// Runs a book whose task must fail (exit status 2) and returns its message.
+    fn fails(&self, repo: &str, extra: &str) -> String {
+        let (result, code) = self.run_with(repo, extra, &[]);
+        assert_eq!(
+            (result["status"].as_str(), code),
+            (Some("failed"), 2),
+            "{result}"
+        );
+        result["msg"].as_str().unwrap().to_string()
+    }
+
+    fn checked_out(&self) -> String {
+        std::fs::read_to_string(self.dest().join("a.txt")).unwrap()
+    }
+}
+
+#[test]
+fn clones_then_stays_ok_then_follows_new_commits_and_pins_versions() {
+    let upstream = Upstream::new();
+    let first = upstream.push("one");
+    upstream.tag("v1");
+    let second = upstream.push("two");
+
+    let (result, code) = upstream.run("", &[]);
+    assert_eq!(
+        (result["status"].as_str(), code),
+        (Some("changed"), 0),
+        "{result}"
+    );
+    assert_eq!(result["output"]["before"], Value::Null);
+    assert_eq!(result["output"]["after"], second);
+    assert_eq!(result["output"]["remote_url"], upstream.url());
+    assert_eq!(upstream.checked_out(), "two");
+    // On the default branch, as `git clone` leaves it, so `git pull` works there.
+    assert_eq!(
+        git(&upstream.dest(), &["symbolic-ref", "HEAD"]),
+        "refs/heads/main"
+    );
+
+    let (result, _) = upstream.run("", &[]);
+    assert_eq!(result["status"], "ok", "{result}");
+    assert_eq!(result["output"]["before"], second);
+    assert_eq!(result["output"]["after"], second);
+
+    let third = upstream.push("three");
+    let (result, _) = upstream.run("", &[]);
+    assert_eq!(result["status"], "changed", "{result}");
+    assert_eq!(result["output"]["before"], second);
+    assert_eq!(result["output"]["after"], third);
+    assert_eq!(
+        result["msg"],
+        format!(
+            "move from {} to {} (branch main)",
+            &second[..12],
+            &third[..12]
+        )
+    );
+    assert_eq!(upstream.checked_out(), "three");
+
+    let (result, _) = upstream.run(", version: v1", &[]);
+    assert_eq!(result["status"], "changed", "{result}");
+    assert_eq!(result["output"]["after"], first, "the tag's commit");
+    assert_eq!(upstream.checked_out(), "one");
+    assert_eq!(
+        git(&upstream.dest(), &["rev-parse", "--abbrev-ref", "HEAD"]),
+        "HEAD",
+        "a tag is checked out detached"
+    );
+    for version in [first.as_str(), &first[..8]] {
+        let (result, _) = upstream.run(&format!(", version: \"{version}\""), &[]);
+        assert_eq!(result["status"], "ok", "{version}: {result}");
+    }
+
+    let (result, _) = upstream.run(", version: main", &[]);
+    assert_eq!(result["output"]["after"], third);
+}
+
+#[test]
+fn local_changes_fail_unless_forced_away() {
+    let upstream = Upstream::new();
+    let commit = upstream.push("one");
+    upstream.run("", &[]);
+    std::fs::write(upstream.dest().join("a.txt"), "edited").unwrap();
+    std::fs::write(upstream.dest().join("untracked.txt"), "mine").unwrap();
+
+    assert_eq!(
+        upstream.fails(&upstream.url(), ""),
+        format!(
+            "{} has local changes to a.txt; commit or undo them, or set `force: true` to discard them",
+            upstream.dest().display()
+        )
+    );
+    assert_eq!(upstream.checked_out(), "edited");
+
+    let (result, code) = upstream.run(", force: true", &[]);
+    assert_eq!(
+        (result["status"].as_str(), code),
+        (Some("changed"), 0),
+        "{result}"
+    );
+    assert_eq!(result["msg"], "discard local changes to a.txt");
+    assert_eq!(result["output"]["after"], commit);
+    assert_eq!(upstream.checked_out(), "one");
+    assert!(
+        upstream.dest().join("untracked.txt").exists(),
+        "untracked files are not local changes"
+    );
+
+    let (result, _) = upstream.run(", force: true", &[]);
+    assert_eq!(result["status"], "ok", "{result}");
+}
+
+#[test]
+fn check_mode_says_what_would_happen_and_touches_nothing() {
+    let upstream = Upstream::new();
+    let first = upstream.push("one");
+
+    let (result, code) = upstream.run("", &["--check"]);
+    assert_eq!(
+        (result["status"].as_str(), code),
+        (Some("changed"), 0),
+        "{result}"
+    );
+    assert_eq!(
+        result["msg"],
+        format!(
+            "would clone {} to {} at branch main",
+            upstream.url(),
+            upstream.dest().display()
+        )
+    );
+    assert_eq!(result["output"]["after"], first);
+    assert!(!upstream.dest().exists());
+
+    upstream.run("", &[]);
+    let second = upstream.push("two");
+    let before = snapshot(&upstream.dest());
+    let (result, _) = upstream.run("", &["--check"]);
+    assert_eq!(result["status"], "changed", "{result}");
+    assert_eq!(
+        result["msg"],
+        format!(
+            "would move from {} to {} (branch main)",
+            &first[..12],
+            &second[..12]
+        )
+    );
+    assert_eq!(result["output"]["before"], first);
+    assert_eq!(result["output"]["after"], second);
+    assert_eq!(
+        result["diff"],
+        format!("commit: {first} -> {second}\n"),
+        "check mode shows the diff"
+    );
+    assert_eq!(snapshot(&upstream.dest()), before);
+    assert_eq!(upstream.checked_out(), "one");
+}
+
+#[test]
+fn bad_versions_repositories_and_dests_fail_clearly_and_change_nothing() {
+    let upstream = Upstream::new();
+    upstream.push("one");
+
+    let url = upstream.url();
+    assert_eq!(
+        upstream.fails(&url, ", version: no-such-branch"),
+        format!("`version` no-such-branch is not a branch or tag of {url}, nor a commit id")
+    );
+    assert!(!upstream.dest().exists());
+
+    assert_eq!(
+        upstream.fails(&url, ", version: deadbeef"),
+        format!("unknown revision: commit deadbeef is not a commit on any branch or tag of {url}")
+    );
+    assert!(!upstream.dest().exists(), "a failed clone leaves nothing");
+
+    let missing = format!("file://{}/absent.git", upstream.work.path().display());
+    let msg = upstream.fails(&missing, "");
+    assert!(
+        msg.starts_with(&format!("cannot reach the repository {missing}: ")),
+        "{msg}"
+    );
+
+    std::fs::create_dir_all(upstream.dest()).unwrap();
+    std::fs::write(upstream.dest().join("notes.txt"), "keep").unwrap();
+    let before = snapshot(&upstream.dest());
+    assert_eq!(
+        upstream.fails(&url, ""),
+        format!(
+            "dest {} exists and is not a git repository; remove it, or choose another dest",
+            upstream.dest().display()
+        )
+    );
+    assert_eq!(snapshot(&upstream.dest()), before);
+
+    std::fs::remove_dir_all(upstream.dest()).unwrap();
+    upstream.run("", &[]);
+    let unknown = upstream.fails(&url, ", version: deadbeef");
+    assert!(
+        unknown.starts_with("unknown revision: commit deadbeef"),
+        "{unknown}"
+    );
+    assert_eq!(upstream.checked_out(), "one", "an existing checkout stays");
+}
