@@ -18,6 +18,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 use weft_modules::bundle::Bundle;
 use weft_modules::facts::{gather_facts, same_facts};
+use weft_modules::sync::SYNCED_VAR;
 use weft_modules::ModuleDirs;
 use weft_proto::tls::mtls_endpoint;
 use weft_proto::vpnapi::vpn_api_client::VpnApiClient;
@@ -577,6 +578,9 @@ fn execute(
         &context.get("nodes").cloned().unwrap_or_else(|| json!({})),
     );
     base.insert("secrets", &secrets);
+    if let Some(synced) = context.get(SYNCED_VAR) {
+        base.insert(SYNCED_VAR, synced);
+    }
     let mut executor =
         NodeExecutor::new(node_name, base, ModuleDirs::from_env()).with_registered(registered);
     let options = RunOptions {

@@ -21,6 +21,8 @@ mod ping;
 mod process;
 mod set_var;
 mod shell;
+pub mod slurp;
+pub mod sync;
 mod template;
 
 pub use custom::{CustomModule, ModuleDirs, MODULE_PATH_ENV};
@@ -43,6 +45,8 @@ static MODULES: &[&dyn DynModule] = &[
     &ping::Ping,
     &set_var::SetVar,
     &shell::Shell,
+    &slurp::Slurp,
+    &sync::Sync,
     &template::Template,
 ];
 

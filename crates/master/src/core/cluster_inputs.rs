@@ -3,6 +3,8 @@
 //! here on the master and sent only to the nodes of the steps that read them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use weft_taskbook::cluster_vars::{
 };
 use weft_taskbook::objects::JobRetention;
 use weft_taskbook::render::Renderer;
-use weft_taskbook::report::TaskStatus;
+use weft_taskbook::report::{TaskResult, TaskStatus};
 use weft_taskbook::secrets::{secret_references, secret_values};
 use weft_taskbook::taskbook::Rollout;
 use weft_taskbook::{Error, TaskBook, Vars};
@@ -215,58 +217,76 @@ impl<S: Store + Clone> JobRunner<S> {
                 )),
             )
         };
-        let taskbook = json!({
-            "apiVersion": "weft/v1",
-            "kind": "TaskBook",
-            "metadata": {"name": format!("computed-{}", command.var)},
-            "spec": {"steps": [{
-                "name": format!("compute {} for {}", command.var, command.object),
-                "nodes": {"names": [command.from_node]},
-                "tasks": [{"name": "command", "shell": command.command, "changed_when": false}],
-            }]},
-        });
-        let file = "computed-variable.yml".to_string();
-        let request = RunRequest {
-            bundle: Bundle {
-                files: [(file.clone(), taskbook.to_string().into_bytes().into())].into(),
-                taskbook_file: file,
-            },
-            scope: RunScope::Internal,
-            ..Default::default()
-        };
-        let mut events = self
-            .start(request)
+        let task = json!({"name": "command", "shell": command.command, "changed_when": false});
+        let step_name = format!("compute {} for {}", command.var, command.object);
+        let result = self
+            .run_internal_task(&command.from_node, &step_name, task)
             .await
-            .map_err(|e| failed(e.to_string()))?;
-        let report = tokio::time::timeout(NODE_COMMAND_TIMEOUT, async {
-            while let Some(event) = events.recv().await {
-                if let JobEvent::Finished(report) = event {
-                    return Some(report);
-                }
-            }
-            None
-        })
-        .await
-        .map_err(|_| failed(format!("no answer within {NODE_COMMAND_TIMEOUT:?}")))?
-        .ok_or_else(|| failed("the run ended without a report".into()))?;
-        let result = report
-            .results
-            .iter()
-            .find(|result| result.node == command.from_node)
-            .ok_or_else(|| failed("the node sent no result".into()))?;
-        if result.status != TaskStatus::Ok {
-            return Err(failed(format!(
-                "the command {} on `{}`: {}",
-                result.status.as_str(),
-                command.from_node,
-                result.msg.clone().unwrap_or_default()
-            )));
-        }
+            .map_err(failed)?;
         let stdout = result
             .output
             .get("stdout")
             .and_then(Value::as_str)
             .unwrap_or_default();
         Ok(stdout.strip_suffix('\n').unwrap_or(stdout).to_string())
+    }
+
+    /// Runs one task on one node as an internal job of its own (in `weft jobs` like
+    /// any other work on a node); its result when it was ok, else why not.
+    ///
+    /// Boxed with its type spelled out: a job's step may start one (`sync` reading a
+    /// file), and a future that contains itself needs a name to be `Send`.
+    pub(super) fn run_internal_task<'a>(
+        &'a self,
+        node: &'a str,
+        step_name: &'a str,
+        task: Value,
+    ) -> Pin<Box<dyn Future<Output = Result<TaskResult, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let taskbook = json!({
+                "apiVersion": "weft/v1",
+                "kind": "TaskBook",
+                "metadata": {"name": "internal"},
+                "spec": {"steps": [{
+                    "name": step_name,
+                    "nodes": {"names": [node]},
+                    "tasks": [task],
+                }]},
+            });
+            let file = "internal.yml".to_string();
+            let request = RunRequest {
+                bundle: Bundle {
+                    files: [(file.clone(), taskbook.to_string().into_bytes().into())].into(),
+                    taskbook_file: file,
+                },
+                scope: RunScope::Internal,
+                ..Default::default()
+            };
+            let mut events = self.start(request).await.map_err(|e| e.to_string())?;
+            let report = tokio::time::timeout(NODE_COMMAND_TIMEOUT, async {
+                while let Some(event) = events.recv().await {
+                    if let JobEvent::Finished(report) = event {
+                        return Some(report);
+                    }
+                }
+                None
+            })
+            .await
+            .map_err(|_| format!("no answer within {NODE_COMMAND_TIMEOUT:?}"))?
+            .ok_or_else(|| "the run ended without a report".to_string())?;
+            let result = report
+                .results
+                .into_iter()
+                .find(|result| result.node == node)
+                .ok_or_else(|| "the node sent no result".to_string())?;
+            if result.status != TaskStatus::Ok {
+                return Err(format!(
+                    "the task {} on `{node}`: {}",
+                    result.status.as_str(),
+                    result.msg.clone().unwrap_or_default()
+                ));
+            }
+            Ok(result)
+        })
     }
 }

@@ -10,13 +10,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use base64::Engine;
 use futures_util::future::join_all;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use weft_modules::bundle::{Bundle, REPOS_DIR};
+use weft_modules::sync::{synced_entry, SyncSource, SYNCED_VAR};
 use weft_taskbook::objects::{AnyObject, JobRetention, NodeGroupSpec};
-use weft_taskbook::report::{unix_ms_now, RunReport, TaskResult};
+use weft_taskbook::report::{unix_ms_now, RunReport, TaskResult, TaskStatus};
 use weft_taskbook::rollout::plan_batches;
 use weft_taskbook::secrets::{mask_result, mask_secrets};
 use weft_taskbook::selector::NodeSelector;
@@ -350,6 +352,7 @@ impl<S: Store + Clone> JobRunner<S> {
             inner: self.inner.clone(),
             report: Mutex::new(new_report(&job)),
             registered: Mutex::new(HashMap::new()),
+            synced: Mutex::new(Value::Null),
             views,
             reads_other_nodes,
             bundle: Arc::new(request.bundle),
@@ -530,6 +533,8 @@ struct JobRun<S> {
     report: Mutex<RunReport>,
     /// Registered results per node, carried from step to step.
     registered: Mutex<HashMap<String, Vars>>,
+    /// What the current step's `sync` tasks carry (`{source: {content, sha256}}`).
+    synced: Mutex<Value>,
     views: BTreeMap<String, NodeView>,
     reads_other_nodes: bool,
     bundle: Arc<Bundle>,
@@ -571,6 +576,30 @@ impl<S: Store + Clone> JobRun<S> {
             });
             if abort.is_none() {
                 abort = self.cancel_reason();
+            }
+            if abort.is_none() {
+                match self.synced_for(step).await {
+                    Ok(synced) => *lock(&self.synced) = synced,
+                    Err(error) => {
+                        let message = format!(
+                            "step {} (`{step_name}`) could not start: {error}",
+                            index + 1
+                        );
+                        // Each node's result says why, so the run reads as failed.
+                        for node in &nodes {
+                            let mut result = unreachable_result(
+                                node,
+                                &step_name,
+                                &self.job.file,
+                                &message,
+                                unix_ms_now(),
+                            );
+                            result.status = TaskStatus::Failed;
+                            self.record(index, u32::MAX / 2, result);
+                        }
+                        abort = Some(message);
+                    }
+                }
             }
             if abort.is_some() {
                 for node in &nodes {
@@ -647,6 +676,69 @@ impl<S: Store + Clone> JobRun<S> {
         if let Err(error) = self.inner.jobs.sweep(retention, SystemTime::now()).await {
             tracing::warn!(%error, "old jobs could not be swept");
         }
+    }
+
+    /// Reads what the step's `sync` tasks carry before the step starts: a value the
+    /// source node registered earlier in this job, or a file it holds (read there with
+    /// `slurp`, as an internal job). `Null` for a step without `sync`.
+    async fn synced_for(&self, step: &Step) -> Result<Value, String> {
+        let mut synced = serde_json::Map::new();
+        let sources = step
+            .tasks
+            .iter()
+            .chain(&step.handlers)
+            .filter(|task| task.module.value == "sync")
+            .filter_map(|task| SyncSource::of(&task.args));
+        for source in sources {
+            let key = source.key();
+            if synced.contains_key(&key) {
+                continue;
+            }
+            let content = match (&source.src, &source.var) {
+                (_, Some(var)) => self.registered_value(&source.from, var)?,
+                (Some(src), None) => {
+                    let runner = JobRunner {
+                        inner: self.inner.clone(),
+                    };
+                    let task = json!({"name": "read for sync", "slurp": {"src": src}});
+                    let step_name = format!("read {src} for sync");
+                    let result = runner
+                        .run_internal_task(&source.from, &step_name, task)
+                        .await
+                        .map_err(|e| format!("cannot read {src} on `{}`: {e}", source.from))?;
+                    let encoded = result.output["content"].as_str().unwrap_or_default();
+                    base64::engine::general_purpose::STANDARD
+                        .decode(encoded)
+                        .map_err(|e| format!("`{}` sent {src} garbled: {e}", source.from))?
+                }
+                (None, None) => continue,
+            };
+            synced.insert(key, synced_entry(&content));
+        }
+        Ok(if synced.is_empty() {
+            Value::Null
+        } else {
+            Value::Object(synced)
+        })
+    }
+
+    /// A value `node` registered (or set) earlier in this job, by dotted path; text as
+    /// it is, anything else as JSON.
+    fn registered_value(&self, node: &str, path: &str) -> Result<Vec<u8>, String> {
+        let registered = lock(&self.registered);
+        let mut parts = path.split('.');
+        let first = parts.next().unwrap_or_default();
+        let value = registered
+            .get(node)
+            .and_then(|vars| vars.get(first))
+            .and_then(|value| parts.try_fold(value, |value, part| value.get(part)))
+            .ok_or_else(|| {
+                format!("`{node}` has registered no `{path}` in an earlier step of this job")
+            })?;
+        Ok(match value {
+            Value::String(text) => text.clone().into_bytes(),
+            other => other.to_string().into_bytes(),
+        })
     }
 
     fn cancel_reason(&self) -> Option<String> {
@@ -915,6 +1007,10 @@ impl<S: Store + Clone> JobRun<S> {
             })
         };
         let mut context = json!({"node": self.views.get(node).map(describe)});
+        let synced = lock(&self.synced).clone();
+        if !synced.is_null() {
+            context[SYNCED_VAR] = synced;
+        }
         if self.reads_other_nodes {
             let registered = lock(&self.registered);
             let nodes: serde_json::Map<String, Value> = self
