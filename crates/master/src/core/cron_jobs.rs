@@ -445,7 +445,6 @@ fn unix_ms(time: SystemTime) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::path::Path;
     use std::sync::Arc;
 
@@ -468,18 +467,7 @@ mod tests {
         let store = SqliteStore::open_in_memory().unwrap();
         let sessions = Arc::new(NodeSessions::default());
         NodeRegistry::new(store.clone())
-            .put(&NodeRecord {
-                node_name: "n0".into(),
-                labels: BTreeMap::new(),
-                node_cert_sha256: String::new(),
-                node_cert_serial: String::new(),
-                node_vpn_ip: None,
-                node_vpn_pub_key: None,
-                node_public_endpoint: None,
-                joined_unix_ms: 0,
-                last_seen_unix_ms: 0,
-                vars: Vars::new(),
-            })
+            .put(&NodeRecord::named("n0"))
             .await
             .unwrap();
         let mut handle = sessions.open("n0");

@@ -1191,21 +1191,7 @@ mod tests {
         let started = Arc::new(Mutex::new(Vec::new()));
         for index in 0..node_count {
             let name = format!("n{index}");
-            registry
-                .put(&NodeRecord {
-                    node_name: name.clone(),
-                    labels: BTreeMap::new(),
-                    node_cert_sha256: String::new(),
-                    node_cert_serial: String::new(),
-                    node_vpn_ip: None,
-                    node_vpn_pub_key: None,
-                    node_public_endpoint: None,
-                    joined_unix_ms: 0,
-                    last_seen_unix_ms: 0,
-                    vars: Vars::new(),
-                })
-                .await
-                .unwrap();
+            registry.put(&NodeRecord::named(&name)).await.unwrap();
             let mut handle = sessions.open(&name);
             let (sessions, running, started) = (sessions.clone(), running.clone(), started.clone());
             let failed = failing.contains(&index);

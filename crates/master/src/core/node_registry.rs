@@ -40,6 +40,25 @@ pub struct NodeRecord {
     pub vars: Vars,
 }
 
+#[cfg(test)]
+impl NodeRecord {
+    /// A node with a name and nothing else, for tests of what runs on nodes.
+    pub fn named(node_name: &str) -> Self {
+        NodeRecord {
+            node_name: node_name.to_string(),
+            labels: BTreeMap::new(),
+            node_cert_sha256: String::new(),
+            node_cert_serial: String::new(),
+            node_vpn_ip: None,
+            node_vpn_pub_key: None,
+            node_public_endpoint: None,
+            joined_unix_ms: 0,
+            last_seen_unix_ms: 0,
+            vars: Default::default(),
+        }
+    }
+}
+
 impl NodeRecord {
     /// Whether `cert_der` is the certificate this node holds now.
     pub fn holds_cert(&self, cert_der: &[u8]) -> bool {
