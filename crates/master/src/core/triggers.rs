@@ -601,6 +601,44 @@ mod tests {
         );
     }
 
+    /// What a master that stops between starting a run and writing the cursor leaves
+    /// behind: the next one handles the event again (at least once), and after a
+    /// commit nobody does.
+    #[tokio::test]
+    async fn an_event_not_committed_is_handled_again_and_a_committed_one_is_not() {
+        let store = crate::store::SqliteStore::open_in_memory().unwrap();
+        let objects = ObjectRegistry::new(
+            store.clone(),
+            crate::core::secret_box::SecretBox::from_key(&[1; 32]),
+        );
+        objects.ensure_builtin_namespaces().await.unwrap();
+        let source = "apiVersion: weft/v1\nkind: Trigger\nmetadata: {name: t}\nspec:\n  event: {type: disk.full}\n  cooldown: 1h\n  run: {taskbook: {name: cleanup}}\n";
+        let parsed =
+            weft_taskbook::objects::parse_objects(source, std::path::Path::new("t.yml")).unwrap();
+        objects.apply(parsed, false).await.unwrap();
+        let events = EventLog::new(store.clone());
+        let mut new = NewEvent::system("disk.full", Map::new()).from_node("web-1");
+        new.namespace = "default".into();
+        let event = events.emit(new).await.unwrap();
+        let revision = store.current_revision().await.unwrap();
+
+        let book = TriggerBook::new(store.clone(), objects.clone());
+        assert_eq!(book.cursor().await.unwrap(), 0);
+        // The first master decides to fire, then stops before committing.
+        assert_eq!(book.handle(&event).await.unwrap().firings.len(), 1);
+        let again = book.handle(&event).await.unwrap();
+        assert_eq!(again.firings.len(), 1, "the event was dropped");
+        let firing = again.firings[0].clone();
+        book.commit(again, &[(firing, Some("job-1".into()))], revision)
+            .await
+            .unwrap();
+        assert_eq!(book.cursor().await.unwrap(), revision);
+        let state = book.state("default", "t").await.unwrap();
+        assert_eq!(state.scopes["web-1"].last_job_id.as_deref(), Some("job-1"));
+        // Handled again (a watch may repeat it): the cooldown holds it back.
+        assert!(book.handle(&event).await.unwrap().firings.is_empty());
+    }
+
     #[test]
     fn scopes_are_per_node_when_the_run_goes_to_the_event_node() {
         let mut spec = trigger(1, 10, 30);
