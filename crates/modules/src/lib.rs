@@ -10,15 +10,20 @@ pub mod state_file;
 mod assert;
 mod command;
 mod copy;
+mod dbus;
 mod debug;
 mod fail;
 mod file;
 mod files;
 mod lineinfile;
+mod package;
+mod packagekit;
 mod ping;
 mod process;
+mod service;
 mod set_var;
 mod shell;
+mod systemd;
 mod template;
 
 pub use module::{DynModule, Module, ModuleContext, ModuleError, Outcome};
@@ -36,6 +41,8 @@ static MODULES: &[&dyn DynModule] = &[
     &fail::Fail,
     &file::File,
     &lineinfile::LineInFile,
+    &package::Package,
+    &service::Service,
     &ping::Ping,
     &set_var::SetVar,
     &shell::Shell,
