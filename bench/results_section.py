@@ -74,6 +74,18 @@ def replace_section(path, name, text):
     os.replace(tmp, path)
 
 
+def report_main(doc, name, read_samples, section):
+    """The command line of every bench report.py: SAMPLES_TSV META_FILE RESULTS_MD|-."""
+    if len(sys.argv) != 4:
+        raise SystemExit(doc)
+    samples_path, meta_path, results = sys.argv[1:]
+    text = section(read_samples(samples_path), read_meta(meta_path))
+    if results == "-":
+        sys.stdout.write(text)
+    else:
+        replace_section(results, name, text)
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         raise SystemExit(__doc__)

@@ -13,7 +13,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from results_section import cpu_model, markers, mem_total_gib, read_meta, replace_section  # noqa: E402
+from results_section import cpu_model, markers, mem_total_gib, report_main  # noqa: E402
 
 NAME = "package_vs_ansible"
 START, END = markers(NAME)
@@ -87,16 +87,5 @@ def section(samples, meta):
     return "\n".join(lines) + "\n"
 
 
-def main():
-    if len(sys.argv) != 4:
-        raise SystemExit(__doc__)
-    samples_path, meta_path, results = sys.argv[1:]
-    text = section(read_samples(samples_path), read_meta(meta_path))
-    if results == "-":
-        sys.stdout.write(text)
-    else:
-        replace_section(results, NAME, text)
-
-
 if __name__ == "__main__":
-    main()
+    report_main(__doc__, NAME, read_samples, section)
