@@ -4,7 +4,7 @@
 //! current-thread runtime.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use zbus::Connection;
 
@@ -26,6 +26,13 @@ pub(crate) fn block_on<T>(work: impl Future<Output = T>) -> Result<T, String> {
         .build()
         .map_err(|error| format!("cannot start a runtime for D-Bus: {error}"))?;
     Ok(runtime.block_on(work))
+}
+
+/// When a module's D-Bus work must end: after `limit`, or at the task's own deadline
+/// when that comes first.
+pub(crate) fn deadline_within(task_deadline: Option<Instant>, limit: Duration) -> Instant {
+    let limit = Instant::now() + limit;
+    task_deadline.map_or(limit, |task_deadline| task_deadline.min(limit))
 }
 
 /// Connects to the system bus; every method call on it gives up after `method_timeout`.

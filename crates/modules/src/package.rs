@@ -47,10 +47,7 @@ impl Module for Package {
         apply: bool,
     ) -> Result<Outcome, ModuleError> {
         let names = package_names(args.name)?;
-        let deadline = match context.deadline {
-            Some(task_deadline) => task_deadline.min(Instant::now() + PACKAGE_TIMEOUT),
-            None => Instant::now() + PACKAGE_TIMEOUT,
-        };
+        let deadline = dbus::deadline_within(context.deadline, PACKAGE_TIMEOUT);
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let converged = dbus::block_on(converge(&names, args.state, apply, deadline))
             .map_err(ModuleError::Failed)??;

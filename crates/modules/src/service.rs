@@ -1,7 +1,7 @@
 //! `service`: a systemd unit started, stopped, restarted or reloaded, and enabled or not
 //! at boot, through systemd's D-Bus API (`systemd.rs`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -55,10 +55,7 @@ impl Module for Service {
                  systemd only, so run the host's own service manager through `command`"
             )));
         }
-        let deadline = match context.deadline {
-            Some(task_deadline) => task_deadline.min(Instant::now() + SERVICE_TIMEOUT),
-            None => Instant::now() + SERVICE_TIMEOUT,
-        };
+        let deadline = dbus::deadline_within(context.deadline, SERVICE_TIMEOUT);
         dbus::block_on(async {
             let connection = system_bus(SERVICE_TIMEOUT).await.map_err(|error| {
                 format!(
@@ -167,6 +164,7 @@ mod tests {
     use std::io::{BufRead, BufReader};
     use std::process::{Child, Command, Stdio};
     use std::sync::{Arc, Mutex};
+    use std::time::Instant;
 
     use zbus::object_server::SignalEmitter;
     use zbus::{interface, Connection, ObjectPath, OwnedObjectPath};
