@@ -4,7 +4,8 @@
     results_section.py NAME RESULTS_MD < SECTION     (SECTION includes its own markers)
 
 A section lies between `<!-- NAME:start -->` and `<!-- NAME:end -->`; a missing
-section is appended, a missing file is created with a heading.
+section is appended, a missing file is created with a heading. Also what every
+benchmark's report reads the same way: its `key=value` meta file and the machine.
 """
 
 import os
@@ -15,6 +16,38 @@ HEADING = "# weft benchmark results\n"
 
 def markers(name):
     return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def read_meta(path):
+    meta = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            key, sep, value = line.rstrip("\n").partition("=")
+            if sep:
+                meta[key] = value
+    return meta
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def mem_total_gib():
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB RAM"
+    except OSError:
+        pass
+    return "unknown RAM"
 
 
 def replace_section(path, name, text):
@@ -39,6 +72,18 @@ def replace_section(path, name, text):
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(new)
     os.replace(tmp, path)
+
+
+def report_main(doc, name, read_samples, section):
+    """The command line of every bench report.py: SAMPLES_TSV META_FILE RESULTS_MD|-."""
+    if len(sys.argv) != 4:
+        raise SystemExit(doc)
+    samples_path, meta_path, results = sys.argv[1:]
+    text = section(read_samples(samples_path), read_meta(meta_path))
+    if results == "-":
+        sys.stdout.write(text)
+    else:
+        replace_section(results, name, text)
 
 
 if __name__ == "__main__":

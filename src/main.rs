@@ -782,7 +782,8 @@ fn report_exit(report: &RunReport, output: Output) -> ExitCode {
 
 fn show_local_facts() -> ExitCode {
     match weft_modules::facts::gather_facts() {
-        Ok(facts) => {
+        Ok(mut facts) => {
+            weft_modules::facts::add_installed_package_count(&mut facts);
             println!(
                 "{}",
                 serde_json::to_string_pretty(&facts).expect("facts always serialize")

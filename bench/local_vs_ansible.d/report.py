@@ -17,7 +17,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from results_section import markers, replace_section  # noqa: E402
+from results_section import cpu_model, markers, mem_total_gib, report_main  # noqa: E402
 
 NAME = "local_vs_ansible"
 START, END = markers(NAME)
@@ -38,38 +38,6 @@ def read_samples(path):
             tool, run, _rep, seconds = line.rstrip("\n").split("\t")
             samples[(tool, run)].append(float(seconds))
     return samples
-
-
-def read_meta(path):
-    meta = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            key, sep, value = line.rstrip("\n").partition("=")
-            if sep:
-                meta[key] = value
-    return meta
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
-def mem_total_gib():
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB RAM"
-    except OSError:
-        pass
-    return "unknown RAM"
 
 
 def secs(value):
@@ -188,16 +156,5 @@ def section(samples, meta):
     return "\n".join(lines) + "\n"
 
 
-def main():
-    if len(sys.argv) != 4:
-        raise SystemExit(__doc__)
-    samples_path, meta_path, results = sys.argv[1:]
-    text = section(read_samples(samples_path), read_meta(meta_path))
-    if results == "-":
-        sys.stdout.write(text)
-    else:
-        replace_section(results, NAME, text)
-
-
 if __name__ == "__main__":
-    main()
+    report_main(__doc__, NAME, read_samples, section)

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 use weft_modules::bundle::Bundle;
-use weft_modules::facts::{gather_facts, same_facts};
+use weft_modules::facts::{add_installed_package_count, gather_facts, same_facts};
 use weft_modules::sync::SYNCED_VAR;
 use weft_modules::ModuleDirs;
 use weft_proto::tls::mtls_endpoint;
@@ -62,10 +62,16 @@ pub enum FactsSource {
 impl FactsSource {
     fn facts(&self) -> Value {
         match self {
-            FactsSource::Gather => gather_facts().unwrap_or_else(|error| {
-                tracing::warn!(%error, "facts could not be gathered");
-                json!({})
-            }),
+            FactsSource::Gather => match gather_facts() {
+                Ok(mut facts) => {
+                    add_installed_package_count(&mut facts);
+                    facts
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "facts could not be gathered");
+                    json!({})
+                }
+            },
             FactsSource::Fixed(facts) => facts.clone(),
         }
     }

@@ -11,18 +11,23 @@ mod assert;
 mod command;
 mod copy;
 mod custom;
+mod dbus;
 mod debug;
 mod fail;
 mod file;
 mod files;
 mod git;
 mod lineinfile;
+mod package;
+mod packagekit;
 mod ping;
 mod process;
+mod service;
 mod set_var;
 mod shell;
 pub mod slurp;
 pub mod sync;
+mod systemd;
 mod template;
 
 pub use custom::{CustomModule, ModuleDirs, MODULE_PATH_ENV};
@@ -42,6 +47,8 @@ static MODULES: &[&dyn DynModule] = &[
     &file::File,
     &git::Git,
     &lineinfile::LineInFile,
+    &package::Package,
+    &service::Service,
     &ping::Ping,
     &set_var::SetVar,
     &shell::Shell,

@@ -119,8 +119,10 @@ impl<'de> Deserialize<'de> for Conditions {
     }
 }
 
-/// A string or a list of strings, each with its position (`notify`, `tags`, conditions).
-struct StringList(Vec<Spanned<String>>);
+/// A string or a list of strings, each with its position (`notify`, `tags`, conditions,
+/// and module arguments such as `package`'s `name`).
+#[derive(Debug)]
+pub struct StringList(pub Vec<Spanned<String>>);
 
 impl<'de> Deserialize<'de> for StringList {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
