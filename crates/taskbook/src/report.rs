@@ -172,10 +172,13 @@ impl RunReport {
 }
 
 pub fn unix_ms_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    unix_ms(SystemTime::now())
+}
+
+/// Milliseconds since the Unix epoch, the unit every stored time uses; 0 before it.
+pub fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 /// Receives a run's progress as it happens.

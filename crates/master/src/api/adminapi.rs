@@ -26,7 +26,9 @@ use weft_taskbook::selector::NodeSelector;
 use weft_taskbook::taskbook::{is_identifier, TaskBookRef};
 use weft_taskbook::Vars;
 
-use super::{unix_ms, MasterContext};
+use weft_taskbook::report::unix_ms;
+
+use super::MasterContext;
 use crate::core::cron_jobs::CronJobError;
 use crate::core::events::{EventFilter, EventRecord};
 use crate::core::git_repositories::{GitError, RepoId};

@@ -185,8 +185,3 @@ impl<S: Store + Clone> MasterContext<S> {
         }
     }
 }
-
-pub(crate) fn unix_ms(time: std::time::SystemTime) -> u64 {
-    time.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}

@@ -15,10 +15,11 @@ use weft_proto::vpnapi::{
     master_message, node_message, Beacons, CheckPeerRequest, CheckPeerResponse, GetPeersRequest,
     LeaveRequest, LeaveResponse, MasterMessage, NodeMessage, RunStep,
 };
+use weft_taskbook::report::unix_ms;
 use weft_taskbook::report::TaskResult;
 use weft_taskbook::Vars;
 
-use super::{unix_ms, MasterContext};
+use super::MasterContext;
 use crate::core::beacons::BeaconReport;
 use crate::core::events::{types, NewEvent};
 use crate::core::job::{LateReport, StepAssignment};

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use weft_taskbook::objects::{AnyObject, ConcurrencyPolicy, CronJobSpec};
+use weft_taskbook::report::unix_ms;
 use weft_taskbook::schedule::CronSchedule;
 
 use super::events::{types, EventLog, NewEvent};
@@ -436,11 +437,6 @@ async fn job_state<S: Store + Clone>(
 
 fn status_key(namespace: &str, name: &str) -> String {
     format!("{STATUS_PREFIX}{namespace}/{name}")
-}
-
-fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

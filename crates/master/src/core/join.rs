@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use weft_taskbook::objects::{validate_labels, validate_name};
+use weft_taskbook::report::unix_ms;
 
 use super::mesh::{Admission, Mesh, MeshError, NodeVpn};
 use super::node_registry::{cert_sha256_hex, NodeRecord, NodeRegistry, NodeRegistryError};
@@ -192,11 +193,6 @@ fn node_vpn(request: &JoinRequest) -> Option<NodeVpn> {
         node_public_endpoint,
         persistent_keepalive,
     })
-}
-
-fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 #[cfg(test)]
