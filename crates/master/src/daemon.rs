@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use tonic::service::Routes;
@@ -18,6 +18,7 @@ use weft_proto::vpnapi::vpn_api_server::VpnApiServer;
 use weft_taskbook::objects::JobRetention;
 use weft_taskbook::report::unix_ms_now;
 use weft_taskbook::Error;
+use weft_vpn::departed_peers::DepartedPeers;
 use weft_vpn::device::{DeviceSettings, MeshDevice};
 use weft_vpn::vpn_key::VpnKeyPair;
 
@@ -399,17 +400,21 @@ async fn start_mesh<S: Store>(
     Ok((mesh, device))
 }
 
-/// Keeps the master's interface equal to the registry (every peer but itself).
+/// Keeps the master's interface equal to the registry (every peer but itself), a node
+/// that left kept for a moment (see `weft_vpn::departed_peers`).
 async fn follow_peers<S: Store>(mesh: Arc<Mesh<S>>, device: Arc<MeshDevice>) {
     let mut changes = mesh.changes();
+    let mut departed = DepartedPeers::default();
     loop {
         let version = *changes.borrow_and_update();
-        let peers: Vec<_> = mesh
+        let registry: Vec<_> = mesh
             .peers()
             .await
             .into_iter()
             .filter(|peer| peer.node_name != mesh.master_name())
             .collect();
+        let (peers, next_check) =
+            departed.interface_peers(registry, &mesh.take_left(), Instant::now());
         let device = device.clone();
         let applied = tokio::task::spawn_blocking(move || {
             device.apply_peers(&peers, weft_vpn::device::NAT_KEEPALIVE_SECONDS)
@@ -424,8 +429,15 @@ async fn follow_peers<S: Store>(mesh: Arc<Mesh<S>>, device: Arc<MeshDevice>) {
             }
             Err(error) => tracing::warn!(%error, "the master's interface update stopped"),
         }
-        if changes.changed().await.is_err() {
-            return;
+        let grace_over = async {
+            match next_check {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            () = grace_over => {}
         }
     }
 }

@@ -34,6 +34,7 @@ use crate::core::events::{EventFilter, EventRecord};
 use crate::core::git_repositories::{GitError, RepoId};
 use crate::core::job::{JobOrigin, JobRecord, JobStoreError};
 use crate::core::job_runner::{JobEvent, RunError, RunRequest, RunScope};
+use crate::core::mesh::Departure;
 use crate::core::node_registry::NodeRecord;
 use crate::core::objects::{
     namespace_for, ApplyAction, ObjectError, StoredObject as CoreStoredObject, DEFAULT_NAMESPACE,
@@ -298,7 +299,7 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
         let node_name = request.into_inner().node_name;
         if !self
             .context
-            .forget_node(&node_name, "removed by the admin")
+            .forget_node(&node_name, Departure::Removed)
             .await?
         {
             return Err(Status::not_found(format!(

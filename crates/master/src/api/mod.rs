@@ -17,7 +17,7 @@ use crate::core::events::{EventLog, NewEvent};
 use crate::core::job_runner::JobRunner;
 use crate::core::join::Joiner;
 use crate::core::leadership::{Leadership, MasterRegistry};
-use crate::core::mesh::Mesh;
+use crate::core::mesh::{Departure, Mesh};
 use crate::core::node_registry::NodeRegistry;
 use crate::core::objects::ObjectRegistry;
 use crate::core::pki::{peer_identity, ClusterCa, PeerIdentity};
@@ -59,14 +59,15 @@ impl<S: Store + Clone> MasterContext<S> {
     /// Takes a node out of the cluster (`weft node remove`, or the node leaving): its
     /// record goes, so its certificate is refused; its peer goes from every node; its
     /// address is free. `false` when there was no such node.
-    pub async fn forget_node(&self, node_name: &str, reason: &str) -> Result<bool, Status> {
+    pub async fn forget_node(&self, node_name: &str, departure: Departure) -> Result<bool, Status> {
+        let reason = departure.reason();
         let removed = self
             .nodes
             .remove(node_name)
             .await
             .map_err(|error| Status::internal(error.to_string()))?;
         if let Some(mesh) = &self.mesh {
-            mesh.remove(node_name)
+            mesh.remove(node_name, departure)
                 .await
                 .map_err(|error| Status::internal(error.to_string()))?;
         }

@@ -23,7 +23,7 @@ use super::MasterContext;
 use crate::core::beacons::BeaconReport;
 use crate::core::events::{types, NewEvent};
 use crate::core::job::{LateReport, StepAssignment};
-use crate::core::mesh::Mesh;
+use crate::core::mesh::{Departure, Mesh};
 use crate::core::node_registry::FactsRecord;
 use crate::core::sessions::{SessionHandle, StepEvent, ToNode};
 use crate::store::Store;
@@ -132,7 +132,7 @@ impl<S: Store + Clone> VpnApi for VpnApiService<S> {
         request: Request<LeaveRequest>,
     ) -> Result<Response<LeaveResponse>, Status> {
         let node = self.context.require_node(&request).await?;
-        self.context.forget_node(&node, "the node left").await?;
+        self.context.forget_node(&node, Departure::Left).await?;
         Ok(Response::new(LeaveResponse {}))
     }
 }

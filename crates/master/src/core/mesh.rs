@@ -5,8 +5,9 @@
 //! Every change is stored before it is announced: `changes()` ticks with the version,
 //! and each session pushes what its node has not seen (see `api::vpnapi`).
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex};
@@ -59,11 +60,31 @@ pub struct NodeVpn {
     pub persistent_keepalive: u16,
 }
 
+/// Why a node goes out of the mesh. One that left asked through its own tunnel and
+/// waits for the answer, so the master's interface keeps it a moment (see
+/// `weft_vpn::departed_peers`); a removed one is cut off at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    Left,
+    Removed,
+}
+
+impl Departure {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Departure::Left => "the node left",
+            Departure::Removed => "removed by the admin",
+        }
+    }
+}
+
 pub struct Mesh<S> {
     store: S,
     master_name: String,
     state: Mutex<(MeshState, u64)>,
     version: watch::Sender<u64>,
+    /// Nodes that left since the master's interface last looked (`take_left`).
+    left: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl<S: Store> Mesh<S> {
@@ -100,6 +121,7 @@ impl<S: Store> Mesh<S> {
             master_name: master_name.to_string(),
             version: watch::Sender::new(state.registry.version()),
             state: Mutex::new((state, revision)),
+            left: Default::default(),
         });
         mesh.update(|state| {
             let master_vpn_ip = state.pool.master_vpn_ip();
@@ -201,7 +223,11 @@ impl<S: Store> Mesh<S> {
     }
 
     /// Takes the node out of the mesh and frees its address; `false` if it was not in it.
-    pub async fn remove(&self, node_name: &str) -> Result<bool, MeshError> {
+    pub async fn remove(&self, node_name: &str, departure: Departure) -> Result<bool, MeshError> {
+        if departure == Departure::Left {
+            // Noted before the change is announced, so whoever sees it knows why.
+            self.left_nodes().insert(node_name.to_string());
+        }
         let mut removed = false;
         self.update(|state| {
             state.pool.release(node_name);
@@ -211,6 +237,15 @@ impl<S: Store> Mesh<S> {
         })
         .await?;
         Ok(removed)
+    }
+
+    /// The nodes that left (rather than were removed) since the last call.
+    pub fn take_left(&self) -> BTreeSet<String> {
+        std::mem::take(&mut *self.left_nodes())
+    }
+
+    fn left_nodes(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.left.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Applies `change` to a copy, stores it (only if nothing else wrote the mesh in
@@ -310,7 +345,9 @@ mod tests {
         assert_eq!(delta.upserts.len(), 1);
         assert_eq!(delta.upserts[0].node_vpn_pub_key, "ka2");
 
-        assert!(mesh.remove("b").await.unwrap());
+        assert!(mesh.remove("b", Departure::Left).await.unwrap());
+        assert_eq!(mesh.take_left(), BTreeSet::from(["b".to_string()]));
+        assert!(mesh.take_left().is_empty(), "each leave is told once");
         assert!(!mesh.is_member("b").await);
         assert_eq!(mesh.changes_since(version + 1).await.removed, ["b"]);
         assert!(matches!(
