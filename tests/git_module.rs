@@ -3,36 +3,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-use common::{run_local_json, snapshot, stderr};
+use common::git::{git, Sshd};
+use common::{json_report, local_command, snapshot, stderr};
 use serde_json::Value;
-
-/// Runs the git CLI in `dir`, insulated from this machine's git configuration.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .args([
-            "-c",
-            "user.name=weft",
-            "-c",
-            "user.email=weft@example.invalid",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
 
 /// A bare repository and a clone of it to push commits from.
 struct Upstream {
@@ -69,6 +44,10 @@ impl Upstream {
         git(&self.src(), &["push", "-q", "origin", name]);
     }
 
+    fn home(&self) -> PathBuf {
+        self.work.path().join("home")
+    }
+
     fn dest(&self) -> PathBuf {
         self.work.path().join("checkout")
     }
@@ -88,7 +67,14 @@ impl Upstream {
             ),
         )
         .unwrap();
-        let (report, output) = run_local_json(&book, flags);
+        // HOME is the client's: libgit2 reads `~/.ssh/known_hosts` from it.
+        let (report, output) = json_report(
+            local_command(&book, flags)
+                .args(["-o", "json"])
+                .env("HOME", self.home())
+                .output()
+                .unwrap(),
+        );
         let result = report["results"][0].clone();
         assert!(result.is_object(), "{report}\n{}", stderr(&output));
         (result, output.status.code().unwrap())
@@ -297,4 +283,41 @@ fn bad_versions_repositories_and_dests_fail_clearly_and_change_nothing() {
         "{unknown}"
     );
     assert_eq!(upstream.checked_out(), "one", "an existing checkout stays");
+}
+
+#[test]
+fn clones_over_ssh_with_its_key_file_and_refuses_an_unknown_host_or_a_refused_key() {
+    let sshd = match Sshd::start() {
+        Ok(sshd) => sshd,
+        Err(why) => return eprintln!("SKIPPED git over ssh: {why}"),
+    };
+    let upstream = Upstream::new();
+    let commit = upstream.push("over ssh");
+    let url = sshd.url(&upstream.work.path().join("remote.git"));
+    let key = format!(", key_file: {}", sshd.client_key().display());
+
+    let unknown = upstream.fails(&url, &key);
+    assert!(
+        unknown.starts_with(&format!("cannot reach the repository {url}: "))
+            && unknown.contains("known_hosts"),
+        "an unknown host is refused, and the error says where its key belongs: {unknown}"
+    );
+    assert!(!upstream.dest().exists());
+
+    sshd.trust_in(&upstream.home());
+    let refused = upstream.fails(&url, &format!(", key_file: {}", sshd.other_key().display()));
+    assert!(refused.contains("key_file"), "{refused}");
+    assert!(!upstream.dest().exists());
+
+    let (result, code) = upstream.run_with(&url, &key, &[]);
+    assert_eq!(
+        (result["status"].as_str(), code),
+        (Some("changed"), 0),
+        "{result}\nsshd:\n{}",
+        sshd.log()
+    );
+    assert_eq!(result["output"]["after"], commit.as_str());
+    assert_eq!(upstream.checked_out(), "over ssh");
+    let (again, _) = upstream.run_with(&url, &key, &[]);
+    assert_eq!(again["status"], "ok", "{again}");
 }

@@ -12,6 +12,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::cluster::{assert_success, Cluster};
+use common::git::{git, Sshd};
 use common::{stderr, stdout};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -24,22 +25,6 @@ const DEADLINE: Duration = Duration::from_secs(60);
 struct Repo {
     bare: PathBuf,
     work: PathBuf,
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .current_dir(dir)
-        .args([
-            "-c",
-            "user.name=weft test",
-            "-c",
-            "user.email=test@weft.invalid",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    assert_success(&output, &format!("git {}", args.join(" ")));
-    stdout(&output).trim().to_string()
 }
 
 impl Repo {
@@ -441,4 +426,46 @@ fn includes_and_run_taskbook_repo_read_the_last_fetched_commit() {
     wait_for(&cluster, "the mirror removed", || {
         (!mirror.exists()).then_some(())
     });
+}
+
+#[test]
+fn an_ssh_repository_is_fetched_with_the_key_from_a_secret_once_its_host_is_known() {
+    let sshd = match Sshd::start() {
+        Ok(sshd) => sshd,
+        Err(why) => return eprintln!("SKIPPED GitRepository over ssh: {why}"),
+    };
+    let (cluster, out, repo, first) = site_repository();
+    let private_key = std::fs::read_to_string(sshd.client_key()).unwrap();
+    let indented: String = private_key
+        .lines()
+        .map(|line| format!("      {line}\n"))
+        .collect();
+    apply(
+        &cluster,
+        "repo.yml",
+        &format!(
+            "apiVersion: weft/v1\nkind: Secret\nmetadata: {{name: deploy}}\nspec:\n  data:\n    id_ed25519: |\n{indented}---\napiVersion: weft/v1\nkind: GitRepository\nmetadata: {{name: site}}\nspec:\n  url: {}\n  interval: 1h\n  ssh_key: {{secret: deploy, key: id_ed25519}}\n  on_push: [{{path: site.yml}}]\n",
+            sshd.url(&repo.bare)
+        ),
+    );
+    let error = wait_for(&cluster, "the unknown host refused", || {
+        repo_status(&cluster, "site")["last_error"]
+            .as_str()
+            .map(str::to_string)
+    });
+    assert!(error.contains("known_hosts"), "{error}");
+    assert!(job_details(&cluster).is_empty(), "nothing ran");
+
+    sshd.trust_in(&cluster.dir.path().join("home"));
+    assert_success(&cluster.admin(&["repo", "fetch", "site"]), "repo fetch");
+    let job = wait_for_job(&cluster, "site", &first);
+    assert_eq!(job["state"], "succeeded", "{job:#}\nsshd:\n{}", sshd.log());
+    for node in NODES {
+        assert_eq!(read(out.join(node)).as_deref(), Some("v1"), "node {node}");
+    }
+    let key_line = private_key.lines().nth(1).unwrap();
+    assert!(
+        !cluster.master_log().contains(key_line),
+        "the private key reached the master's log"
+    );
 }

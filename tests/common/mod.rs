@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 pub mod cluster;
 pub mod etcd;
+pub mod git;
 pub mod mesh;
 
 pub fn weft() -> Command {

@@ -11,6 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use git2::{Cred, CredentialType, FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository};
 use weft_modules::bundle::{MAX_BUNDLE_BYTES, MAX_BUNDLE_FILES};
+use weft_modules::git_error_message;
 
 use crate::core::git_repositories::{FetchedCommit, GitMirrors, Remote, RepoId, FETCH_TIMEOUT};
 
@@ -120,7 +121,7 @@ impl GitMirrorDir {
                 if Instant::now() >= deadline {
                     format!("the fetch took longer than {FETCH_TIMEOUT:?} and was abandoned")
                 } else {
-                    e.message().to_string()
+                    git_error_message(&e)
                 }
             })?;
         let commit = mirror

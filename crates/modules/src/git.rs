@@ -117,8 +117,24 @@ impl Listing {
 fn unreachable(repo: &str, error: git2::Error) -> ModuleError {
     ModuleError::Failed(format!(
         "cannot reach the repository {repo}: {}",
-        error.message()
+        git_error_message(&error)
     ))
+}
+
+/// libgit2's message, with what to do where libgit2 leaves it out. Shared with the
+/// master's mirrors of GitRepositories, which fetch the same way.
+pub fn git_error_message(error: &git2::Error) -> String {
+    let unknown_host_key =
+        error.class() == git2::ErrorClass::Ssh && error.code() == git2::ErrorCode::Certificate;
+    if unknown_host_key {
+        format!(
+            "{}: the server's host key is not in ~/.ssh/known_hosts of the user weft runs as; \
+             add it after checking its fingerprint (`ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts`)",
+            error.message()
+        )
+    } else {
+        error.message().to_string()
+    }
 }
 
 /// Asks for a key only once per kind, so a refused key fails instead of looping.
@@ -138,7 +154,10 @@ fn callbacks(key_file: Option<&Path>) -> RemoteCallbacks<'_> {
             };
         }
         Err(git2::Error::from_str(if key_tried {
-            "the SSH key was refused"
+            match key_file {
+                Some(_) => "the server refused the ssh key in `key_file`",
+                None => "the server refused the ssh agent's keys; name a key with `key_file`",
+            }
         } else {
             "the repository asks for credentials weft cannot give; use a URL that needs none, or ssh:// with `key_file`"
         }))
@@ -251,7 +270,7 @@ fn open_dest(dest: &Path) -> Result<Option<Repository>, ModuleError> {
 }
 
 fn failed(what: &str, error: git2::Error) -> ModuleError {
-    ModuleError::Failed(format!("{what}: {}", error.message()))
+    ModuleError::Failed(format!("{what}: {}", git_error_message(&error)))
 }
 
 fn clone(args: &GitArgs, target: &Target, apply: bool) -> Result<Outcome, ModuleError> {

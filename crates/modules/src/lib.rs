@@ -31,6 +31,7 @@ mod systemd;
 mod template;
 
 pub use custom::{CustomModule, ModuleDirs, MODULE_PATH_ENV};
+pub use git::git_error_message;
 pub use module::{DynModule, Module, ModuleContext, ModuleError, Outcome};
 
 use weft_taskbook::error::{closest_match, PathSegment};
