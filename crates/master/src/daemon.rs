@@ -414,7 +414,7 @@ async fn follow_peers<S: Store>(mesh: Arc<Mesh<S>>, device: Arc<MeshDevice>) {
             .filter(|peer| peer.node_name != mesh.master_name())
             .collect();
         let (peers, next_check) =
-            departed.interface_peers(registry, &mesh.take_left(), Instant::now());
+            departed.interface_peers(registry, mesh.take_left(), Instant::now());
         let device = device.clone();
         let applied = tokio::task::spawn_blocking(move || {
             device.apply_peers(&peers, weft_vpn::device::NAT_KEEPALIVE_SECONDS)

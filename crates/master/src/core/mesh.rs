@@ -5,7 +5,6 @@
 //! Every change is stored before it is announced: `changes()` ticks with the version,
 //! and each session pushes what its node has not seen (see `api::vpnapi`).
 
-use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, PoisonError};
 
@@ -83,8 +82,8 @@ pub struct Mesh<S> {
     master_name: String,
     state: Mutex<(MeshState, u64)>,
     version: watch::Sender<u64>,
-    /// Nodes that left since the master's interface last looked (`take_left`).
-    left: std::sync::Mutex<BTreeSet<String>>,
+    /// Peers of the nodes that left since the master's interface last looked (`take_left`).
+    left: std::sync::Mutex<Vec<Peer>>,
 }
 
 impl<S: Store> Mesh<S> {
@@ -224,14 +223,16 @@ impl<S: Store> Mesh<S> {
 
     /// Takes the node out of the mesh and frees its address; `false` if it was not in it.
     pub async fn remove(&self, node_name: &str, departure: Departure) -> Result<bool, MeshError> {
-        if departure == Departure::Left {
-            // Noted before the change is announced, so whoever sees it knows why.
-            self.left_nodes().insert(node_name.to_string());
-        }
         let mut removed = false;
         self.update(|state| {
             state.pool.release(node_name);
-            removed = state.registry.get(node_name).is_some();
+            if let Some(peer) = state.registry.get(node_name) {
+                removed = true;
+                if departure == Departure::Left {
+                    // Noted before the change is announced, so whoever sees it knows why.
+                    self.left_peers().push(peer.clone());
+                }
+            }
             state.registry.remove(node_name);
             Ok(())
         })
@@ -239,12 +240,12 @@ impl<S: Store> Mesh<S> {
         Ok(removed)
     }
 
-    /// The nodes that left (rather than were removed) since the last call.
-    pub fn take_left(&self) -> BTreeSet<String> {
-        std::mem::take(&mut *self.left_nodes())
+    /// The peers of the nodes that left (rather than were removed) since the last call.
+    pub fn take_left(&self) -> Vec<Peer> {
+        std::mem::take(&mut *self.left_peers())
     }
 
-    fn left_nodes(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+    fn left_peers(&self) -> std::sync::MutexGuard<'_, Vec<Peer>> {
         self.left.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -346,10 +347,13 @@ mod tests {
         assert_eq!(delta.upserts[0].node_vpn_pub_key, "ka2");
 
         assert!(mesh.remove("b", Departure::Left).await.unwrap());
-        assert_eq!(mesh.take_left(), BTreeSet::from(["b".to_string()]));
+        let left: Vec<_> = mesh.take_left().into_iter().map(|p| p.node_name).collect();
+        assert_eq!(left, ["b"]);
         assert!(mesh.take_left().is_empty(), "each leave is told once");
         assert!(!mesh.is_member("b").await);
         assert_eq!(mesh.changes_since(version + 1).await.removed, ["b"]);
+        assert!(mesh.remove("a", Departure::Removed).await.unwrap());
+        assert!(mesh.take_left().is_empty(), "a removed node is not kept");
         assert!(matches!(
             Mesh::open(store, "10.8.0.0/24", vpn("master-key"), "m").await,
             Err(MeshError::CidrChanged { .. })
