@@ -315,11 +315,7 @@ fn nodes_facts_and_removal() {
 fn daemons_log_to_daily_files_with_a_main_file_pointing_at_today() {
     let dir = tempfile::tempdir().unwrap();
     let (data, logs) = (dir.path().join("master"), dir.path().join("logs"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let init = common::weft()
         .env("HOME", dir.path())
         .args([

@@ -1,7 +1,6 @@
 //! A real cluster on loopback for end-to-end tests: a `weft master` process and
 //! `weft minion` processes, each with its own data directory, joined with a real token.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -46,11 +45,7 @@ impl Cluster {
     /// A master's directory made by `weft master init INIT_ARGS`, with no master running.
     pub fn init(init_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let cluster = Cluster {
             endpoint: format!("127.0.0.1:{port}"),
             dir,

@@ -1,10 +1,13 @@
 //! Real git for the tests: the `git` CLI insulated from this machine's configuration,
 //! and a real OpenSSH server on loopback that serves repositories over ssh://.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::cluster::assert_success;
+use super::{free_port, stdout};
 
 const SSHD: &str = "/usr/sbin/sshd";
 
@@ -25,12 +28,8 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("git runs");
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
+    assert_success(&output, &format!("git {args:?}"));
+    stdout(&output).trim().to_string()
 }
 
 /// An sshd on 127.0.0.1 that lets this user in with one key only (no passwords), so
@@ -165,22 +164,10 @@ fn keygen(path: &Path) {
         .arg(path)
         .output()
         .expect("ssh-keygen runs (Debian's openssh-client)");
-    assert!(
-        output.status.success(),
-        "ssh-keygen: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    assert_success(&output, "ssh-keygen");
 }
 
 fn user_name() -> String {
     let output = Command::new("id").arg("-un").output().expect("id runs");
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
+    stdout(&output).trim().to_string()
 }
