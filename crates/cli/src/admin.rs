@@ -9,11 +9,9 @@ use weft_proto::adminapi::admin_api_client::AdminApiClient;
 use weft_proto::adminapi::ListMastersRequest;
 use weft_proto::credentials::ClientCredentials;
 use weft_proto::tls::connect_mtls;
+use weft_taskbook::limits::MAX_MESSAGE_BYTES;
 
 use crate::CliError;
-
-/// A run ships its TaskBook's folder; the master accepts up to this much.
-const MAX_MESSAGE_BYTES: usize = 12 * 1024 * 1024;
 
 pub type AdminClient = AdminApiClient<Channel>;
 

@@ -66,7 +66,7 @@ pub async fn run_taskbook(client: &mut AdminClient, run: RemoteRun) -> Result<Ru
             }
             let taskbook = TaskBook::load_with_repos(&run.file, &mut MasterReadsRepos)?;
             validate_taskbook(&taskbook, CustomModules::OnNodes)?;
-            let bundle = Bundle::read(&run.file)?;
+            let bundle = Bundle::for_taskbook(&taskbook)?;
             RunTaskBookRequest {
                 taskbook_file: bundle.taskbook_file.clone(),
                 files: bundle.files.into_iter().collect(),

@@ -15,6 +15,7 @@ use weft_proto::adminapi::admin_api_server::AdminApiServer;
 use weft_proto::pubapi::pub_api_server::PubApiServer;
 use weft_proto::tls::server_tls_config;
 use weft_proto::vpnapi::vpn_api_server::VpnApiServer;
+use weft_taskbook::limits::MAX_MESSAGE_BYTES;
 use weft_taskbook::objects::JobRetention;
 use weft_taskbook::report::unix_ms_now;
 use weft_taskbook::Error;
@@ -26,9 +27,7 @@ use crate::api::adminapi::AdminApiService;
 use crate::api::pubapi::PubApiService;
 use crate::api::vpnapi::VpnApiService;
 use crate::api::webhook;
-use crate::api::{
-    MasterContext, ADMINAPI_MAX_MESSAGE_BYTES, PUBAPI_MAX_MESSAGE_BYTES, VPNAPI_MAX_MESSAGE_BYTES,
-};
+use crate::api::{MasterContext, PUBAPI_MAX_MESSAGE_BYTES};
 use crate::core::beacons::{beacon_inputs_prefixes, BeaconPlanner};
 use crate::core::cron_jobs::CronJobEngine;
 use crate::core::events::{EventLog, DEFAULT_MAX_EVENTS};
@@ -296,10 +295,12 @@ pub async fn run(
     let vpnapi = VpnApiServer::new(VpnApiService {
         context: context.clone(),
     })
-    .max_decoding_message_size(VPNAPI_MAX_MESSAGE_BYTES);
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let hooks = webhook::router(context.clone());
     let adminapi = AdminApiServer::new(AdminApiService { context })
-        .max_decoding_message_size(ADMINAPI_MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let mut public_routes = Routes::new(pubapi).add_service(adminapi);
     // Inside the mesh the vpnapi has a listener of its own, on the master's VPN
     // address only; without the mesh it shares the public one.

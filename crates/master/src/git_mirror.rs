@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use git2::{Cred, CredentialType, FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository};
-use weft_modules::bundle::{MAX_BUNDLE_BYTES, MAX_BUNDLE_FILES};
 use weft_modules::git_error_message;
+use weft_taskbook::limits::{MAX_BUNDLE_BYTES, MAX_BUNDLE_FILES};
 
 use crate::core::git_repositories::{FetchedCommit, GitMirrors, Remote, RepoId, FETCH_TIMEOUT};
 

@@ -26,6 +26,7 @@ use weft_proto::vpnapi::{
     master_message, node_message, BeaconEvent, Facts, Heartbeat, Hello, NodeMessage, RunStep,
     StepDone, TaskResult,
 };
+use weft_taskbook::limits::MAX_MESSAGE_BYTES;
 use weft_taskbook::objects::BeaconAssignment;
 use weft_taskbook::report::{unix_ms_now, TaskStatus};
 use weft_taskbook::secrets::{mask_result, mask_secrets, secret_values};
@@ -49,8 +50,6 @@ const DELIVERY_MARGIN: Duration = Duration::from_secs(5);
 const KEPT_STEPS: usize = 64;
 /// Beacon events kept while no master can be reached.
 const KEPT_EVENTS: usize = 1000;
-/// Largest message either way, as the master's vpnapi allows.
-const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Where facts come from: gathered from this machine, or given (simulated swarms).
 #[derive(Clone)]

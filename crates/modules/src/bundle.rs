@@ -1,25 +1,38 @@
-//! A TaskBook travels to the master and on to its nodes as a bundle: the TaskBook's
-//! folder (the file itself, its includes, `templates/`, `files/`), read by the CLI and
-//! written out again under a private directory wherever it runs, so relative paths
-//! resolve there exactly as they did on the admin's machine.
+//! A TaskBook travels to the master and on to its nodes as a bundle: exactly the files
+//! the run can read, taken by the CLI from the admin's machine and written out again
+//! under a private directory wherever it runs, so relative paths resolve there as
+//! they did where the TaskBook was written. What travels: the TaskBook, its includes,
+//! every file a task names by a fixed relative path (`src` of copy, template and
+//! custom modules), and the `templates/` and `files/` folders beside the TaskBook and
+//! beside each included file. Nothing else of its folder: a TaskBook saved in a home
+//! directory must not ship that directory.
 //!
 //! Files a run reads from GitRepositories travel in the same bundle, each repository's
-//! commit under `.repos/<name>/`: a hidden folder, which `Bundle::read` never takes
-//! from an admin's folder, so only the master puts files there.
+//! commit under `.repos/<name>/`: a hidden folder, which the CLI never takes from an
+//! admin's folder, so only the master puts files there.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
-use weft_taskbook::taskbook::RepoFiles;
+use weft_taskbook::error::PathSegment;
+use weft_taskbook::limits::{human_bytes, MAX_BUNDLE_BYTES, MAX_BUNDLE_FILES};
+use weft_taskbook::taskbook::{task_field_path, RepoFiles};
+use weft_taskbook::yaml::Node;
 use weft_taskbook::{Error, TaskBook};
 
-/// Bounds on what one run may ship: enough for templates and small files, not a disk.
-pub const MAX_BUNDLE_BYTES: usize = 8 * 1024 * 1024;
-pub const MAX_BUNDLE_FILES: usize = 1000;
+use crate::files::{literal_arg, resolve_src};
+
+/// The folders beside a TaskBook (and each file it includes) that travel whole, for
+/// `src` paths that are only known once rendered.
+pub const BUNDLED_FOLDERS: [&str; 2] = ["templates", "files"];
+/// How deep the bundled folders are read.
 const MAX_BUNDLE_DEPTH: usize = 8;
 /// The folder of a bundle that holds GitRepositories' files, one folder each.
 pub const REPOS_DIR: &str = ".repos";
+/// How many of the biggest files an oversized bundle's error names.
+const BIGGEST_NAMED: usize = 5;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Bundle {
@@ -29,73 +42,71 @@ pub struct Bundle {
     pub files: BTreeMap<String, bytes::Bytes>,
 }
 
+/// A task argument's `src` when it names a file beside the TaskBook: fixed before the
+/// run (not templated) and relative. Absolute paths name files on the node.
+pub(crate) fn fixed_relative_src(args: &Node) -> Vec<&str> {
+    literal_arg(args, "src")
+        .map(|(_, src)| src)
+        .filter(|src| Path::new(src).is_relative())
+        .into_iter()
+        .collect()
+}
+
 impl Bundle {
-    /// Reads the folder that holds `taskbook`, skipping hidden entries.
-    pub fn read(taskbook: &Path) -> Result<Bundle, Error> {
-        let root = match taskbook.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-            _ => PathBuf::from("."),
+    /// The files `taskbook` (loaded from this machine) can read, read from here. Refused
+    /// before anything is read when they pass the bounds, naming the biggest.
+    pub fn for_taskbook(taskbook: &TaskBook) -> Result<Bundle, Error> {
+        let mut sizes = BTreeMap::new();
+        for file in needed_files(taskbook)? {
+            let metadata = fs::metadata(&file)
+                .map_err(|e| Error::new(format!("cannot read the file: {e}")).in_file(&file))?;
+            if !metadata.is_file() {
+                return Err(not_regular(&file));
+            }
+            sizes.insert(file, metadata.len());
+        }
+        for dir in needed_folders(taskbook) {
+            read_folder_sizes(&dir, 0, &mut sizes)?;
+        }
+        let root = common_folder(&normalized(&taskbook.file), sizes.keys());
+        let relative = |path: &Path| -> String {
+            let inside = path.strip_prefix(&root).unwrap_or(path);
+            inside
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/")
         };
-        let taskbook_file = taskbook
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .ok_or_else(|| Error::new("expected a TaskBook file").in_file(taskbook))?;
+        check_bounds(
+            sizes
+                .iter()
+                .map(|(path, size)| (relative(path), *size as usize)),
+        )?;
         let mut bundle = Bundle {
-            taskbook_file,
+            taskbook_file: relative(&normalized(&taskbook.file)),
             files: BTreeMap::new(),
         };
-        let mut size = 0;
-        bundle.read_dir(&root, "", 0, &mut size)?;
-        Ok(bundle)
-    }
-
-    fn read_dir(
-        &mut self,
-        dir: &Path,
-        prefix: &str,
-        depth: usize,
-        size: &mut usize,
-    ) -> Result<(), Error> {
-        let unreadable = |e: std::io::Error| {
-            Error::new(format!("cannot read the TaskBook's folder: {e}")).in_file(dir)
-        };
-        let mut entries = fs::read_dir(dir)
-            .map_err(unreadable)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(unreadable)?;
-        entries.sort_by_key(|entry| entry.file_name());
-        for entry in entries {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                continue;
+        for (path, size) in &sizes {
+            let mut content = Vec::with_capacity(*size as usize);
+            fs::File::open(path)
+                .and_then(|file| file.take(size + 1).read_to_end(&mut content))
+                .map_err(|e| Error::new(format!("cannot read the file: {e}")).in_file(path))?;
+            if content.len() as u64 != *size {
+                return Err(Error::new("the file changed while the run was read").in_file(path));
             }
-            let path = entry.path();
-            let relative = format!("{prefix}{name}");
-            let file_type = entry.file_type().map_err(unreadable)?;
-            if file_type.is_dir() {
-                if depth + 1 < MAX_BUNDLE_DEPTH {
-                    self.read_dir(&path, &format!("{relative}/"), depth + 1, size)?;
-                }
-                continue;
-            }
-            let content = fs::read(&path)
-                .map_err(|e| Error::new(format!("cannot read the file: {e}")).in_file(&path))?;
-            *size += content.len();
-            if *size > MAX_BUNDLE_BYTES || self.files.len() >= MAX_BUNDLE_FILES {
-                return Err(too_large().in_file(dir));
-            }
-            self.files.insert(relative, content.into());
+            bundle.files.insert(relative(path), content.into());
         }
-        Ok(())
+        Ok(bundle)
     }
 
     /// Checks what arrived over the wire before anything is written: relative paths
     /// that stay inside the bundle, within the bounds, and the TaskBook among them.
     pub fn validate(&self) -> Result<(), Error> {
-        let size: usize = self.files.values().map(|content| content.len()).sum();
-        if size > MAX_BUNDLE_BYTES || self.files.len() > MAX_BUNDLE_FILES {
-            return Err(too_large());
-        }
+        check_bounds(
+            self.files
+                .iter()
+                .map(|(path, content)| (path.clone(), content.len())),
+        )?;
         for path in self.files.keys() {
             let inside = !path.is_empty()
                 && Path::new(path)
@@ -211,40 +222,247 @@ impl RepoFiles for BundledRepos {
     }
 }
 
-fn too_large() -> Error {
-    Error::new(format!(
-        "the TaskBook's folder holds more than {} files or {} MiB, the most one run ships",
-        MAX_BUNDLE_FILES,
-        MAX_BUNDLE_BYTES / (1024 * 1024)
+/// Every file the TaskBook names: its sources and fixed `src` paths, found as the
+/// modules find them, normalized so that one file is read once.
+fn needed_files(taskbook: &TaskBook) -> Result<BTreeSet<PathBuf>, Error> {
+    let mut files: BTreeSet<PathBuf> = taskbook.sources.iter().map(|f| normalized(f)).collect();
+    for (step_index, step) in taskbook.steps.iter().enumerate() {
+        for (list, tasks) in [("tasks", &step.tasks), ("handlers", &step.handlers)] {
+            for (index, task) in tasks.iter().enumerate() {
+                let srcs = match crate::builtin_module(&task.module.value) {
+                    Some(module) => module.bundle_files(&task.args),
+                    None => fixed_relative_src(&task.args),
+                };
+                for src in srcs {
+                    let found = resolve_src(src, step.base_dir(), "a run ships files")
+                        .map_err(|message| {
+                            Error::new(format!(
+                                "the task `{}` reads `{src}`, which cannot travel with the run: {message}",
+                                task.display_name()
+                            ))
+                            .at(task.args.span)
+                            .under(PathSegment::Key(task.module.value.clone()))
+                            .under_path(&task_field_path(step_index, list, index))
+                            .in_file(&step.file)
+                        })?;
+                    files.insert(normalized(&found));
+                }
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// `templates/` and `files/` beside every file the TaskBook was read from.
+fn needed_folders(taskbook: &TaskBook) -> BTreeSet<PathBuf> {
+    taskbook
+        .sources
+        .iter()
+        .map(|source| normalized(source.parent().unwrap_or(Path::new("."))))
+        .flat_map(|dir| BUNDLED_FOLDERS.map(|folder| dir.join(folder)))
+        .filter(|dir| dir.is_dir())
+        .collect()
+}
+
+/// The regular files under `dir` with their sizes, hidden entries left out.
+fn read_folder_sizes(
+    dir: &Path,
+    depth: usize,
+    sizes: &mut BTreeMap<PathBuf, u64>,
+) -> Result<(), Error> {
+    let unreadable =
+        |e: std::io::Error| Error::new(format!("cannot read the folder: {e}")).in_file(dir);
+    for entry in fs::read_dir(dir).map_err(unreadable)? {
+        let entry = entry.map_err(unreadable)?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        // Links are followed: a file linked into templates/ is the file the run reads.
+        let metadata = fs::metadata(&path)
+            .map_err(|e| Error::new(format!("cannot read the file: {e}")).in_file(&path))?;
+        if metadata.is_dir() {
+            if depth + 1 < MAX_BUNDLE_DEPTH {
+                read_folder_sizes(&path, depth + 1, sizes)?;
+            }
+        } else if metadata.is_file() {
+            sizes.insert(path, metadata.len());
+        } else {
+            return Err(not_regular(&path));
+        }
+        if sizes.len() > MAX_BUNDLE_FILES {
+            return Err(Error::new(format!(
+                "{} holds more than {MAX_BUNDLE_FILES} files, the most one run ships",
+                dir.display()
+            ))
+            .with_hint(SHIPS_HINT));
+        }
+    }
+    Ok(())
+}
+
+const SHIPS_HINT: &str = "a run ships its TaskBook, its includes, the files its tasks name by a fixed `src`, and the templates/ and files/ folders beside them: keep only what the run reads there";
+
+/// Refuses a bundle past the bounds, naming its biggest files.
+fn check_bounds(files: impl Iterator<Item = (String, usize)>) -> Result<(), Error> {
+    let mut files: Vec<(String, usize)> = files.collect();
+    let total: usize = files.iter().map(|(_, size)| size).sum();
+    if total <= MAX_BUNDLE_BYTES && files.len() <= MAX_BUNDLE_FILES {
+        return Ok(());
+    }
+    files.sort_by_key(|(path, size)| (std::cmp::Reverse(*size), path.clone()));
+    let biggest: Vec<String> = files
+        .iter()
+        .take(BIGGEST_NAMED)
+        .map(|(path, size)| format!("{path} ({})", human_bytes(*size)))
+        .collect();
+    Err(Error::new(format!(
+        "the run would ship {} in {} files, more than one run carries ({} in {MAX_BUNDLE_FILES} files); the biggest: {}",
+        human_bytes(total),
+        files.len(),
+        human_bytes(MAX_BUNDLE_BYTES),
+        biggest.join(", ")
     ))
-    .with_hint("keep a TaskBook in a folder of its own, with its templates/ and files/")
+    .with_hint(SHIPS_HINT))
+}
+
+fn not_regular(path: &Path) -> Error {
+    Error::new("not a regular file (a device, FIFO or socket cannot travel with a run)")
+        .in_file(path)
+}
+
+/// `path` made absolute with `.` and `..` folded away, without touching the disk.
+fn normalized(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The deepest folder holding the TaskBook file and every path: the bundle's root.
+fn common_folder<'a>(taskbook_file: &Path, paths: impl Iterator<Item = &'a PathBuf>) -> PathBuf {
+    let mut root = taskbook_file
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .to_path_buf();
+    for path in paths {
+        while !path.starts_with(&root) {
+            if !root.pop() {
+                break;
+            }
+        }
+    }
+    root
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_folder_round_trips_and_hidden_entries_stay_behind() {
-        let source = tempfile::tempdir().unwrap();
-        fs::create_dir_all(source.path().join("templates")).unwrap();
-        fs::create_dir_all(source.path().join(".git")).unwrap();
-        fs::write(source.path().join("site.yml"), "kind: TaskBook").unwrap();
-        fs::write(source.path().join("templates/motd.tera"), "hi").unwrap();
-        fs::write(source.path().join(".git/HEAD"), "ref").unwrap();
+    fn write(path: &Path, content: &[u8]) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
 
-        let bundle = Bundle::read(&source.path().join("site.yml")).unwrap();
+    fn load(file: &Path) -> TaskBook {
+        TaskBook::load(file).unwrap()
+    }
+
+    const SITE: &str = "apiVersion: weft/v1\nkind: TaskBook\nmetadata: {name: t}\nspec:\n  include: [{path: base/base.yml}]\n  steps:\n    - tasks:\n        - copy: {src: motd.txt, dest: /tmp/motd}\n        - template: {src: \"{{ name }}.tera\", dest: /tmp/x}\n        - frobnicate: {src: data.json}\n";
+    const BASE: &str = "apiVersion: weft/v1\nkind: TaskBook\nmetadata: {name: base}\nspec:\n  steps:\n    - tasks:\n        - copy: {src: ../../shared/common.conf, dest: /tmp/c}\n        - copy: {src: /etc/hostname, dest: /tmp/h}\n";
+
+    #[test]
+    fn only_what_the_taskbook_reads_travels() {
+        let home = tempfile::tempdir().unwrap();
+        let folder = home.path().join("ops");
+        write(&folder.join("site.yml"), SITE.as_bytes());
+        write(&folder.join("motd.txt"), b"hi");
+        write(&folder.join("data.json"), b"{}");
+        write(&folder.join("templates/web.tera"), b"{{ name }}");
+        write(&folder.join("files/logo.png"), b"png");
+        write(&folder.join("templates/.swp"), b"editor");
+        write(&folder.join("base/base.yml"), BASE.as_bytes());
+        write(&folder.join("base/templates/b.tera"), b"b");
+        write(&home.path().join("shared/common.conf"), b"common");
+        // What lies around but no task reads.
+        write(&folder.join("cluster.key"), b"key");
+        write(&folder.join("notes.txt"), b"notes");
+        write(&folder.join("big.log"), &vec![b'x'; MAX_BUNDLE_BYTES + 1]);
+        write(&folder.join(".git/HEAD"), b"ref");
+        write(&home.path().join("admin.yaml"), b"credentials");
+
+        let bundle = Bundle::for_taskbook(&load(&folder.join("site.yml"))).unwrap();
         assert_eq!(
             bundle.files.keys().collect::<Vec<_>>(),
-            ["site.yml", "templates/motd.tera"]
+            [
+                "ops/base/base.yml",
+                "ops/base/templates/b.tera",
+                "ops/data.json",
+                "ops/files/logo.png",
+                "ops/motd.txt",
+                "ops/site.yml",
+                "ops/templates/web.tera",
+                "shared/common.conf",
+            ]
         );
+        assert_eq!(bundle.taskbook_file, "ops/site.yml");
+
+        // Unpacked elsewhere, it loads and its paths resolve as they did here.
         let target = tempfile::tempdir().unwrap();
-        let taskbook = bundle.write_to(target.path()).unwrap();
-        assert_eq!(fs::read_to_string(taskbook).unwrap(), "kind: TaskBook");
+        let taskbook = bundle.load_taskbook(target.path()).unwrap();
+        assert_eq!(taskbook.steps.len(), 2);
         assert_eq!(
-            fs::read_to_string(target.path().join("templates/motd.tera")).unwrap(),
-            "hi"
+            fs::read_to_string(target.path().join("ops/templates/web.tera")).unwrap(),
+            "{{ name }}"
         );
+    }
+
+    #[test]
+    fn an_oversized_run_is_refused_with_its_biggest_files_named() {
+        let folder = tempfile::tempdir().unwrap();
+        let site = "apiVersion: weft/v1\nkind: TaskBook\nmetadata: {name: t}\nspec:\n  steps:\n    - tasks:\n        - copy: {src: disk.img, dest: /tmp/d}\n";
+        write(&folder.path().join("site.yml"), site.as_bytes());
+        write(
+            &folder.path().join("disk.img"),
+            &vec![0; MAX_BUNDLE_BYTES - 100],
+        );
+        write(&folder.path().join("files/a.bin"), &[0; 2000]);
+        write(&folder.path().join("files/b.bin"), &[0; 10]);
+        let error = Bundle::for_taskbook(&load(&folder.path().join("site.yml")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("the biggest: disk.img (8.0 MiB), files/a.bin (1 KiB), site.yml"),
+            "{error}"
+        );
+        assert!(error.contains("templates/ and files/"), "{error}");
+    }
+
+    #[test]
+    fn a_fifo_among_the_files_is_refused_without_reading_it() {
+        let folder = tempfile::tempdir().unwrap();
+        let site = "apiVersion: weft/v1\nkind: TaskBook\nmetadata: {name: t}\nspec:\n  steps:\n    - tasks:\n        - debug: {msg: hi}\n";
+        write(&folder.path().join("site.yml"), site.as_bytes());
+        fs::create_dir(folder.path().join("files")).unwrap();
+        let fifo = folder.path().join("files/pipe");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let error = Bundle::for_taskbook(&load(&folder.path().join("site.yml")))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not a regular file"), "{error}");
+        assert!(error.contains("files/pipe"), "{error}");
     }
 
     #[test]

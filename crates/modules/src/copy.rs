@@ -34,6 +34,10 @@ impl Module for Copy {
     const NAME: &'static str = "copy";
     type Args = CopyArgs;
 
+    fn bundle_files(args: &Node) -> Vec<&str> {
+        crate::bundle::fixed_relative_src(args)
+    }
+
     fn validate(args: &Node, base_dir: &Path) -> Result<(), Error> {
         validate_mode(args)?;
         if args.get("content").is_some() == args.get("src").is_some() {

@@ -218,6 +218,12 @@ impl DynModule for CustomModule {
             .map_err(|msg| Error::new(msg).at(args.span))
     }
 
+    /// A custom module reads its files from its working directory, the TaskBook's
+    /// folder; like `copy`, its `src` names one.
+    fn bundle_files<'a>(&self, args: &'a Node) -> Vec<&'a str> {
+        crate::bundle::fixed_relative_src(args)
+    }
+
     fn run(
         &self,
         args: &Node,

@@ -95,6 +95,13 @@ pub trait Module: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The files beside the TaskBook this task reads by a fixed relative path (a `src`),
+    /// as written: they travel with the run. A templated path finds its file only in
+    /// the `templates/` and `files/` folders, which travel whole.
+    fn bundle_files(_args: &Node) -> Vec<&str> {
+        Vec::new()
+    }
+
     fn check_apply(
         &self,
         args: Self::Args,
@@ -109,6 +116,8 @@ pub trait DynModule: Send + Sync {
     fn skipped_in_check_mode(&self) -> bool;
     /// Before a run: argument types (templates stand in for any scalar) and static checks.
     fn validate(&self, args: &Node, base_dir: &Path) -> Result<(), Error>;
+    /// See [`Module::bundle_files`].
+    fn bundle_files<'a>(&self, args: &'a Node) -> Vec<&'a str>;
     /// At run time, with templates rendered into `args`.
     fn run(
         &self,
@@ -130,6 +139,10 @@ impl<M: Module> DynModule for M {
     fn validate(&self, args: &Node, base_dir: &Path) -> Result<(), Error> {
         check_node::<M::Args>(args)?;
         M::validate(args, base_dir)
+    }
+
+    fn bundle_files<'a>(&self, args: &'a Node) -> Vec<&'a str> {
+        M::bundle_files(args)
     }
 
     fn run(

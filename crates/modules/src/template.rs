@@ -39,6 +39,10 @@ impl Module for Template {
     type Args = TemplateArgs;
 
     /// A literal `src` must exist and compile, so a typo in a template fails before the run.
+    fn bundle_files(args: &Node) -> Vec<&str> {
+        crate::bundle::fixed_relative_src(args)
+    }
+
     fn validate(args: &Node, base_dir: &Path) -> Result<(), Error> {
         validate_mode(args)?;
         let Some(path) = validate_src(args, base_dir, RENDERS_ONE_FILE)? else {

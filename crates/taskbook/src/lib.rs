@@ -7,6 +7,7 @@ pub mod cluster_vars;
 pub mod de;
 pub mod duration;
 pub mod error;
+pub mod limits;
 pub mod objects;
 pub mod render;
 pub mod report;

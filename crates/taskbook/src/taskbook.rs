@@ -199,6 +199,8 @@ impl<'de> Deserialize<'de> for Batch {
 pub struct TaskBook {
     pub metadata: Metadata,
     pub file: PathBuf,
+    /// Every file this TaskBook was read from: its own first, then its includes.
+    pub sources: Vec<PathBuf>,
     pub vars: Vars,
     pub steps: Vec<Step>,
 }
@@ -343,12 +345,14 @@ impl TaskBook {
 
         let mut steps = Vec::new();
         let mut vars = Vars::new();
+        let mut sources = vec![file.to_path_buf()];
         for include in &object.spec.include {
             let Some(included) = load_include(include, file, loading)? else {
                 continue;
             };
             vars.extend(included.vars);
             steps.extend(included.steps);
+            sources.extend(included.sources);
         }
         vars.extend(object.spec.vars);
         for mut step in object.spec.steps {
@@ -358,6 +362,7 @@ impl TaskBook {
         let taskbook = TaskBook {
             metadata: object.metadata,
             file: file.to_path_buf(),
+            sources,
             vars,
             steps,
         };

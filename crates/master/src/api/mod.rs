@@ -25,11 +25,10 @@ use crate::core::sessions::{NodeSessions, ToNode};
 use crate::core::token_registry::TokenRegistry;
 use crate::store::Store;
 
-/// Largest message each API accepts. Join is a name, labels and a certificate request;
-/// a run ships its TaskBook's folder; a node sends facts and task results.
+/// Largest message the pubapi accepts: Join is a name, labels and a certificate
+/// request. The vpnapi and adminapi carry runs and use weft's one message bound,
+/// `weft_taskbook::limits::MAX_MESSAGE_BYTES`, as the CLI and the nodes do.
 pub const PUBAPI_MAX_MESSAGE_BYTES: usize = 64 * 1024;
-pub const VPNAPI_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
-pub const ADMINAPI_MAX_MESSAGE_BYTES: usize = 12 * 1024 * 1024;
 
 /// What every service reaches.
 pub struct MasterContext<S> {
