@@ -26,7 +26,7 @@ use weft_proto::vpnapi::{
     master_message, node_message, BeaconEvent, Facts, Heartbeat, Hello, NodeMessage, RunStep,
     StepDone, TaskResult,
 };
-use weft_taskbook::limits::MAX_MESSAGE_BYTES;
+use weft_taskbook::limits::{human_bytes, MAX_MESSAGE_BYTES, MAX_TASK_RESULT_BYTES};
 use weft_taskbook::objects::BeaconAssignment;
 use weft_taskbook::report::{unix_ms_now, TaskStatus};
 use weft_taskbook::secrets::{mask_result, mask_secrets, secret_values};
@@ -483,7 +483,8 @@ fn run_step(
                 job_id: job_id.clone(),
                 step_index,
                 sequence,
-                result_json: serde_json::to_string(&result).expect("results serialize"),
+                result_json: serde_json::to_string(&result.trimmed_to(MAX_TASK_RESULT_BYTES))
+                    .expect("results serialize"),
             })),
         });
         sequence += 1;
@@ -491,36 +492,47 @@ fn run_step(
     let outcome = execute(&step, node_name, work_dir, facts, &mut |result| {
         emit_result(result, emit)
     });
-    let (failed, registered) = match outcome {
+    let step_failure = |error: String| weft_taskbook::report::TaskResult {
+        node: node_name.to_string(),
+        step: format!("step {}", step_index + 1),
+        task: String::new(),
+        module: String::new(),
+        location: step.taskbook_file.clone(),
+        handler: false,
+        status: TaskStatus::Failed,
+        msg: Some(error),
+        diff: None,
+        items: Vec::new(),
+        output: Value::Null,
+        attempts: 0,
+        started_unix_ms: unix_ms_now(),
+        duration_ms: 0.0,
+    };
+    let (mut failed, registered) = match outcome {
         Ok(outcome) => outcome,
         Err(error) => {
-            let mut result = weft_taskbook::report::TaskResult {
-                node: node_name.to_string(),
-                step: String::new(),
-                task: String::new(),
-                module: String::new(),
-                location: step.taskbook_file.clone(),
-                handler: false,
-                status: TaskStatus::Failed,
-                msg: Some(error),
-                diff: None,
-                items: Vec::new(),
-                output: Value::Null,
-                attempts: 0,
-                started_unix_ms: unix_ms_now(),
-                duration_ms: 0.0,
-            };
-            result.step = format!("step {}", step_index + 1);
-            emit_result(result, emit);
+            emit_result(step_failure(error), emit);
             (true, Vars::new())
         }
     };
+    let mut registered_json = Value::Object(registered).to_string();
+    // The step's end carries them in one message, beside little else.
+    if registered_json.len() > MAX_MESSAGE_BYTES / 2 {
+        let error = format!(
+            "this step's registered results weigh {}, more than the {} a step may hand on; later steps and other nodes cannot read them (register less, or only what later tasks need)",
+            human_bytes(registered_json.len()),
+            human_bytes(MAX_MESSAGE_BYTES / 2)
+        );
+        emit_result(step_failure(error), emit);
+        failed = true;
+        registered_json = "{}".to_string();
+    }
     emit(NodeMessage {
         kind: Some(node_message::Kind::StepDone(StepDone {
             job_id,
             step_index,
             failed,
-            registered_json: Value::Object(registered).to_string(),
+            registered_json,
         })),
     });
 }

@@ -79,6 +79,57 @@ pub struct TaskResult {
     pub duration_ms: f64,
 }
 
+impl TaskResult {
+    /// The result within `max_bytes` of JSON: past that its diffs are cut, then its
+    /// output replaced by a note, then its items' diffs and messages dropped, each
+    /// saying so. A node sends what fits its session rather than losing it.
+    pub fn trimmed_to(mut self, max_bytes: usize) -> TaskResult {
+        let size = |result: &TaskResult| serde_json::to_vec(result).map_or(0, |json| json.len());
+        let mut total = size(&self);
+        if total <= max_bytes {
+            return self;
+        }
+        let diff_share = max_bytes / 4;
+        if let Some(diff) = &mut self.diff {
+            cut(diff, diff_share, "diff");
+        }
+        total = size(&self);
+        if total > max_bytes {
+            self.output = Value::String(format!(
+                "(output left out: this result weighed {total} bytes, more than the {max_bytes} a result carries)"
+            ));
+            total = size(&self);
+        }
+        if total > max_bytes {
+            for item in &mut self.items {
+                item.diff = None;
+                item.msg = item.msg.take().map(|mut msg| {
+                    cut(&mut msg, 256, "message");
+                    msg
+                });
+            }
+        }
+        if let Some(msg) = &mut self.msg {
+            cut(msg, diff_share, "message");
+        }
+        self
+    }
+}
+
+/// Cuts `text` to about `max_bytes` at a character boundary, saying what was left out.
+fn cut(text: &mut String, max_bytes: usize, what: &str) {
+    if text.len() <= max_bytes {
+        return;
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let left_out = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!("\n... ({what} cut: {left_out} more bytes)"));
+}
+
 /// Counts of task results for one node.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecap {
@@ -341,6 +392,27 @@ mod tests {
             started_unix_ms: 0,
             duration_ms: 1.25,
         }
+    }
+
+    #[test]
+    fn a_result_past_its_bound_is_cut_and_says_so() {
+        let small = result("a", TaskStatus::Changed);
+        assert_eq!(small.clone().trimmed_to(10_000), small);
+
+        let mut big = result("a", TaskStatus::Changed);
+        big.diff = Some("+é line\n".repeat(5_000));
+        big.output = serde_json::json!({"stdout": "x".repeat(20_000)});
+        let trimmed = big.trimmed_to(10_000);
+        let json = serde_json::to_vec(&trimmed).unwrap();
+        assert!(json.len() <= 10_000, "{}", json.len());
+        let diff = trimmed.diff.unwrap();
+        assert!(diff.starts_with("+é line\n"), "{diff}");
+        assert!(diff.ends_with("more bytes)"), "{diff}");
+        assert!(trimmed
+            .output
+            .as_str()
+            .unwrap()
+            .starts_with("(output left out"));
     }
 
     #[test]

@@ -47,6 +47,43 @@ pub struct StepAssignment {
     pub run_once_node: Option<String>,
 }
 
+impl StepAssignment {
+    /// At least what the step's message to its node weighs: a step over
+    /// `MAX_MESSAGE_BYTES` is refused here, since the node could not read it and
+    /// would lose its session.
+    pub fn message_bytes(&self) -> usize {
+        let files: usize = self
+            .bundle
+            .files
+            .iter()
+            .map(|(path, content)| path.len() + content.len())
+            .sum();
+        files
+            + json_len(&*self.cluster_vars)
+            + json_len(&*self.secrets)
+            + json_len(&*self.extra_vars)
+            + json_len(&self.context)
+            + json_len(&self.registered)
+    }
+}
+
+/// The length of `value` as JSON, counted without building the text.
+fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    serde_json::to_writer(&mut counter, value).expect("JSON values always serialize");
+    counter.0
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {

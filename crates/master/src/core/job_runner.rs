@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use weft_modules::bundle::{Bundle, REPOS_DIR};
 use weft_modules::sync::{synced_entry, SyncSource, SYNCED_VAR};
+use weft_taskbook::limits::{human_bytes, MAX_MESSAGE_BYTES};
 use weft_taskbook::objects::{AnyObject, JobRetention, NodeGroupSpec};
 use weft_taskbook::report::{unix_ms_now, RunReport, TaskResult, TaskStatus};
 use weft_taskbook::rollout::plan_batches;
@@ -35,7 +36,7 @@ use super::job::{
 use super::node_registry::{NodeRecord, NodeRegistry, NodeRegistryError};
 use super::objects::{namespace_for, ObjectError, ObjectRegistry, DEFAULT_NAMESPACE};
 use super::record::CorruptRecord;
-use super::sessions::{NodeSessions, StepEvent};
+use super::sessions::{NodeSessions, NotConnected, StepEvent};
 use crate::store::{Store, StoreError};
 
 /// What `weft run taskbook` asks for.
@@ -906,8 +907,30 @@ impl<S: Store + Clone> JobRun<S> {
             skip_tags: self.skip_tags.clone(),
             run_once_node: run_once_node.map(str::to_string),
         });
-        let state = match self.inner.sessions.dispatch(node, assignment) {
-            Err(error) => {
+        let message_bytes = assignment.message_bytes();
+        let dispatched = if message_bytes > MAX_MESSAGE_BYTES {
+            Err(StepRefused::TooLarge(message_bytes))
+        } else {
+            self.inner
+                .sessions
+                .dispatch(node, assignment)
+                .map_err(StepRefused::NotConnected)
+        };
+        let state = match dispatched {
+            Err(StepRefused::TooLarge(bytes)) => {
+                let reason = format!(
+                    "this step would send {node} {}, more than the {} a node accepts (the files {}; the rest is variables, secrets, registered results and, when the TaskBook reads `nodes`, every node's facts); it was not sent",
+                    human_bytes(bytes),
+                    human_bytes(MAX_MESSAGE_BYTES),
+                    human_bytes(self.bundle.files.values().map(|c| c.len()).sum()),
+                );
+                let mut result =
+                    unreachable_result(node, step_name, &self.job.file, &reason, unix_ms_now());
+                result.status = TaskStatus::Failed;
+                self.record(index, u32::MAX / 2, result);
+                NodeStepState::Failed
+            }
+            Err(StepRefused::NotConnected(error)) => {
                 self.unreachable(
                     index,
                     step_name,
@@ -1059,6 +1082,13 @@ impl<S: Store + Clone> JobRun<S> {
 
 /// The namespace a TaskBook names for itself, else `default`; a file that does not parse
 /// is reported when it is loaded.
+/// Why a step did not reach its node.
+enum StepRefused {
+    /// Its message would pass the bound a node reads (bytes).
+    TooLarge(usize),
+    NotConnected(NotConnected),
+}
+
 fn top_namespace(bundle: &Bundle) -> String {
     bundle
         .taskbook_source()
