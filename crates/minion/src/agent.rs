@@ -29,7 +29,7 @@ use weft_proto::vpnapi::{
 use weft_taskbook::limits::{human_bytes, MAX_MESSAGE_BYTES, MAX_TASK_RESULT_BYTES};
 use weft_taskbook::objects::BeaconAssignment;
 use weft_taskbook::report::{unix_ms_now, TaskStatus};
-use weft_taskbook::secrets::{mask_result, mask_secrets, secret_values};
+use weft_taskbook::secrets::SecretMask;
 use weft_taskbook::Vars;
 
 use crate::beacons::BeaconRunner;
@@ -574,7 +574,7 @@ fn execute(
     let cluster_vars = as_vars(parse("cluster variables", &step.cluster_vars_json)?);
     // Kept in memory for this step only, and masked in everything the node sends back.
     let secrets = parse("secrets", &step.secrets_json)?;
-    let secret_values = secret_values(&secrets);
+    let secret_mask = SecretMask::new(&secrets);
     let extra_vars = step
         .extra_vars_json
         .iter()
@@ -619,18 +619,14 @@ fn execute(
             &mut |mut result| {
                 result.location = result.location.replace(&unpacked, "");
                 result.msg = result.msg.map(|msg| msg.replace(&unpacked, ""));
-                emit(mask_result(result, &secret_values));
+                emit(secret_mask.mask_result(result));
             },
         )
-        .map_err(|e| {
-            let mut message = Value::String(e.to_string().replace(&unpacked, ""));
-            mask_secrets(&mut message, &secret_values);
-            message.as_str().unwrap_or_default().to_string()
-        })?;
+        .map_err(|e| secret_mask.mask_text(&e.to_string().replace(&unpacked, "")))?;
     let mut registered = executor.registered().clone();
     registered
         .values_mut()
-        .for_each(|value| mask_secrets(value, &secret_values));
+        .for_each(|value| secret_mask.mask_value(value));
     Ok((executor.failed, registered))
 }
 

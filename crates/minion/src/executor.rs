@@ -6,10 +6,13 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
-use weft_modules::{find_module, DynModule, ModuleContext, ModuleDirs, ModuleError, Outcome};
+use weft_modules::{
+    content_reads_secrets, find_module, DynModule, ModuleContext, ModuleDirs, ModuleError, Outcome,
+};
 use weft_taskbook::error::PathSegment;
 use weft_taskbook::render::{describe_value, Renderer};
 use weft_taskbook::report::{unix_ms_now, ItemResult, TaskResult, TaskStatus};
+use weft_taskbook::secrets::HIDDEN_CONTENT;
 use weft_taskbook::task::Conditions;
 use weft_taskbook::taskbook::spanned_origin;
 use weft_taskbook::vars::{resolve_templated_vars, VarLayers, VarLevel};
@@ -356,6 +359,14 @@ impl NodeExecutor {
                     msg: Some(msg),
                     ..Outcome::default()
                 },
+            };
+            // Masking hides a secret's lines as they are; this hides them changed too.
+            let outcome = match outcome.diff {
+                Some(_) if content_reads_secrets(module, &task.args, step.base_dir()) => Outcome {
+                    diff: Some(HIDDEN_CONTENT.to_string()),
+                    ..outcome
+                },
+                _ => outcome,
             };
             let mut attempted = self.judge(task, outcome, &mut context)?;
             attempted.attempts = attempts;

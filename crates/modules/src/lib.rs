@@ -34,9 +34,13 @@ pub use custom::{CustomModule, ModuleDirs, MODULE_PATH_ENV};
 pub use git::git_error_message;
 pub use module::{DynModule, Module, ModuleContext, ModuleError, Outcome};
 
+use std::path::Path;
+
 use weft_taskbook::error::{closest_match, PathSegment};
+use weft_taskbook::secrets::secret_references;
 use weft_taskbook::task::TASK_KEYWORDS;
 use weft_taskbook::taskbook::task_field_path;
+use weft_taskbook::yaml::Node;
 use weft_taskbook::{Error, TaskBook};
 
 static MODULES: &[&dyn DynModule] = &[
@@ -86,6 +90,19 @@ pub fn find_module(name: &str, dirs: &ModuleDirs) -> Option<FoundModule> {
     builtin_module(name)
         .map(FoundModule::Builtin)
         .or_else(|| dirs.find(name).map(FoundModule::Custom))
+}
+
+/// Whether what a task writes comes from a Secret: its arguments read `secrets`, or a
+/// file it names by a fixed `src` does (a template). Its diff then shows no lines.
+pub fn content_reads_secrets(module: &dyn DynModule, args: &Node, base_dir: &Path) -> bool {
+    let reads = |text: &str| !secret_references(text).is_empty();
+    reads(&format!("{args:?}"))
+        || module.bundle_files(args).into_iter().any(|src| {
+            files::resolve_src(src, base_dir, "")
+                .ok()
+                .and_then(|path| std::fs::read(path).ok())
+                .is_some_and(|content| reads(&String::from_utf8_lossy(&content)))
+        })
 }
 
 pub fn module_names() -> Vec<&'static str> {

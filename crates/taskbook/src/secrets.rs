@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use aho_corasick::{AhoCorasick, MatchKind};
 use serde_json::Value;
 
 use crate::report::TaskResult;
@@ -50,52 +51,118 @@ pub fn secret_references(text: &str) -> BTreeSet<String> {
     names
 }
 
-/// Replaces every secret value inside `value`'s strings with [`MASK`].
-pub fn mask_secrets(value: &mut Value, secrets: &[String]) {
-    match value {
-        Value::String(text) => {
-            for secret in secrets
-                .iter()
-                .filter(|s| s.chars().count() >= MIN_MASKED_CHARS)
-            {
-                if text.contains(secret.as_str()) {
-                    *text = text.replace(secret.as_str(), MASK);
-                }
+/// What a diff becomes when it would show a secret: its lines are the secret's lines.
+pub const HIDDEN_CONTENT: &str = "(content hidden: it holds a secret)";
+
+/// Finds every secret value, and every line of 3+ characters of a multi-line one, in
+/// the text weft shows or stores, and masks it. A diff splits a private key into
+/// `+line`s: each line is masked on its own, so none of it shows.
+#[derive(Debug, Clone, Default)]
+pub struct SecretMask {
+    matcher: Option<AhoCorasick>,
+}
+
+impl SecretMask {
+    /// The mask for `{name: {key: value}}`, as a step's secrets arrive.
+    pub fn new(secrets: &Value) -> Self {
+        let values = secrets
+            .as_object()
+            .into_iter()
+            .flat_map(|by_name| by_name.values())
+            .filter_map(Value::as_object)
+            .flat_map(|keys| keys.values())
+            .filter_map(Value::as_str);
+        Self::of_values(values)
+    }
+
+    /// The mask for these values.
+    pub fn of_values<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut patterns = BTreeSet::new();
+        for value in values {
+            patterns.insert(value);
+            if value.contains('\n') {
+                patterns.extend(value.lines().map(str::trim));
             }
         }
-        Value::Array(items) => items
-            .iter_mut()
-            .for_each(|item| mask_secrets(item, secrets)),
-        Value::Object(map) => map
-            .values_mut()
-            .for_each(|item| mask_secrets(item, secrets)),
-        _ => {}
+        patterns.retain(|pattern| pattern.chars().count() >= MIN_MASKED_CHARS);
+        if patterns.is_empty() {
+            return SecretMask::default();
+        }
+        // Leftmost-longest: a value that contains another is masked whole.
+        let matcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(patterns)
+            .expect("literal patterns of bounded size build");
+        SecretMask {
+            matcher: Some(matcher),
+        }
     }
-}
 
-/// A task result with every secret value masked, wherever in it the value shows.
-pub fn mask_result(result: TaskResult, secrets: &[String]) -> TaskResult {
-    if secrets.is_empty() {
-        return result;
+    pub fn is_empty(&self) -> bool {
+        self.matcher.is_none()
     }
-    let mut value = serde_json::to_value(&result).expect("results serialize");
-    mask_secrets(&mut value, secrets);
-    serde_json::from_value(value).unwrap_or(result)
-}
 
-/// The values of `{name: {key: value}}`, longest first so that a secret containing
-/// another is masked whole.
-pub fn secret_values(secrets: &Value) -> Vec<String> {
-    let mut values: Vec<String> = secrets
-        .as_object()
-        .into_iter()
-        .flat_map(|by_name| by_name.values())
-        .filter_map(Value::as_object)
-        .flat_map(|keys| keys.values())
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
-    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-    values
+    /// True when `text` shows a secret value or a line of one.
+    pub fn reveals(&self, text: &str) -> bool {
+        self.matcher
+            .as_ref()
+            .is_some_and(|matcher| matcher.is_match(text))
+    }
+
+    /// `text` with every secret value and line replaced by [`MASK`].
+    pub fn mask_text(&self, text: &str) -> String {
+        match &self.matcher {
+            Some(matcher) if matcher.is_match(text) => {
+                let replacements = vec![MASK; matcher.patterns_len()];
+                matcher.replace_all(text, &replacements)
+            }
+            _ => text.to_string(),
+        }
+    }
+
+    /// Masks every string inside `value`, keys included.
+    pub fn mask_value(&self, value: &mut Value) {
+        if self.is_empty() {
+            return;
+        }
+        match value {
+            Value::String(text) => {
+                if self.reveals(text) {
+                    *text = self.mask_text(text);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|item| self.mask_value(item)),
+            Value::Object(map) => {
+                let masked = std::mem::take(map)
+                    .into_iter()
+                    .map(|(key, mut item)| {
+                        self.mask_value(&mut item);
+                        (self.mask_text(&key), item)
+                    })
+                    .collect();
+                *map = masked;
+            }
+            _ => {}
+        }
+    }
+
+    /// A task result with every secret masked wherever it shows; a diff that shows
+    /// one is replaced whole by [`HIDDEN_CONTENT`].
+    pub fn mask_result(&self, mut result: TaskResult) -> TaskResult {
+        if self.is_empty() {
+            return result;
+        }
+        let diffs = std::iter::once(&mut result.diff)
+            .chain(result.items.iter_mut().map(|item| &mut item.diff));
+        for diff in diffs.flatten() {
+            if self.reveals(diff) {
+                *diff = HIDDEN_CONTENT.to_string();
+            }
+        }
+        let mut value = serde_json::to_value(&result).expect("results serialize");
+        self.mask_value(&mut value);
+        serde_json::from_value(value).unwrap_or(result)
+    }
 }
 
 #[cfg(test)]
@@ -112,12 +179,49 @@ mod tests {
 
     #[test]
     fn masking_reaches_every_string_and_skips_trivial_values() {
-        let secrets = secret_values(&json!({"db": {"password": "s3cr3t", "pin": "1"}}));
-        let mut value = json!({"msg": "pw is s3cr3t", "diff": ["+s3cr3t"], "n": 1, "one": "1"});
-        mask_secrets(&mut value, &secrets);
+        let mask = SecretMask::new(&json!({"db": {"password": "s3cr3t", "pin": "1"}}));
+        let mut value =
+            json!({"msg": "pw is s3cr3t", "diff": ["+s3cr3t"], "n": 1, "one": "1", "s3cr3t": 2});
+        mask.mask_value(&mut value);
         assert_eq!(
             value,
-            json!({"msg": "pw is ********", "diff": ["+********"], "n": 1, "one": "1"})
+            json!({"msg": "pw is ********", "diff": ["+********"], "n": 1, "one": "1", "********": 2})
         );
+    }
+
+    const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn every_line_of_a_multi_line_secret_is_masked_on_its_own() {
+        let mask = SecretMask::new(&json!({"tls": {"key": PEM}}));
+        // As a diff shows it: each line with a prefix, in another order.
+        let shown = "+BKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n-MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\r\n";
+        let masked = mask.mask_text(shown);
+        assert_eq!(masked, "+********\n-********\r\n");
+        // Whole, it is masked once.
+        assert_eq!(mask.mask_text(&format!("key: {PEM}")), "key: ********");
+        for line in PEM.lines() {
+            assert!(
+                !mask.mask_text(&format!("x{line}y")).contains(line),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_diff_that_shows_a_secret_is_hidden_whole() {
+        let mask = SecretMask::new(&json!({"tls": {"key": PEM}}));
+        let mut result: TaskResult = serde_json::from_value(json!({
+            "node": "n", "step": "s", "task": "t", "module": "copy", "location": "l",
+            "status": "changed", "attempts": 1, "started_unix_ms": 0, "duration_ms": 0.0,
+            "diff": "--- /etc/k\n+++ /etc/k\n+MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n",
+            "output": {"content": PEM},
+        }))
+        .unwrap();
+        result = mask.mask_result(result);
+        assert_eq!(result.diff.as_deref(), Some(HIDDEN_CONTENT));
+        assert_eq!(result.output, json!({"content": "********"}));
+        assert!(SecretMask::default().is_empty());
+        assert!(SecretMask::of_values(["ab"]).is_empty());
     }
 }

@@ -307,7 +307,6 @@ async fn deliver<S: Store + Clone>(
     };
     if let Err(error) = context
         .runner
-        .jobs()
         .record_late(job_id, node, step_index, late, now_ms)
         .await
     {

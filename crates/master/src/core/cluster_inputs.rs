@@ -16,7 +16,7 @@ use weft_taskbook::cluster_vars::{
 use weft_taskbook::objects::JobRetention;
 use weft_taskbook::render::Renderer;
 use weft_taskbook::report::{TaskResult, TaskStatus};
-use weft_taskbook::secrets::{secret_references, secret_values};
+use weft_taskbook::secrets::{secret_references, SecretMask};
 use weft_taskbook::taskbook::Rollout;
 use weft_taskbook::{Error, TaskBook, Vars};
 
@@ -35,7 +35,9 @@ pub struct ClusterInputs {
     /// By step index: `{name: {key: value}}` of the Secrets the step reads.
     pub secrets_by_step: Vec<Arc<Value>>,
     /// Every secret value the run carries, to mask wherever it would show.
-    pub secret_values: Vec<String>,
+    pub secret_mask: Arc<SecretMask>,
+    /// The names of the Secrets the run reads.
+    pub secret_names: BTreeSet<String>,
     /// The Config's rollout, for steps that set none.
     pub default_rollout: Option<Rollout>,
     /// The Config's job history bounds, over the master's flags.
@@ -137,7 +139,8 @@ impl<S: Store + Clone> JobRunner<S> {
                 .find_map(|(_, config)| config.job_retention.clone()),
             vars_by_node,
             secrets_by_step,
-            secret_values: secret_values(&opened),
+            secret_mask: Arc::new(SecretMask::new(&opened)),
+            secret_names: every_name,
         })
     }
 

@@ -5,7 +5,7 @@
 //! journal that commits them in groups, one transaction (one fsync) per group, so a
 //! thousand nodes answering at once cost a handful of disk syncs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -134,6 +134,17 @@ pub struct JobRecord {
     /// The commit of each GitRepository the run read its TaskBook from, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub commits: BTreeMap<String, String>,
+    /// The Secrets the run read, by name (never their values): a node's late report is
+    /// masked with them as a live one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_read: Option<SecretsRead>,
+}
+
+/// Which Secrets a job read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretsRead {
+    pub namespace: String,
+    pub names: BTreeSet<String>,
 }
 
 /// The object that started a job, and why.
@@ -636,6 +647,7 @@ mod tests {
             message: None,
             origin: None,
             commits: BTreeMap::new(),
+            secrets_read: None,
         }
     }
 

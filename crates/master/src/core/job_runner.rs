@@ -21,7 +21,7 @@ use weft_taskbook::limits::{human_bytes, MAX_MESSAGE_BYTES};
 use weft_taskbook::objects::{AnyObject, JobRetention, NodeGroupSpec};
 use weft_taskbook::report::{unix_ms_now, RunReport, TaskResult, TaskStatus};
 use weft_taskbook::rollout::plan_batches;
-use weft_taskbook::secrets::{mask_result, mask_secrets};
+use weft_taskbook::secrets::SecretMask;
 use weft_taskbook::selector::NodeSelector;
 use weft_taskbook::taskbook::{RepoFiles, Rollout, RolloutMode, TaskBookRef};
 use weft_taskbook::{Error, Step, TaskBook, Vars};
@@ -31,7 +31,8 @@ use super::events::{types, EventCause, EventLog, NewEvent};
 use super::git_repositories::{GitMirrors, RepoId, RepoReader, RepoState};
 use super::job::{
     new_job_id, unreachable_result, JobJournal, JobOrigin, JobRecord, JobState, JobStepPlan,
-    JobStore, NodeStepRecord, NodeStepState, StepAssignment,
+    JobStore, JobStoreError, LateReport, NodeStepRecord, NodeStepState, SecretsRead,
+    StepAssignment,
 };
 use super::node_registry::{NodeRecord, NodeRegistry, NodeRegistryError};
 use super::objects::{namespace_for, ObjectError, ObjectRegistry, DEFAULT_NAMESPACE};
@@ -109,6 +110,8 @@ pub enum RunError {
     Scratch(String),
     #[error(transparent)]
     Objects(Box<ObjectError>),
+    #[error(transparent)]
+    Jobs(#[from] JobStoreError),
 }
 
 impl From<super::git_repositories::GitError> for RunError {
@@ -196,6 +199,52 @@ impl<S: Store + Clone> JobRunner<S> {
 
     pub fn jobs(&self) -> &JobStore<S> {
         &self.inner.jobs
+    }
+
+    /// Keeps a report that arrived after its job stopped waiting for it, masked with
+    /// the Secrets the job read, as a live report is.
+    pub async fn record_late(
+        &self,
+        job_id: &str,
+        node: &str,
+        step_index: u32,
+        late: LateReport,
+        now_ms: u64,
+    ) -> Result<(), RunError> {
+        let late = match late {
+            LateReport::Result { sequence, result } => {
+                let mask = self.secret_mask_of(job_id).await?;
+                LateReport::Result {
+                    sequence,
+                    result: Box::new(mask.mask_result(*result)),
+                }
+            }
+            done => done,
+        };
+        self.inner
+            .jobs
+            .record_late(job_id, node, step_index, late, now_ms)
+            .await?;
+        Ok(())
+    }
+
+    /// The mask of the Secrets job `job_id` read, as they are now.
+    async fn secret_mask_of(&self, job_id: &str) -> Result<SecretMask, RunError> {
+        let read = match self.inner.jobs.get(job_id).await {
+            Ok(job) => job.secrets_read,
+            Err(JobStoreError::NotFound(_)) => None,
+            Err(error) => return Err(error.into()),
+        };
+        let Some(read) = read else {
+            return Ok(SecretMask::default());
+        };
+        let opened = self
+            .inner
+            .objects
+            .open_secrets(&read.namespace, &read.names)
+            .await
+            .map_err(|e| RunError::Objects(Box::new(e)))?;
+        Ok(SecretMask::new(&opened))
     }
 
     pub fn repos(&self) -> &RepoReader<S> {
@@ -295,16 +344,22 @@ impl<S: Store + Clone> JobRunner<S> {
                 nodes,
             });
         }
-        let inputs = match &request.scope {
+        let (inputs, secrets_read) = match &request.scope {
             RunScope::Namespace(namespace) => {
                 let namespace = namespace
                     .clone()
                     .or_else(|| taskbook.metadata.namespace.clone())
                     .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
-                self.cluster_inputs(&namespace, &taskbook, &request.bundle, &step_plans, &views)
-                    .await?
+                let inputs = self
+                    .cluster_inputs(&namespace, &taskbook, &request.bundle, &step_plans, &views)
+                    .await?;
+                let secrets_read = (!inputs.secret_names.is_empty()).then(|| SecretsRead {
+                    namespace,
+                    names: inputs.secret_names.clone(),
+                });
+                (inputs, secrets_read)
             }
-            RunScope::Internal => ClusterInputs::default(),
+            RunScope::Internal => (ClusterInputs::default(), None),
         };
         let now = SystemTime::now();
         let job = JobRecord {
@@ -319,6 +374,7 @@ impl<S: Store + Clone> JobRunner<S> {
             message: None,
             origin: request.origin.clone(),
             commits: request.commits.clone(),
+            secrets_read,
         };
         Ok(PlannedRun {
             request,
@@ -362,7 +418,7 @@ impl<S: Store + Clone> JobRunner<S> {
             skip_tags: Arc::new(request.skip_tags),
             check_mode: request.check_mode,
             diff: request.diff,
-            announce: request.scope != RunScope::Internal,
+            internal: request.scope == RunScope::Internal,
             cancelled: lock(&self.inner.cancels)
                 .entry(job.job_id.clone())
                 .or_default()
@@ -544,8 +600,9 @@ struct JobRun<S> {
     skip_tags: Arc<Vec<String>>,
     check_mode: bool,
     diff: bool,
-    /// Whether its end is an event: the master's own runs (computing a variable) are not.
-    announce: bool,
+    /// The master's own run (computing a variable, reading a file for `sync`): its end
+    /// is no event, and its results' output is not stored.
+    internal: bool,
     /// Why the job was cancelled, once it is.
     cancelled: Arc<Mutex<Option<String>>>,
     inputs: ClusterInputs,
@@ -749,7 +806,7 @@ impl<S: Store + Clone> JobRun<S> {
     /// The `job.finished` event, which Triggers can follow. A job a Trigger started
     /// carries it as the cause, so that Trigger does not fire on it again.
     async fn announce_finished(&self) {
-        if !self.announce {
+        if self.internal {
             return;
         }
         let job = &self.job;
@@ -956,7 +1013,7 @@ impl<S: Store + Clone> JobRun<S> {
                     }) => {
                         registered
                             .values_mut()
-                            .for_each(|value| mask_secrets(value, &self.inputs.secret_values));
+                            .for_each(|value| self.inputs.secret_mask.mask_value(value));
                         lock(&self.registered).insert(node.to_string(), registered);
                         break if failed {
                             NodeStepState::Failed
@@ -988,10 +1045,19 @@ impl<S: Store + Clone> JobRun<S> {
 
     fn record(&self, index: usize, sequence: u32, result: TaskResult) {
         // Nodes mask what they send; this holds even for one that did not.
-        let result = mask_result(result, &self.inputs.secret_values);
+        let result = self.inputs.secret_mask.mask_result(result);
+        // What the master read for itself (a file for `sync`, say) may be anything, a
+        // private key included: the job keeps it in memory only.
+        let stored = match self.internal {
+            true => &TaskResult {
+                output: Value::Null,
+                ..result.clone()
+            },
+            false => &result,
+        };
         self.inner
             .journal
-            .result(&self.job.job_id, index as u32, sequence, &result);
+            .result(&self.job.job_id, index as u32, sequence, stored);
         lock(&self.report).record(result.clone());
         let _ = self.events.send(JobEvent::Result(Box::new(result)));
     }
