@@ -21,6 +21,7 @@ use weft_proto::pubapi::JoinRequest;
 use weft_proto::tls::{connect_mtls, connect_pinned};
 use weft_proto::vpnapi::vpn_api_client::VpnApiClient;
 use weft_proto::vpnapi::NodeMessage;
+use weft_taskbook::limits::MAX_MESSAGE_BYTES;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -219,7 +220,7 @@ fn oversized_messages_are_refused_and_store_nothing() {
             .max_encoding_message_size(64 * 1024 * 1024);
         let files = [(
             "site.yml".to_string(),
-            bytes::Bytes::from(vec![b'#'; 13 * 1024 * 1024]),
+            bytes::Bytes::from(vec![b'#'; MAX_MESSAGE_BYTES + 1024 * 1024]),
         )];
         let run = client
             .run_task_book(RunTaskBookRequest {

@@ -15,6 +15,14 @@ use serde_json::Value;
 
 const NODES: [&str; 3] = ["ca-1", "web-1", "web-2"];
 const PASSWORD: &str = "pw-Zx81-unlikely-anywhere";
+/// A private key as Secrets most often hold one: many lines, each of which must stay
+/// hidden on its own (a diff shows them one by one).
+const PEM_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQDZq7Lr2uXWkQ9a
+Jm3vT0Gd8sFq4vYc1pLx7nKoE2rHhB6tWz9yN5aUeR3cMiVbXfA0lOgS8jPdQ4Tw
+mK7uY1Hn2ZsCxLr9vBe6WqoN3aFt5gJpD0hXiE8lMbKcV4yRzU7OfGsTn1dQw2Ae
+-----END PRIVATE KEY-----
+";
 
 fn apply(cluster: &Cluster, file: &Path) -> Output {
     cluster.admin(&["apply", "-f", file.to_str().unwrap()])
@@ -276,6 +284,11 @@ metadata: {{name: db, namespace: prod}}
 spec: {{data: {{password: {PASSWORD}}}}}
 ---
 apiVersion: weft/v1
+kind: Secret
+metadata: {{name: tls, namespace: prod}}
+spec: {{data: {{key: {pem:?}}}}}
+---
+apiVersion: weft/v1
 kind: TaskBook
 metadata: {{name: app, namespace: prod}}
 spec:
@@ -295,7 +308,8 @@ spec:
         - ping: {{}}
 "#,
             ca = ca_file.display(),
-            out = out.display()
+            out = out.display(),
+            pem = PEM_KEY,
         ),
     );
     assert_success(&apply(&cluster, &objects), "apply");
@@ -342,11 +356,16 @@ spec:
         .to_string();
     let job = stdout(&cluster.admin(&["job", "show", &job_id, "-o", "json"]));
     let text_run = cluster.admin(&["run", "taskbook", "app", "-n", "prod", "--diff"]);
+    let (pem_runs, pem_jobs) = write_pem_key(&cluster, &out);
+    let events = stdout(&cluster.admin(&["events", "-o", "json"]));
     // Everything a person or a script could see, and everything stored.
     let mut seen: Vec<(String, String)> = vec![
         ("the run report".into(), report.clone()),
         ("the job record".into(), job),
         ("a text run".into(), stdout(&text_run) + &stderr(&text_run)),
+        ("the key's runs".into(), pem_runs),
+        ("the key's job records".into(), pem_jobs),
+        ("the events".into(), events),
         ("the master log".into(), cluster.master_log()),
     ];
     for node in NODES {
@@ -369,9 +388,93 @@ spec:
         .iter()
         .any(|(_, text)| text.contains("10.77.0.53")));
     seen.extend(store_files);
+    // Its BEGIN/END lines are in every PEM file, the nodes' own keys included.
+    let pem_lines: Vec<&str> = PEM_KEY
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect();
     for (what, text) in seen {
         assert!(!text.contains(PASSWORD), "the password shows in {what}");
+        for line in &pem_lines {
+            assert!(
+                !text.contains(line),
+                "a line of the key shows in {what}: {line}"
+            );
+        }
     }
+}
+
+/// Writes the key with `copy` and with `template`, from a TaskBook file, with `--diff`
+/// in text and in JSON: (everything the runs printed, their job records).
+fn write_pem_key(cluster: &Cluster, out: &Path) -> (String, String) {
+    let folder = cluster.dir.path().join("pem");
+    std::fs::create_dir_all(folder.join("templates")).unwrap();
+    std::fs::write(
+        folder.join("templates/key.tera"),
+        "# the service's key\n{{ secrets.tls.key }}",
+    )
+    .unwrap();
+    let file = folder.join("site.yml");
+    let taskbook = format!(
+        r#"apiVersion: weft/v1
+kind: TaskBook
+metadata: {{name: pem, namespace: prod}}
+spec:
+  steps:
+    - name: the key
+      nodes: {{names: [web-1]}}
+      tasks:
+        - name: copied
+          copy: {{content: "{{{{ secrets.tls.key }}}}", dest: "{out}/copied.pem", mode: "0600"}}
+        - name: templated
+          template: {{src: key.tera, dest: "{out}/templated.pem", mode: "0600"}}
+        - name: upper
+          copy: {{content: "{{{{ secrets.tls.key | upper }}}}", dest: "{out}/upper.pem"}}
+          register: upper
+        - name: lines apart
+          debug: {{msg: "{{{{ secrets.tls.key | split(pat='\n') | join(sep=' | ') }}}}"}}
+"#,
+        out = out.display()
+    );
+    std::fs::write(&file, taskbook).unwrap();
+    let mut printed = String::new();
+    let mut jobs = String::new();
+    for format in ["text", "json"] {
+        for written in ["copied.pem", "templated.pem", "upper.pem"] {
+            let _ = std::fs::remove_file(out.join(written));
+        }
+        let run = cluster.admin(&[
+            "run",
+            "taskbook",
+            file.to_str().unwrap(),
+            "--diff",
+            "-o",
+            format,
+        ]);
+        assert_success(&run, "the key's run");
+        let shown = stdout(&run) + &stderr(&run);
+        assert!(
+            shown.contains("(content hidden: it holds a secret)"),
+            "{shown}"
+        );
+        if format == "json" {
+            let report: Value = serde_json::from_str(&stdout(&run)).unwrap();
+            let job_id = report["job"].as_str().unwrap();
+            jobs += &stdout(&cluster.admin(&["job", "show", job_id, "-o", "json"]));
+            jobs += &stdout(&cluster.admin(&["job", "show", job_id]));
+        }
+        printed += &shown;
+    }
+    // The node wrote the key itself, whole.
+    assert_eq!(
+        std::fs::read_to_string(out.join("copied.pem")).unwrap(),
+        PEM_KEY
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("templated.pem")).unwrap(),
+        format!("# the service's key\n{PEM_KEY}")
+    );
+    (printed, jobs)
 }
 
 fn files_under(dir: &Path) -> Vec<(String, String)> {
