@@ -187,9 +187,11 @@ enum RunCommand {
 
 #[derive(Args)]
 struct RunTaskbookArgs {
-    /// The TaskBook file (YAML; its folder, with templates/, files/ and includes, goes
-    /// with it), the name of a TaskBook stored in the cluster with `weft apply`, or
-    /// with --repo a path in that GitRepository.
+    /// The TaskBook file (YAML), the name of a TaskBook stored in the cluster with
+    /// `weft apply`, or with --repo a path in that GitRepository. What travels with a
+    /// file: the TaskBook, its includes, the files its tasks name by a fixed relative
+    /// `src`, and the templates/ and files/ folders beside them; nothing else of its
+    /// folder. At most 8 MiB in 1,000 files: a bigger run is refused before it is sent.
     file: PathBuf,
     /// The namespace of a stored TaskBook or of the --repo GitRepository (default: `default`).
     #[arg(short, long, conflicts_with = "local")]
