@@ -126,11 +126,7 @@ impl SecretMask {
             return;
         }
         match value {
-            Value::String(text) => {
-                if self.reveals(text) {
-                    *text = self.mask_text(text);
-                }
-            }
+            Value::String(text) if self.reveals(text) => *text = self.mask_text(text),
             Value::Array(items) => items.iter_mut().for_each(|item| self.mask_value(item)),
             Value::Object(map) => {
                 let masked = std::mem::take(map)
