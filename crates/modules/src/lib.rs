@@ -33,6 +33,7 @@ mod template;
 pub use custom::{CustomModule, ModuleDirs, MODULE_PATH_ENV};
 pub use git::git_error_message;
 pub use module::{DynModule, Module, ModuleContext, ModuleError, Outcome};
+pub use process::ProcessGroup;
 
 use weft_taskbook::error::{closest_match, PathSegment};
 use weft_taskbook::task::TASK_KEYWORDS;
