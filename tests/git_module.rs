@@ -5,7 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::git::{git, Sshd};
+use common::git::{commit_crafted_tree, git, Sshd};
 use common::{json_report, local_command, snapshot, stderr};
 use serde_json::Value;
 
@@ -57,7 +57,8 @@ impl Upstream {
         self.run_with(&self.url(), extra, flags)
     }
 
-    fn run_with(&self, repo: &str, extra: &str, flags: &[&str]) -> (Value, i32) {
+    /// A book with one `git` task whose arguments are `repo`, `dest` and `extra`.
+    fn book(&self, repo: &str, extra: &str) -> PathBuf {
         let book = self.work.path().join("book.yml");
         std::fs::write(
             &book,
@@ -67,6 +68,11 @@ impl Upstream {
             ),
         )
         .unwrap();
+        book
+    }
+
+    fn run_with(&self, repo: &str, extra: &str, flags: &[&str]) -> (Value, i32) {
+        let book = self.book(repo, extra);
         // HOME is the client's: libgit2 reads `~/.ssh/known_hosts` from it.
         let (report, output) = json_report(
             local_command(&book, flags)
@@ -320,4 +326,76 @@ fn clones_over_ssh_with_its_key_file_and_refuses_an_unknown_host_or_a_refused_ke
     assert_eq!(upstream.checked_out(), "over ssh");
     let (again, _) = upstream.run_with(&url, &key, &[]);
     assert_eq!(again["status"], "ok", "{again}");
+}
+
+#[test]
+fn urls_of_unauthenticated_or_command_running_transports_are_refused() {
+    let upstream = Upstream::new();
+    let local_path = upstream.work.path().join("remote.git");
+    let local_path = local_path.to_str().unwrap();
+    for (url, expected) in [
+        (
+            "http://127.0.0.1:9/r.git",
+            "uses http://, which is unauthenticated",
+        ),
+        (
+            "git://127.0.0.1/r.git",
+            "uses git://, which is unauthenticated",
+        ),
+        (
+            "ext::sh -c touch% /tmp/weft-ext",
+            "`ext::` transport, which runs a program",
+        ),
+        (local_path, "is a local path; write it as file://"),
+    ] {
+        // A literal URL is refused with its place before the run.
+        let output = local_command(&upstream.book(url, ""), &[])
+            .output()
+            .unwrap();
+        let error = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{url}: {error}");
+        assert!(
+            error.contains(expected)
+                && error.contains("book.yml:9:23: `spec.steps[0].tasks[0].git.repo`: git URL"),
+            "{url}: {error}"
+        );
+        // A templated one when the task runs.
+        let (result, code) = upstream.run_with("{{ url }}", "", &["-e", &format!("url={url}")]);
+        assert_eq!(
+            (result["status"].as_str(), code),
+            (Some("failed"), 2),
+            "{result}"
+        );
+        assert!(
+            result["msg"].as_str().unwrap().contains(expected),
+            "{url}: {result}"
+        );
+        assert!(!upstream.dest().exists());
+    }
+}
+
+#[test]
+fn a_commit_whose_names_would_leave_the_checkout_is_refused_and_nothing_is_written() {
+    let upstream = Upstream::new();
+    let outside = upstream.work.path().join("outside");
+    let absolute = outside.display().to_string();
+    for name in ["..", "x/../../outside", absolute.as_str()] {
+        commit_crafted_tree(
+            &upstream.work.path().join("remote.git"),
+            &[("a.txt", "fine"), (name, "planted")],
+        );
+        let msg = upstream.fails(&upstream.url(), "");
+        assert!(
+            msg.starts_with(&format!(
+                "the commit holds an entry named {name:?} at its top"
+            )),
+            "{name}: {msg}"
+        );
+        assert!(msg.contains("Nothing of the commit was written"), "{msg}");
+        assert!(!outside.exists(), "{name}: a file was planted outside");
+        assert!(
+            !upstream.dest().exists(),
+            "{name}: a failed clone leaves nothing"
+        );
+    }
 }

@@ -3,7 +3,8 @@
 //! pushed commit on the nodes) and the job records the commit; an invalid commit is a
 //! `git.invalid` event with the file:line:column and runs nothing; fetch errors are
 //! reported once; a signed webhook fetches at once, a badly signed one is refused;
-//! `include: {repo}` and `weft run taskbook --repo` read the fetched commit.
+//! `include: {repo}` and `weft run taskbook --repo` read the fetched commit; a commit
+//! crafted to write outside its folder is refused.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::cluster::{assert_success, Cluster};
-use common::git::{git, Sshd};
+use common::git::{commit_crafted_tree, git, Sshd};
 use common::{stderr, stdout};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -468,4 +469,47 @@ fn an_ssh_repository_is_fetched_with_the_key_from_a_secret_once_its_host_is_know
         !cluster.master_log().contains(key_line),
         "the private key reached the master's log"
     );
+}
+
+#[test]
+fn a_commit_whose_names_would_leave_its_folder_is_refused_and_nothing_is_written() {
+    let cluster = Cluster::start(&[]);
+    let repo = Repo::new(cluster.dir.path(), "crafted");
+    apply(
+        &cluster,
+        "repo.yml",
+        &format!(
+            "apiVersion: weft/v1\nkind: GitRepository\nmetadata: {{name: crafted}}\nspec: {{url: {}, interval: 1h}}\n",
+            repo.url()
+        ),
+    );
+    let base = "apiVersion: weft/v1\nkind: TaskBook\nmetadata: {name: base}\nspec:\n  steps:\n    - nodes: {all: true}\n      tasks:\n        - ping:\n";
+    let site = common::cluster::taskbook(
+        cluster.dir.path(),
+        "site",
+        "apiVersion: weft/v1\nkind: TaskBook\nmetadata: {name: site}\nspec:\n  include:\n    - {repo: crafted, path: base.yml}\n  steps:\n    - nodes: {all: true}\n      tasks:\n        - ping:\n",
+    );
+    // The master writes a repository's files under its data directory for a run: an
+    // absolute name would land anywhere, `..` one level up.
+    let outside = cluster.dir.path().join("outside");
+    let absolute = outside.display().to_string();
+    for name in [absolute.as_str(), ".."] {
+        let commit = commit_crafted_tree(&repo.bare, &[("base.yml", base), (name, "planted")]);
+        assert_success(&cluster.admin(&["repo", "fetch", "crafted"]), "repo fetch");
+        wait_for(&cluster, "the crafted commit fetched", || {
+            (repo_status(&cluster, "crafted")["commit"] == commit.as_str()).then_some(())
+        });
+        let expected = format!("the commit holds an entry named {name:?} at its top");
+        let included = cluster.admin(&["run", "taskbook", site.to_str().unwrap()]);
+        let from_repo = cluster.admin(&["run", "taskbook", "--repo", "crafted", "base.yml"]);
+        for output in [included, from_repo] {
+            assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+            assert!(
+                stderr(&output).contains(&expected),
+                "{name}: {}",
+                stderr(&output)
+            );
+        }
+        assert!(!outside.exists(), "{name}: a file was planted outside");
+    }
 }

@@ -193,6 +193,10 @@ fn malformed_objects_are_refused_with_their_place_and_nothing_is_stored() {
         ("apiVersion: weft/v1\nkind: Node\nmetadata: {name: n}\n", "kind", "registered by `weft minion join`"),
         ("apiVersion: weft/v1\nkind: Namespace\nmetadata: {name: x, resource_version: abc}\n", "metadata.resource_version", "not a number"),
         ("apiVersion: weft/v1\nkind: Namespace\nmetadata: {name: x}\n  bad: [indent\n", "", "YAML syntax error"),
+        ("apiVersion: weft/v1\nkind: GitRepository\nmetadata: {name: r}\nspec: {url: \"http://git.example.com/r.git\"}\n", "8:13: `spec.url`", "uses http://, which is unauthenticated"),
+        ("apiVersion: weft/v1\nkind: GitRepository\nmetadata: {name: r}\nspec: {url: \"git://git.example.com/r.git\"}\n", "8:13: `spec.url`", "uses git://, which is unauthenticated"),
+        ("apiVersion: weft/v1\nkind: GitRepository\nmetadata: {name: r}\nspec: {url: \"ext::sh -c touch% /tmp/pwned\"}\n", "8:13: `spec.url`", "`ext::` transport, which runs a program"),
+        ("apiVersion: weft/v1\nkind: GitRepository\nmetadata: {name: r}\nspec: {url: /srv/git/r.git}\n", "8:13: `spec.url`", "is a local path; write it as file:///srv/git/r.git"),
     ];
     let before = cluster.admin_json(&["get", "namespaces"]);
     for (index, (case, field, message)) in cases.iter().enumerate() {

@@ -286,3 +286,120 @@ fn custom_facts_are_read() {
         "4"
     );
 }
+
+/// Content, mode and owner of what is at `path`, not following a link.
+fn file_state(path: &Path) -> (String, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::symlink_metadata(path).unwrap();
+    let content = if metadata.file_type().is_symlink() {
+        format!("-> {}", std::fs::read_link(path).unwrap().display())
+    } else {
+        std::fs::read_to_string(path).unwrap()
+    };
+    (content, metadata.mode() & 0o7777, metadata.uid())
+}
+
+/// Someone who may write to a folder weft manages links a destination in it to a file
+/// elsewhere: without `follow: true` the file elsewhere keeps its content, mode and
+/// owner (content modules replace the link, the others refuse it); with it, weft writes
+/// through the link as Ansible's `follow: yes` does.
+#[test]
+fn links_planted_at_destinations_are_followed_only_with_follow() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let managed = dir.path().join("managed");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&managed).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(dir.path().join("motd.tera"), "rendered {{ port }}\n").unwrap();
+    let modules = ["copy", "template", "file", "lineinfile"];
+    let plant = || {
+        for module in modules {
+            let victim = elsewhere.join(module);
+            std::fs::write(&victim, "secret\n").unwrap();
+            std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::os::unix::fs::chown(&victim, Some(1), Some(1)).unwrap();
+            let link = managed.join(module);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&victim, &link).unwrap();
+        }
+    };
+    let run_with = |follow: bool| {
+        let m = managed.display();
+        let tasks = format!(
+            "        - name: copy
+          copy: {{dest: {m}/copy, content: \"planted\\n\", mode: '0644', owner: '2', follow: {follow}}}
+          ignore_errors: true
+        - name: template
+          template: {{src: motd.tera, dest: {m}/template, mode: '0644', owner: '2', follow: {follow}}}
+          ignore_errors: true
+        - name: file
+          file: {{path: {m}/file, mode: '0644', owner: '2', follow: {follow}}}
+          ignore_errors: true
+        - name: lineinfile
+          lineinfile: {{path: {m}/lineinfile, line: planted, mode: '0644', owner: '2', follow: {follow}}}
+          ignore_errors: true
+"
+        );
+        run(
+            dir.path(),
+            &tasks,
+            "        - {name: unused, ping: }\n",
+            &[],
+        )
+    };
+    let untouched = |content: &str| (content.to_string(), 0o600, 1);
+    let written = |content: &str| (content.to_string(), 0o644, 2);
+
+    plant();
+    let report = run_with(false);
+    for module in modules {
+        assert_eq!(
+            file_state(&elsewhere.join(module)),
+            untouched("secret\n"),
+            "{module} went through the link: {report:#}"
+        );
+    }
+    for (module, content) in [("copy", "planted\n"), ("template", "rendered 8080\n")] {
+        assert_eq!(status_of(&report, module), "changed", "{report:#}");
+        assert_eq!(file_state(&managed.join(module)), written(content));
+    }
+    for module in ["file", "lineinfile"] {
+        assert_eq!(status_of(&report, module), "ignored", "{report:#}");
+        let result = report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["task"] == module)
+            .unwrap();
+        let msg = result["msg"].as_str().unwrap();
+        assert!(
+            msg.contains(&format!(
+                "{} is a symbolic link to {}",
+                managed.join(module).display(),
+                elsewhere.join(module).display()
+            )) && msg.ends_with("only when the task says `follow: true`"),
+            "{msg}"
+        );
+        let link = file_state(&managed.join(module)).0;
+        assert!(link.starts_with("-> "), "{module}: {link}");
+    }
+
+    plant();
+    let report = run_with(true);
+    for (module, content) in [
+        ("copy", "planted\n"),
+        ("template", "rendered 8080\n"),
+        ("file", "secret\n"),
+        ("lineinfile", "secret\nplanted\n"),
+    ] {
+        assert_eq!(status_of(&report, module), "changed", "{report:#}");
+        assert_eq!(
+            file_state(&elsewhere.join(module)),
+            written(content),
+            "{module}"
+        );
+        let link = file_state(&managed.join(module)).0;
+        assert!(link.starts_with("-> "), "{module}: {link}");
+    }
+}

@@ -32,6 +32,53 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     stdout(&output).trim().to_string()
 }
 
+/// Commits a tree holding `entries` (name, content) exactly as given onto `main` of the
+/// repository at `dir`, and returns the commit id. The tree is written raw, past the
+/// checks of `git mktree`, so names git itself never makes (`..`, `a/../b`, `/etc/x`)
+/// can be given to see what readers of such a commit do.
+pub fn commit_crafted_tree(dir: &Path, entries: &[(&str, &str)]) -> String {
+    let mut entries = entries.to_vec();
+    // Git's tree order; for plain files that is byte order.
+    entries.sort_by_key(|(name, _)| name.as_bytes());
+    let mut tree = Vec::new();
+    for (name, content) in entries {
+        let blob = hash_object(dir, &["-w", "--stdin"], content.as_bytes());
+        tree.extend_from_slice(format!("100644 {name}\0").as_bytes());
+        tree.extend_from_slice(&hex_bytes(&blob));
+    }
+    let tree = hash_object(dir, &["-t", "tree", "--literally", "-w", "--stdin"], &tree);
+    let commit = git(dir, &["commit-tree", &tree, "-m", "crafted"]);
+    git(dir, &["update-ref", "refs/heads/main", &commit]);
+    commit
+}
+
+/// `git hash-object ARGS` with `input` on stdin: the object id.
+fn hash_object(dir: &Path, args: &[&str], input: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("git")
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .arg("hash-object")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("git runs");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_success(&output, &format!("git hash-object {args:?}"));
+    stdout(&output).trim().to_string()
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("an object id is hex"))
+        .collect()
+}
+
 /// An sshd on 127.0.0.1 that lets this user in with one key only (no passwords), so
 /// `ssh://` URLs reach repositories on this machine as they would a git host's.
 pub struct Sshd {

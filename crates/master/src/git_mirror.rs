@@ -10,8 +10,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use git2::{Cred, CredentialType, FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository};
-use weft_modules::git_error_message;
+use weft_modules::{check_tree_entry_name, git_error_message};
 use weft_taskbook::limits::{MAX_BUNDLE_BYTES, MAX_BUNDLE_FILES};
+use weft_taskbook::objects::validate_git_url;
 
 use crate::core::git_repositories::{FetchedCommit, GitMirrors, Remote, RepoId, FETCH_TIMEOUT};
 
@@ -75,6 +76,8 @@ impl GitMirrorDir {
             branch,
             ssh_key,
         } = remote;
+        // Objects stored before URLs were checked on apply are checked here.
+        validate_git_url(url)?;
         let reference = format!("refs/heads/{branch}");
         if !git2::Reference::is_valid_name(&reference) {
             return Err(format!("`{branch}` is not a valid branch name"));
@@ -172,7 +175,8 @@ impl GitMirrors for GitMirrorDir {
 }
 
 /// The commit's files as `Bundle::read` takes a folder's: hidden entries and
-/// submodules stay behind, and the same bounds hold.
+/// submodules stay behind, and the same bounds hold. A name that would leave the
+/// folder refuses the whole commit, since the run writes these paths out.
 fn read_tree(
     mirror: &Repository,
     tree: &git2::Tree,
@@ -182,6 +186,7 @@ fn read_tree(
     size: &mut usize,
 ) -> Result<(), String> {
     for entry in tree.iter() {
+        check_tree_entry_name(prefix, entry.name_bytes())?;
         let Ok(name) = std::str::from_utf8(entry.name_bytes()) else {
             continue;
         };

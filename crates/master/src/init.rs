@@ -2,7 +2,7 @@
 //! credentials and the store, in a data directory only root can read.
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -160,14 +160,17 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
     };
     let ca = base.ca;
     let store = base.store;
+    let dir_error = |error| InitError::Io {
+        path: dir.display().to_string(),
+        error,
+    };
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|error| InitError::Io {
-            path: dir.display().to_string(),
-            error,
-        })?;
+        .map_err(dir_error)?;
+    // The mode above applies only to a directory made here, not to one made beforehand.
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(dir_error)?;
 
     let host = endpoint_host(&options.master_public_endpoint);
     let master_cert = ca.issue_master_cert(
@@ -306,8 +309,6 @@ pub fn read_settings(dir: &Path) -> Result<MasterSettings, Error> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
 
     #[test]
@@ -342,6 +343,31 @@ mod tests {
             init(&options),
             Err(InitError::AlreadyInitialized(_))
         ));
+    }
+
+    #[test]
+    fn a_directory_made_beforehand_becomes_private_with_its_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("master");
+        fs::create_dir(&data_dir).unwrap();
+        fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let options = InitOptions {
+            data_dir: data_dir.clone(),
+            master_public_endpoint: "127.0.0.1:7443".into(),
+            cluster_name: "test".into(),
+            master_name: "m1".into(),
+            vpn_cidr: "10.77.0.0/16".into(),
+            store_backend: "sqlite".into(),
+            etcd_endpoints: vec![],
+            user_config: None,
+            another_master: None,
+        };
+        init(&options).unwrap();
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data_dir), 0o700);
+        for file in [STORE_FILE, CLUSTER_KEY_FILE, CA_CERT_FILE] {
+            assert_eq!(mode(&data_dir.join(file)), 0o600, "{file}");
+        }
     }
 
     #[test]

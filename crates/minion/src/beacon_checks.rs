@@ -6,10 +6,11 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use serde_json::{json, Map, Value};
+use weft_modules::ProcessGroup;
 use weft_taskbook::objects::BeaconCheck;
 
 /// What one run of a check saw.
@@ -185,27 +186,23 @@ fn process(name: &str) -> Observation {
 }
 
 fn command(cmd: &str, timeout: Duration) -> Observation {
-    let spawned = Command::new("/bin/sh")
+    let mut process = Command::new("/bin/sh");
+    process
         .arg("-c")
         .arg(cmd)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
+        .stderr(Stdio::null());
+    let mut group = match ProcessGroup::spawn(process) {
+        Ok(group) => group,
         Err(error) => return Observation::failed(format!("cannot start `{cmd}`: {error}")),
     };
-    match wait_timeout::ChildExt::wait_timeout(&mut child, timeout) {
+    match group.wait_until(Some(Instant::now() + timeout)) {
         Ok(Some(status)) => {
             let rc = status.code().unwrap_or(-1);
             Observation::new(rc != 0, json!({"rc": rc}))
         }
-        Ok(None) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Observation::failed(format!("`{cmd}` ran past {}s", timeout.as_secs()))
-        }
+        Ok(None) => Observation::failed(format!("`{cmd}` ran past {}s", timeout.as_secs())),
         Err(error) => Observation::failed(format!("`{cmd}`: {error}")),
     }
 }
@@ -350,6 +347,45 @@ mod tests {
         )
         .observe();
         assert!(nobody.fired);
+    }
+
+    /// Processes whose command line holds `marker`.
+    fn processes_with(marker: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            // A process may end between the listing and the read.
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(marker) {
+                found.push(format!(
+                    "{}: {cmdline}",
+                    entry.file_name().to_string_lossy()
+                ));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn a_command_past_its_timeout_is_killed_with_its_children() {
+        // A fraction no other process sleeps for marks the children in /proc.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let marker = format!("sleep 999.{}{nanos}", std::process::id());
+        let cmd = format!("{marker} & {marker} & {marker}; true");
+        let timed_out =
+            Probe::new(BeaconCheck::Command { cmd }, Duration::from_millis(300)).observe();
+        assert!(timed_out.fired, "{timed_out:?}");
+        // SIGKILL is delivered at once, but a process takes a moment to leave.
+        let deadline = Instant::now() + SECOND;
+        while !processes_with(&marker).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(processes_with(&marker), Vec::<String>::new());
     }
 
     #[test]

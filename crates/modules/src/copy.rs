@@ -25,6 +25,9 @@ pub struct CopyArgs {
     group: Option<String>,
     #[serde(default)]
     backup: bool,
+    /// Write through a symbolic link at `dest` instead of replacing it.
+    #[serde(default)]
+    follow: bool,
 }
 
 const CONTENT_OR_SRC: &str = "copy takes exactly one of `content` and `src`";
@@ -57,6 +60,7 @@ impl Module for Copy {
             args.owner.as_deref(),
             args.group.as_deref(),
             args.backup,
+            args.follow,
             apply,
         )?;
         let (content, src) = match (args.content, args.src) {
@@ -140,6 +144,26 @@ mod tests {
             use std::os::unix::fs::MetadataExt;
             assert_eq!(fs::metadata(&dest).unwrap().uid(), 1);
         }
+    }
+
+    #[test]
+    fn a_symlink_at_dest_is_replaced_and_what_it_points_to_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        fs::write(&elsewhere, "secret\n").unwrap();
+        let dest = dir.path().join("conf");
+        std::os::unix::fs::symlink(&elsewhere, &dest).unwrap();
+        let outcome = assert_converges(&Copy, &dest_yaml(&dest, "content: new"), dir.path());
+        assert_eq!(
+            outcome.diff.unwrap(),
+            format!(
+                "state: link to {} -> file\n--- /dev/null\n+++ {} (after)\n@@ -0,0 +1 @@\n+new\n\\ No newline at end of file",
+                elsewhere.display(),
+                dest.display()
+            )
+        );
+        assert_eq!(fs::read(&dest).unwrap(), b"new");
+        assert_eq!(fs::read(&elsewhere).unwrap(), b"secret\n");
     }
 
     #[test]

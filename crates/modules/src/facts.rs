@@ -11,9 +11,8 @@ use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::ptr;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Mutex, PoisonError};
@@ -21,10 +20,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
-use wait_timeout::ChildExt;
 
 use crate::dbus::{name_has_owner, system_bus};
 use crate::packagekit::PackageKit;
+use crate::process::ProcessGroup;
 
 /// Where custom facts live; `WEFT_FACTS_DIR` overrides it (tests, non-root users).
 pub const CUSTOM_FACTS_DIR: &str = "/etc/weft/facts.d";
@@ -923,24 +922,21 @@ fn read_json_fact(path: &Path) -> Value {
 fn run_fact_executable(path: &Path) -> Value {
     let described = format!("custom facts executable {}", path.display());
     let deadline = Instant::now() + CUSTOM_FACT_TIMEOUT;
-    let spawned = Command::new(path)
+    let mut process = Command::new(path);
+    process
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // A group of its own, so a timeout also kills whatever the executable started.
-        .process_group(0)
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
+        .stderr(Stdio::piped());
+    let mut group = match ProcessGroup::spawn(process) {
+        Ok(group) => group,
         Err(error) => return fact_error(format!("cannot run {described}: {error}")),
     };
-    let stdout = read_pipe_in_background(child.stdout.take());
-    let stderr = read_pipe_in_background(child.stderr.take());
+    let stdout = read_pipe_in_background(group.leader().stdout.take());
+    let stderr = read_pipe_in_background(group.leader().stderr.take());
 
-    let status = match child.wait_timeout(deadline.saturating_duration_since(Instant::now())) {
+    let status = match group.wait_until(Some(deadline)) {
         Ok(Some(status)) => status,
         waited => {
-            kill_process_group(&mut child);
             let problem = match waited {
                 Err(error) => format!("could not be waited for ({error})"),
                 Ok(_) => format!("did not finish within {CUSTOM_FACT_TIMEOUT:?}"),
@@ -985,20 +981,6 @@ fn read_pipe_in_background<R: Read + Send + 'static>(
             let _ = sender.send(output);
         }
     })
-}
-
-/// Kills the executable and everything it started, then reaps it.
-fn kill_process_group(child: &mut Child) {
-    // The group id is the child's pid, which cannot have been reused: the child is only
-    // reaped by the wait below.
-    let group = i32::try_from(child.id()).map(nix::unistd::Pid::from_raw);
-    let killed = group.is_ok_and(|group| {
-        nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL).is_ok()
-    });
-    if !killed {
-        let _ = child.kill();
-    }
-    let _ = child.wait();
 }
 
 /// `; stderr: ...` with the start of what the executable wrote there, or nothing.

@@ -30,6 +30,10 @@ pub struct FileArgs {
     /// For `state: link`: replace a regular file at `path` with the link.
     #[serde(default)]
     force: bool,
+    /// Change the mode and owner of what a symbolic link at `path` points to, instead
+    /// of refusing. Ansible's `file` follows by default; weft does not.
+    #[serde(default)]
+    follow: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Deserialize)]
@@ -95,10 +99,10 @@ impl Module for File {
                     "`src` only applies to `state: link`; use `copy` to copy a file".into(),
                 ))
             }
-            (FileState::File, None) => existing_file(path, &attributes, apply)?,
-            (FileState::Directory, None) => directory(path, &attributes, apply)?,
+            (FileState::File, None) => existing_file(path, &attributes, args.follow, apply)?,
+            (FileState::Directory, None) => directory(path, &attributes, args.follow, apply)?,
             (FileState::Absent, None) => absent(path, apply)?,
-            (FileState::Touch, None) => touch(path, &attributes, apply)?,
+            (FileState::Touch, None) => touch(path, &attributes, args.follow, apply)?,
         };
         let changed = !changes.is_empty();
         Ok(Outcome::changed(changed)
@@ -125,6 +129,7 @@ fn kind_name(metadata: &fs::Metadata) -> &'static str {
 fn existing_file(
     path: &Path,
     attributes: &WantedAttributes,
+    follow: bool,
     apply: bool,
 ) -> Result<Vec<String>, ModuleError> {
     match metadata_if_exists(path, true)? {
@@ -132,7 +137,7 @@ fn existing_file(
             "{} is a directory; use `state: directory` to manage it",
             path.display()
         ))),
-        Some(_) => converge_attributes(path, attributes, apply),
+        Some(_) => converge_attributes(path, attributes, follow, apply),
         None => Err(ModuleError::Failed(format!(
             "{} does not exist, and `state: file` only changes an existing file; \
              use `state: touch` to create an empty one, or `copy` or `template` to \
@@ -145,10 +150,11 @@ fn existing_file(
 fn directory(
     path: &Path,
     attributes: &WantedAttributes,
+    follow: bool,
     apply: bool,
 ) -> Result<Vec<String>, ModuleError> {
     match metadata_if_exists(path, true)? {
-        Some(metadata) if metadata.is_dir() => converge_attributes(path, attributes, apply),
+        Some(metadata) if metadata.is_dir() => converge_attributes(path, attributes, follow, apply),
         Some(metadata) => Err(ModuleError::Failed(format!(
             "{} is a {}, not a directory",
             path.display(),
@@ -159,7 +165,7 @@ fn directory(
                 fs::create_dir_all(path)
                     .map_err(|e| ModuleError::io(path, "create the directory", e))?;
                 // A new directory has no old attributes to report: the state line says it.
-                converge_attributes(path, attributes, true)?;
+                converge_attributes(path, attributes, follow, true)?;
             }
             Ok(vec!["state: absent -> directory".into()])
         }
@@ -196,14 +202,15 @@ fn absent(path: &Path, apply: bool) -> Result<Vec<String>, ModuleError> {
 fn touch(
     path: &Path,
     attributes: &WantedAttributes,
+    follow: bool,
     apply: bool,
 ) -> Result<Vec<String>, ModuleError> {
     if metadata_if_exists(path, true)?.is_some() {
-        return converge_attributes(path, attributes, apply);
+        return converge_attributes(path, attributes, follow, apply);
     }
     if apply {
-        write_atomic(path, b"", attributes.mode())?;
-        converge_attributes(path, attributes, true)?;
+        write_atomic(path, b"", attributes.mode(), follow)?;
+        converge_attributes(path, attributes, follow, true)?;
     }
     Ok(vec!["state: absent -> file".into()])
 }

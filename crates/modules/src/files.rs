@@ -1,13 +1,21 @@
 //! What `file`, `copy`, `template` and `lineinfile` share: atomic writes, mode and
 //! ownership changes reported as `what: before -> after` lines, content diffs, where a
 //! relative `src` is looked for, and the static checks of their common arguments.
+//!
+//! A symbolic link at the path a task names is not followed unless the task says
+//! `follow: true` (Ansible's argument): someone who may create links in a folder weft
+//! writes to could otherwise point the write, chmod or chown at any file of the host.
+//! Without `follow`, writing content replaces the link with a regular file, as
+//! Ansible's `copy` does, and changing a mode or owner through a link is refused.
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use nix::fcntl::{AtFlags, AT_FDCWD};
+use nix::sys::stat::{fchmodat, FchmodatFlags};
 use nix::unistd::{Gid, Group, Uid, User};
 use similar::TextDiff;
 use weft_taskbook::error::PathSegment;
@@ -242,16 +250,19 @@ fn group_name(gid: u32) -> String {
     }
 }
 
-/// Brings the mode, owner and group of `path` (following symlinks, as `chmod` does) to
-/// `wanted`, only when `apply`; returns one `what: before -> after` line per difference.
+/// Brings the mode, owner and group of `path` to `wanted`, only when `apply`; returns
+/// one `what: before -> after` line per difference. A symbolic link at `path` is
+/// followed only with `follow`, else refused.
 pub(crate) fn converge_attributes(
     path: &Path,
     wanted: &WantedAttributes,
+    follow: bool,
     apply: bool,
 ) -> Result<Vec<String>, ModuleError> {
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
+    refuse_symlink(path, follow, "changes the mode, owner or group of")?;
     let metadata = fs::metadata(path).map_err(|e| ModuleError::io(path, "inspect", e))?;
     let current_mode = metadata.mode() & PERMISSION_BITS;
     let target_mode = wanted.mode.as_ref().map_or(current_mode, |mode| {
@@ -277,10 +288,17 @@ pub(crate) fn converge_attributes(
         changes.push(format!("group: {change}"));
     }
     if apply && !changes.is_empty() {
+        // Without `follow`, the calls below act on `path` itself even if a link was put
+        // there since the check above: chown then changes the link, chmod fails.
+        let at_flags = if follow {
+            AtFlags::empty()
+        } else {
+            AtFlags::AT_SYMLINK_NOFOLLOW
+        };
         if owner_change.is_some() || group_change.is_some() {
             let uid = owner_change.and_then(|(id, _)| id).map(Uid::from_raw);
             let gid = group_change.and_then(|(id, _)| id).map(Gid::from_raw);
-            nix::unistd::chown(path, uid, gid).map_err(|e| {
+            nix::unistd::fchownat(AT_FDCWD, path, uid, gid, at_flags).map_err(|e| {
                 ModuleError::Failed(format!(
                     "cannot change the owner of {}: {e}",
                     path.display()
@@ -288,10 +306,47 @@ pub(crate) fn converge_attributes(
             })?;
         }
         // Also after a mere chown: it clears the setuid and setgid bits.
-        fs::set_permissions(path, fs::Permissions::from_mode(target_mode))
-            .map_err(|e| ModuleError::io(path, "change the mode of", e))?;
+        let chmod_flags = if follow {
+            FchmodatFlags::FollowSymlink
+        } else {
+            FchmodatFlags::NoFollowSymlink
+        };
+        fchmodat(
+            AT_FDCWD,
+            path,
+            nix::sys::stat::Mode::from_bits_truncate(target_mode),
+            chmod_flags,
+        )
+        .map_err(|e| ModuleError::io(path, "change the mode of", e.into()))?;
     }
     Ok(changes)
+}
+
+/// Where the symbolic link at `path` points; `None` when `path` is no link.
+pub(crate) fn symlink_target(path: &Path) -> Result<Option<PathBuf>, ModuleError> {
+    match metadata_if_exists(path, false)? {
+        Some(metadata) if metadata.file_type().is_symlink() => fs::read_link(path)
+            .map(Some)
+            .map_err(|e| ModuleError::io(path, "read the link", e)),
+        _ => Ok(None),
+    }
+}
+
+/// Refuses to go through a symbolic link at `path` unless the task says `follow: true`;
+/// `doing` finishes "weft ... what a link points to".
+pub(crate) fn refuse_symlink(path: &Path, follow: bool, doing: &str) -> Result<(), ModuleError> {
+    if follow {
+        return Ok(());
+    }
+    match symlink_target(path)? {
+        Some(target) => Err(ModuleError::Failed(format!(
+            "{} is a symbolic link to {}: weft {doing} what a link points to only when the \
+             task says `follow: true`",
+            path.display(),
+            target.display()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The metadata of whatever is at `path`, or `None` when nothing is; with
@@ -312,10 +367,13 @@ pub(crate) fn metadata_if_exists(
     }
 }
 
-/// The content of the regular file at `path`, or `None` when there is none yet.
-pub(crate) fn read_existing(path: &Path) -> Result<Option<Vec<u8>>, ModuleError> {
-    match metadata_if_exists(path, true)? {
+/// The content of the regular file at `path`, or `None` when there is none yet. Without
+/// `follow`, a symbolic link counts as no file: a write replaces it, and what it points
+/// to is never read (into a diff, or into the new file).
+pub(crate) fn read_existing(path: &Path, follow: bool) -> Result<Option<Vec<u8>>, ModuleError> {
+    match metadata_if_exists(path, follow)? {
         None => Ok(None),
+        Some(metadata) if metadata.file_type().is_symlink() => Ok(None),
         Some(metadata) if metadata.is_dir() => Err(ModuleError::Failed(format!(
             "{} is a directory, not a file",
             path.display()
@@ -325,9 +383,19 @@ pub(crate) fn read_existing(path: &Path) -> Result<Option<Vec<u8>>, ModuleError>
             "{} is not a regular file",
             path.display()
         ))),
-        Some(_) => fs::read(path)
-            .map(Some)
-            .map_err(|e| ModuleError::io(path, "read", e)),
+        Some(_) => {
+            let read_error = |e| ModuleError::io(path, "read", e);
+            // O_NOFOLLOW: a link put there since the look above is not read through.
+            let no_follow = if follow { 0 } else { libc::O_NOFOLLOW };
+            let mut file = fs::File::options()
+                .read(true)
+                .custom_flags(no_follow | libc::O_NONBLOCK)
+                .open(path)
+                .map_err(read_error)?;
+            let mut content = Vec::new();
+            file.read_to_end(&mut content).map_err(read_error)?;
+            Ok(Some(content))
+        }
     }
 }
 
@@ -354,11 +422,12 @@ pub(crate) fn parent_dir(path: &Path) -> Result<&Path, ModuleError> {
     )))
 }
 
-/// Where writing to `path` lands: the file a symlink points to, so that links into
-/// managed trees (`/etc/alternatives`, ...) stay links; `path` itself otherwise.
-fn write_target(path: &Path) -> PathBuf {
+/// Where writing to `path` lands. With `follow`, the file a symbolic link points to, so
+/// that links into managed trees (`/etc/alternatives`, ...) stay links; `path` itself
+/// otherwise, so the rename replaces a link there.
+fn write_target(path: &Path, follow: bool) -> PathBuf {
     match fs::symlink_metadata(path) {
-        Ok(metadata) if metadata.file_type().is_symlink() => {
+        Ok(metadata) if follow && metadata.file_type().is_symlink() => {
             // A dangling link has nothing to follow: it is replaced.
             fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
         }
@@ -370,15 +439,19 @@ fn write_target(path: &Path) -> PathBuf {
 /// new, never a mix, even if weft is killed midway: a temporary file in the same
 /// directory is written, synced and renamed over `path`. It takes `mode` when given
 /// (applied to the old mode when symbolic), else the old file's mode, else 0644, and
-/// the old file's owner and group.
+/// the old file's owner and group. A symbolic link at `path` is written through only
+/// with `follow`; else it is replaced, and a new file's defaults apply.
 pub(crate) fn write_atomic(
     path: &Path,
     bytes: &[u8],
     mode: Option<&Mode>,
+    follow: bool,
 ) -> Result<(), ModuleError> {
-    let target = write_target(path);
+    let target = write_target(path, follow);
     let dir = parent_dir(&target)?;
-    let existing = fs::metadata(&target).ok();
+    let existing = fs::symlink_metadata(&target)
+        .ok()
+        .filter(|metadata| metadata.is_file());
     let old_mode = existing
         .as_ref()
         .map_or(NEW_FILE_MODE, |metadata| metadata.mode() & PERMISSION_BITS);
@@ -416,8 +489,8 @@ pub(crate) fn write_atomic(
 /// Keeps the file at `path` as `path.<unix time>~` before it is replaced. A hard link
 /// costs nothing and keeps owner, mode and times; the rename that replaces `path`
 /// leaves the old file to it.
-fn back_up(path: &Path) -> Result<PathBuf, ModuleError> {
-    let target = write_target(path);
+fn back_up(path: &Path, follow: bool) -> Result<PathBuf, ModuleError> {
+    let target = write_target(path, follow);
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs());
@@ -473,10 +546,12 @@ pub(crate) fn content_diff(path_display: &str, before: Option<&[u8]>, after: &[u
         .to_string()
 }
 
-/// How the content modules write: the attributes to converge and whether to back up.
+/// How the content modules write: the attributes to converge, whether to back up, and
+/// whether a symbolic link at the destination is followed.
 pub(crate) struct WriteOptions {
     attributes: WantedAttributes,
     backup: bool,
+    follow: bool,
 }
 
 impl WriteOptions {
@@ -485,11 +560,13 @@ impl WriteOptions {
         owner: Option<&str>,
         group: Option<&str>,
         backup: bool,
+        follow: bool,
         apply: bool,
     ) -> Result<Self, ModuleError> {
         Ok(WriteOptions {
             attributes: WantedAttributes::resolve(mode, owner, group, apply)?,
             backup,
+            follow,
         })
     }
 }
@@ -506,27 +583,32 @@ pub(crate) fn converge_file(
     want_diff: bool,
     apply: bool,
 ) -> Result<Outcome, ModuleError> {
+    let follow = options.follow;
     let content_changes = current != Some(content);
     // Measured before writing, so that check mode and a real run report alike; a file
     // this task creates has no old attributes to report.
     let attribute_changes = match current {
-        Some(_) => converge_attributes(path, &options.attributes, false)?,
+        Some(_) => converge_attributes(path, &options.attributes, follow, false)?,
         None => Vec::new(),
     };
+    let replaced_link = if follow { None } else { symlink_target(path)? };
     let mut backup_file = None;
     if apply {
         if content_changes {
             if options.backup && current.is_some() {
-                backup_file = Some(back_up(path)?);
+                backup_file = Some(back_up(path, follow)?);
             }
-            write_atomic(path, content, options.attributes.mode())?;
+            write_atomic(path, content, options.attributes.mode(), follow)?;
         }
-        converge_attributes(path, &options.attributes, true)?;
+        converge_attributes(path, &options.attributes, follow, true)?;
     }
 
     let changed = content_changes || !attribute_changes.is_empty();
     let diff = (want_diff && changed).then(|| {
         let mut parts = Vec::new();
+        if let Some(target) = replaced_link {
+            parts.push(format!("state: link to {} -> file", target.display()));
+        }
         if content_changes {
             let diff = content_diff(&path.display().to_string(), current, content);
             parts.push(diff.trim_end().to_string());
@@ -562,7 +644,7 @@ pub(crate) fn place_file(
             )))
         }
     };
-    let current = read_existing(&dest)?;
+    let current = read_existing(&dest, options.follow)?;
     let outcome = converge_file(
         &dest,
         current.as_deref(),
@@ -795,38 +877,86 @@ mod tests {
     fn write_atomic_keeps_the_old_mode_unless_told() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        write_atomic(&path, b"one", None).unwrap();
+        write_atomic(&path, b"one", None, false).unwrap();
         assert_eq!(mode_of(&path), NEW_FILE_MODE);
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-        write_atomic(&path, b"two", None).unwrap();
+        write_atomic(&path, b"two", None, false).unwrap();
         assert_eq!(mode_of(&path), 0o600);
         assert_eq!(fs::read(&path).unwrap(), b"two");
-        write_atomic(&path, b"three", Some(&Mode::Octal(0o640))).unwrap();
+        write_atomic(&path, b"three", Some(&Mode::Octal(0o640)), false).unwrap();
         assert_eq!(mode_of(&path), 0o640);
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "no temporary file is left behind");
     }
 
-    #[test]
-    fn write_atomic_writes_through_symlinks() {
+    /// A file `real` (0600) and a link `link` to it, in a new folder.
+    fn link_to_a_file() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let real = dir.path().join("real");
         let link = dir.path().join("link");
         fs::write(&real, "old").unwrap();
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o600)).unwrap();
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        write_atomic(&link, b"new", None).unwrap();
+        (dir, real, link)
+    }
+
+    #[test]
+    fn write_atomic_replaces_a_symlink_unless_it_follows() {
+        let (_dir, real, link) = link_to_a_file();
+        write_atomic(&link, b"new", None, false).unwrap();
+        assert!(fs::symlink_metadata(&link).unwrap().is_file());
+        assert_eq!(fs::read(&link).unwrap(), b"new");
+        assert_eq!(
+            mode_of(&link),
+            NEW_FILE_MODE,
+            "a new file, not the target's copy"
+        );
+        assert_eq!(fs::read(&real).unwrap(), b"old");
+
+        let (_dir, real, link) = link_to_a_file();
+        write_atomic(&link, b"new", None, true).unwrap();
         assert!(fs::symlink_metadata(&link)
             .unwrap()
             .file_type()
             .is_symlink());
         assert_eq!(fs::read(&real).unwrap(), b"new");
+        assert_eq!(mode_of(&real), 0o600);
+    }
+
+    #[test]
+    fn attributes_go_through_a_symlink_only_when_it_follows() {
+        let (_dir, real, link) = link_to_a_file();
+        let wanted = WantedAttributes::resolve(Some("0644"), None, None, true).unwrap();
+        let err = converge_attributes(&link, &wanted, false, true).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} is a symbolic link to {}: weft changes the mode, owner or group of what \
+                 a link points to only when the task says `follow: true`",
+                link.display(),
+                real.display()
+            )
+        );
+        assert_eq!(mode_of(&real), 0o600);
+        assert_eq!(
+            converge_attributes(&link, &wanted, true, true).unwrap(),
+            ["mode: 0600 -> 0644"]
+        );
+        assert_eq!(mode_of(&real), 0o644);
+    }
+
+    #[test]
+    fn read_existing_does_not_read_through_a_symlink_unless_it_follows() {
+        let (_dir, _real, link) = link_to_a_file();
+        assert_eq!(read_existing(&link, false).unwrap(), None);
+        assert_eq!(read_existing(&link, true).unwrap(), Some(b"old".to_vec()));
     }
 
     #[test]
     fn write_atomic_names_a_missing_parent() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
-        let err = write_atomic(&missing.join("f"), b"x", None).unwrap_err();
+        let err = write_atomic(&missing.join("f"), b"x", None, false).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -844,12 +974,15 @@ mod tests {
         fs::write(&path, "x").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         let wanted = WantedAttributes::resolve(Some("0644"), None, None, true).unwrap();
-        let changes = converge_attributes(&path, &wanted, false).unwrap();
+        let changes = converge_attributes(&path, &wanted, false, false).unwrap();
         assert_eq!(changes, ["mode: 0600 -> 0644"]);
         assert_eq!(mode_of(&path), 0o600, "not applied in check mode");
-        assert_eq!(converge_attributes(&path, &wanted, true).unwrap(), changes);
+        assert_eq!(
+            converge_attributes(&path, &wanted, false, true).unwrap(),
+            changes
+        );
         assert_eq!(mode_of(&path), 0o644);
-        assert!(converge_attributes(&path, &wanted, true)
+        assert!(converge_attributes(&path, &wanted, false, true)
             .unwrap()
             .is_empty());
     }
@@ -863,12 +996,12 @@ mod tests {
         let path = dir.path().join("f");
         fs::write(&path, "x").unwrap();
         let wanted = WantedAttributes::resolve(None, Some("1"), Some("1"), true).unwrap();
-        let changes = converge_attributes(&path, &wanted, true).unwrap();
+        let changes = converge_attributes(&path, &wanted, false, true).unwrap();
         assert_eq!(changes.len(), 2, "{changes:?}");
         assert!(changes[0].starts_with("owner: root -> "), "{changes:?}");
         assert_eq!(fs::metadata(&path).unwrap().uid(), 1);
         let by_name = WantedAttributes::resolve(None, Some(&user_name(1)), None, true).unwrap();
-        assert!(converge_attributes(&path, &by_name, true)
+        assert!(converge_attributes(&path, &by_name, false, true)
             .unwrap()
             .is_empty());
     }
@@ -896,7 +1029,7 @@ mod tests {
         let wanted =
             WantedAttributes::resolve(None, Some("no-such-user-x"), Some("no-such-group-x"), false)
                 .unwrap();
-        let changes = converge_attributes(&path, &wanted, false).unwrap();
+        let changes = converge_attributes(&path, &wanted, false, false).unwrap();
         assert_eq!(changes.len(), 2);
         assert!(
             changes[0].ends_with(" -> no-such-user-x (not on this host yet)"),

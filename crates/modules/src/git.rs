@@ -8,10 +8,14 @@ use std::path::{Path, PathBuf};
 use git2::build::CheckoutBuilder;
 use git2::{
     AutotagOption, Cred, CredentialType, Direction, FetchOptions, Oid, Remote, RemoteCallbacks,
-    Repository, Status, StatusOptions,
+    Repository, Status, StatusOptions, Tree, TreeWalkMode, TreeWalkResult,
 };
 use serde::Deserialize;
+use weft_taskbook::objects::validate_git_url;
+use weft_taskbook::yaml::Node;
+use weft_taskbook::Error;
 
+use crate::files::{arg_error, literal_arg};
 use crate::module::{Module, ModuleContext, ModuleError, Outcome};
 
 pub struct Git;
@@ -19,7 +23,7 @@ pub struct Git;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GitArgs {
-    /// A URL (file://, https://, ssh://, user@host:path) or a local path.
+    /// A URL: file://, https://, ssh:// or user@host:path (see `validate_git_url`).
     repo: String,
     dest: PathBuf,
     /// A branch, a tag or a commit id; the remote's default branch when absent.
@@ -39,12 +43,22 @@ impl Module for Git {
     const NAME: &'static str = "git";
     type Args = GitArgs;
 
+    fn validate(args: &Node, _base_dir: &Path) -> Result<(), Error> {
+        match literal_arg(args, "repo") {
+            Some((node, url)) => {
+                validate_git_url(url).map_err(|message| arg_error(node, "repo", message))
+            }
+            None => Ok(()),
+        }
+    }
+
     fn check_apply(
         &self,
         args: GitArgs,
         context: &mut ModuleContext,
         apply: bool,
     ) -> Result<Outcome, ModuleError> {
+        validate_git_url(&args.repo).map_err(ModuleError::Failed)?;
         let target = resolve_version(&args, &list_remote(&args)?)?;
         let outcome = match open_dest(&args.dest)? {
             None => clone(&args, &target, apply)?,
@@ -134,6 +148,50 @@ pub fn git_error_message(error: &git2::Error) -> String {
         )
     } else {
         error.message().to_string()
+    }
+}
+
+/// Checks a name read from a repository's tree before it becomes part of a path: git
+/// never makes an entry that is empty, `.` or `..`, or holds `/` or NUL, so a tree with
+/// one was crafted to place a file outside the folder it is written to. Shared with the
+/// master's mirrors of GitRepositories. `folder` is where the entry is, `a/b/` or empty.
+pub fn check_tree_entry_name(folder: &str, name: &[u8]) -> Result<(), String> {
+    let unsafe_name =
+        matches!(name, b"" | b"." | b"..") || name.contains(&b'/') || name.contains(&0);
+    if !unsafe_name {
+        return Ok(());
+    }
+    let place = if folder.is_empty() {
+        "at its top".to_string()
+    } else {
+        format!("in `{folder}`")
+    };
+    Err(format!(
+        "the commit holds an entry named {:?} {place}; a file or folder name must not be \
+         empty, `.` or `..`, or hold `/` or NUL, and git never makes such a tree: it was \
+         crafted to write outside the checkout. Nothing of the commit was written; repair \
+         the repository's history, or stop using it",
+        String::from_utf8_lossy(name)
+    ))
+}
+
+/// Every name in `tree` and its subtrees, checked before a checkout writes any.
+fn check_tree_names(tree: &Tree) -> Result<(), ModuleError> {
+    let mut refused = None;
+    let walked = tree.walk(
+        TreeWalkMode::PreOrder,
+        |folder, entry| match check_tree_entry_name(folder, entry.name_bytes()) {
+            Ok(()) => TreeWalkResult::Ok,
+            Err(message) => {
+                refused = Some(message);
+                TreeWalkResult::Abort
+            }
+        },
+    );
+    match (refused, walked) {
+        (Some(message), _) => Err(ModuleError::Failed(message)),
+        (None, Err(e)) => Err(failed("cannot read the commit's files", e)),
+        (None, Ok(())) => Ok(()),
     }
 }
 
@@ -446,6 +504,10 @@ fn checkout(
     let commit = repo
         .find_commit(oid)
         .map_err(|e| failed(&format!("cannot read {}", target.describe()), e))?;
+    let tree = commit
+        .tree()
+        .map_err(|e| failed(&format!("cannot read {}", target.describe()), e))?;
+    check_tree_names(&tree)?;
     // The tree goes first, while HEAD still says what the working copy holds.
     repo.checkout_tree(commit.as_object(), Some(options))
         .map_err(|e| failed(&format!("cannot check out {}", target.describe()), e))?;
@@ -520,6 +582,22 @@ mod tests {
             key_file: None,
         };
         resolve_version(&args, &listing())
+    }
+
+    #[test]
+    fn tree_entry_names_that_would_leave_the_checkout_are_refused() {
+        for name in ["site.yml", ".hidden", "...", "a b", "é"] {
+            assert_eq!(check_tree_entry_name("", name.as_bytes()), Ok(()), "{name}");
+        }
+        for name in ["", ".", "..", "a/b", "/etc/cron.d/x", "x/../../y", "a\0b"] {
+            let error = check_tree_entry_name("roles/web/", name.as_bytes()).unwrap_err();
+            assert!(
+                error.starts_with(&format!(
+                    "the commit holds an entry named {name:?} in `roles/web/`"
+                )),
+                "{error}"
+            );
+        }
     }
 
     #[test]

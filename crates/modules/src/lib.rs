@@ -31,8 +31,9 @@ mod systemd;
 mod template;
 
 pub use custom::{CustomModule, ModuleDirs, MODULE_PATH_ENV};
-pub use git::git_error_message;
+pub use git::{check_tree_entry_name, git_error_message};
 pub use module::{DynModule, Module, ModuleContext, ModuleError, Outcome};
+pub use process::ProcessGroup;
 
 use std::path::Path;
 

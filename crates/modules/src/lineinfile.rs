@@ -10,7 +10,8 @@ use weft_taskbook::yaml::Node;
 use weft_taskbook::Error;
 
 use crate::files::{
-    arg_error, converge_file, literal_arg, read_existing, validate_mode, WriteOptions,
+    arg_error, converge_file, literal_arg, read_existing, refuse_symlink, validate_mode,
+    WriteOptions,
 };
 use crate::module::{Module, ModuleContext, ModuleError, Outcome};
 
@@ -35,6 +36,9 @@ pub struct LineInFileArgs {
     group: Option<String>,
     #[serde(default)]
     backup: bool,
+    /// Edit the file a symbolic link at `path` points to, instead of refusing.
+    #[serde(default)]
+    follow: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Deserialize)]
@@ -233,6 +237,7 @@ impl Module for LineInFile {
             args.owner.as_deref(),
             args.group.as_deref(),
             args.backup,
+            args.follow,
             apply,
         )?;
         let regexp = args
@@ -264,7 +269,10 @@ impl Module for LineInFile {
         }
 
         let path = args.path.as_path();
-        let current = read_existing(path)?;
+        // Replacing a link with a file of only the wanted line would lose what it
+        // pointed to, so a link is refused rather than replaced.
+        refuse_symlink(path, args.follow, "edits")?;
+        let current = read_existing(path, args.follow)?;
         let text = match (&current, args.state) {
             (Some(bytes), _) => std::str::from_utf8(bytes).map_err(|_| {
                 ModuleError::Failed(format!(

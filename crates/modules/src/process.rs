@@ -1,10 +1,11 @@
 //! Running a process for `command`, `shell` and custom modules: output captured,
-//! bounded in size, killed when the task's timeout runs out.
+//! bounded in size, killed with everything it started when the task's timeout runs
+//! out. Beacons' `command` checks end their processes the same way.
 
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command as Process, Stdio};
+use std::process::{Child, Command as Process, ExitStatus, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -154,6 +155,46 @@ impl RunFailure {
     }
 }
 
+/// A child process that leads a process group of its own, so that giving up on it
+/// ends everything it started too: a script's background children would otherwise
+/// live on after a timeout, holding its pipes open.
+pub struct ProcessGroup {
+    leader: Child,
+}
+
+impl ProcessGroup {
+    pub fn spawn(mut process: Process) -> std::io::Result<ProcessGroup> {
+        let leader = process.process_group(0).spawn()?;
+        Ok(ProcessGroup { leader })
+    }
+
+    /// The leader, for its pipes.
+    pub fn leader(&mut self) -> &mut Child {
+        &mut self.leader
+    }
+
+    /// The leader's exit status, or `None` when `deadline` passed first. Past the
+    /// deadline, or when waiting fails, the whole group is killed and the leader reaped.
+    pub fn wait_until(&mut self, deadline: Option<Instant>) -> std::io::Result<Option<ExitStatus>> {
+        let Some(deadline) = deadline else {
+            return self.leader.wait().map(Some);
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let waited = self.leader.wait_timeout(remaining);
+        if let Ok(Some(status)) = waited {
+            return Ok(Some(status));
+        }
+        // The group's id is the leader's pid, which stays reserved until it is reaped below.
+        let group = nix::unistd::Pid::from_raw(self.leader.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
+        let _ = self.leader.kill();
+        let reaped = self.leader.wait();
+        waited?;
+        reaped?;
+        Ok(None)
+    }
+}
+
 /// Runs `process` with `stdin` fed to it and both outputs captured (bounded), killing
 /// it and everything it started once `deadline` passes.
 pub fn run_captured(
@@ -168,14 +209,12 @@ pub fn run_captured(
             Stdio::null()
         })
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // A group of its own, so a timeout kills the children a script started too
-        // (they would otherwise hold the pipes open and live on).
-        .process_group(0);
+        .stderr(Stdio::piped());
     let started = Instant::now();
-    let mut child = process.spawn().map_err(RunFailure::Spawn)?;
+    let mut group = ProcessGroup::spawn(process).map_err(RunFailure::Spawn)?;
 
     // Feed stdin and drain both pipes on threads: a child blocked on a full pipe never exits.
+    let child = group.leader();
     let stdin_feeder = child.stdin.take().zip(stdin).map(|(mut pipe, text)| {
         std::thread::spawn(move || {
             let _ = pipe.write_all(text.as_bytes());
@@ -184,27 +223,13 @@ pub fn run_captured(
     let stdout_reader = child.stdout.take().map(read_on_thread);
     let stderr_reader = child.stderr.take().map(read_on_thread);
 
-    let status = match deadline {
-        Some(deadline) => {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match child.wait_timeout(remaining) {
-                Ok(Some(status)) => status,
-                Ok(None) => {
-                    let group = nix::unistd::Pid::from_raw(child.id() as i32);
-                    let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    // A child that left the group may still hold stderr open: wait a
-                    // moment for what was written, never for the child.
-                    let stderr = stderr_reader
-                        .and_then(|r| r.recv_timeout(KILLED_OUTPUT_GRACE).ok())
-                        .unwrap_or_default();
-                    return Err(RunFailure::TimedOut { stderr });
-                }
-                Err(e) => return Err(RunFailure::Wait(e)),
-            }
-        }
-        None => child.wait().map_err(RunFailure::Wait)?,
+    let Some(status) = group.wait_until(deadline).map_err(RunFailure::Wait)? else {
+        // A child that left the group may still hold stderr open: wait a moment for
+        // what was written, never for the child.
+        let stderr = stderr_reader
+            .and_then(|r| r.recv_timeout(KILLED_OUTPUT_GRACE).ok())
+            .unwrap_or_default();
+        return Err(RunFailure::TimedOut { stderr });
     };
     if let Some(feeder) = stdin_feeder {
         let _ = feeder.join();

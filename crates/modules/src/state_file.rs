@@ -22,7 +22,7 @@ pub fn write_private(path: &Path, value: &impl Serialize) -> Result<(), Error> {
 }
 
 pub fn write_private_bytes(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    write_atomic(path, bytes, Some(&Mode::Octal(0o600)))
+    write_atomic(path, bytes, Some(&Mode::Octal(0o600)), false)
         .map_err(|e| Error::new(e.to_string()).in_file(path))
 }
 

@@ -40,6 +40,9 @@ pub struct SyncArgs {
     mode: Option<String>,
     owner: Option<String>,
     group: Option<String>,
+    /// Write through a symbolic link at `dest` instead of replacing it.
+    #[serde(default)]
+    follow: bool,
 }
 
 const SRC_OR_VAR: &str =
@@ -144,10 +147,11 @@ impl Module for Sync {
             args.owner.as_deref(),
             args.group.as_deref(),
             false,
+            args.follow,
             apply,
         )?;
-        let unchanged =
-            read_existing(&args.dest)?.is_some_and(|current| sha256_hex(&current) == sha256);
+        let unchanged = read_existing(&args.dest, args.follow)?
+            .is_some_and(|current| sha256_hex(&current) == sha256);
         // Same hash: the content is in place; only attributes may still differ.
         let outcome = place_file(
             &args.dest,

@@ -25,6 +25,9 @@ pub struct TemplateArgs {
     group: Option<String>,
     #[serde(default)]
     backup: bool,
+    /// Write through a symbolic link at `dest` instead of replacing it.
+    #[serde(default)]
+    follow: bool,
 }
 
 const RENDERS_ONE_FILE: &str = "template renders one file";
@@ -65,6 +68,7 @@ impl Module for Template {
             args.owner.as_deref(),
             args.group.as_deref(),
             args.backup,
+            args.follow,
             apply,
         )?;
         let src = resolve_src(&args.src, context.base_dir, RENDERS_ONE_FILE)

@@ -11,6 +11,7 @@
 //! between replay and live events, and a slow watcher costs writers nothing: it falls
 //! behind on disk, not in memory, until compaction passes it and ends it with `Compacted`.
 
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -78,10 +79,11 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 impl SqliteStore {
-    /// Opens the store at `path`, creating or migrating it.
+    /// Opens the store at `path`, creating or migrating it, and makes the file private.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let location = path.display().to_string();
         let open = || {
+            make_private(path)?;
             let mut writer = Connection::open(path)?;
             configure(&writer)?;
             let journal_mode: String =
@@ -131,6 +133,34 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         blocking(Arc::clone(&self.shared), work).await
     }
+}
+
+/// The store holds bootstrap tokens, node records and sealed secrets: only its owner
+/// reads it, even where the umask or an older weft made it readable to all. SQLite gives
+/// the `-wal` and `-shm` files it creates the database file's mode; ones left by a crash
+/// are changed here too.
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    let private = || std::fs::Permissions::from_mode(0o600);
+    let denied =
+        |error: std::io::Error| StoreError::Backend(format!("cannot make it private: {error}"));
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(denied)?;
+    file.set_permissions(private()).map_err(denied)?;
+    for suffix in ["-wal", "-shm"] {
+        let mut journal = path.as_os_str().to_owned();
+        journal.push(suffix);
+        match std::fs::set_permissions(&journal, private()) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(denied(error))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn configure(connection: &Connection) -> Result<(), StoreError> {
@@ -670,6 +700,36 @@ mod tests {
             .pragma_query_value(None, "synchronous", |row| row.get(0))
             .expect("synchronous");
         assert_eq!(synchronous, 2, "synchronous=FULL");
+    }
+
+    #[tokio::test]
+    async fn the_database_and_its_journal_files_are_private() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mode = |name: &str| {
+            std::fs::metadata(dir.path().join(name))
+                .expect("the file exists")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        let path = dir.path().join("weft.db");
+        write_sample(&SqliteStore::open(&path).expect("new")).await;
+        assert_eq!(mode("weft.db"), 0o600);
+
+        // Readable to all, as an older weft left them (the journal files after a crash).
+        for journal in ["weft.db-wal", "weft.db-shm"] {
+            std::fs::write(dir.path().join(journal), []).expect("journal file");
+        }
+        for name in ["weft.db", "weft.db-wal", "weft.db-shm"] {
+            let readable = std::fs::Permissions::from_mode(0o644);
+            std::fs::set_permissions(dir.path().join(name), readable).expect("chmod");
+        }
+        let store = SqliteStore::open(&path).expect("reopen");
+        write_sample(&store).await;
+        for name in ["weft.db", "weft.db-wal", "weft.db-shm"] {
+            assert_eq!(mode(name), 0o600, "{name}");
+        }
+        assert_eq!(store.current_revision().await, Ok(8), "the store was kept");
     }
 
     fn open_error(path: &Path) -> String {

@@ -17,7 +17,7 @@ pub use beacon::{cleared_event_type, BeaconAssignment, BeaconCheck, BeaconSpec};
 pub use config::{ConfigSpec, JobRetention};
 pub use cron_job::{ConcurrencyPolicy, CronJobSpec};
 pub use event::EventSpec;
-pub use git_repository::{GitRepositorySpec, OnPush};
+pub use git_repository::{validate_git_url, GitRepositorySpec, OnPush};
 pub use namespace::NamespaceSpec;
 pub use node::{NodeGroupSpec, NodeSpec};
 pub use secret::{SecretKeyRef, SecretSpec};

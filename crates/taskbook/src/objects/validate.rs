@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
-    validate_labels, validate_name, AnyObject, BeaconCheck, BeaconSpec,
+    validate_git_url, validate_labels, validate_name, AnyObject, BeaconCheck, BeaconSpec,
     ClusterVariablesBindingSpec, CronJobSpec, NodeGroupSpec, VariablesSpec,
 };
 use crate::error::{Error, PathSegment, Result};
@@ -27,6 +27,9 @@ pub(super) fn validate_spec(root: &Node, object: &AnyObject) -> Result<()> {
         AnyObject::Beacon(beacon) => beacon_spec(&spec, &beacon.spec),
         AnyObject::Trigger(trigger) => {
             taskbook_ref(&spec.key("run").key("taskbook"), &trigger.spec.run.taskbook)
+        }
+        AnyObject::GitRepository(repository) => {
+            validate_git_url(&repository.spec.url).map_err(|message| spec.key("url").error(message))
         }
         _ => Ok(()),
     }
