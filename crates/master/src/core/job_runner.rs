@@ -1280,6 +1280,17 @@ mod tests {
         work: Duration,
         failing: &[usize],
     ) -> (Vec<usize>, RunReport) {
+        roll_with(rollout, node_count, work, failing, Vec::new()).await
+    }
+
+    /// [`roll`] with `-e` variables.
+    async fn roll_with(
+        rollout: &str,
+        node_count: usize,
+        work: Duration,
+        failing: &[usize],
+        extra_vars: Vec<Vars>,
+    ) -> (Vec<usize>, RunReport) {
         let store = SqliteStore::open_in_memory().unwrap();
         let sessions = Arc::new(NodeSessions::default());
         let registry = NodeRegistry::new(store.clone());
@@ -1352,6 +1363,7 @@ mod tests {
         let mut events = runner
             .start(RunRequest {
                 bundle,
+                extra_vars,
                 ..RunRequest::default()
             })
             .await
@@ -1362,6 +1374,24 @@ mod tests {
             }
         }
         panic!("the job never finished");
+    }
+
+    #[tokio::test]
+    async fn a_step_no_node_could_read_is_never_sent() {
+        let blob = "x".repeat(MAX_MESSAGE_BYTES);
+        let extra_vars = vec![Vars::from_iter([("blob".to_string(), blob.into())])];
+        let (started, report) = roll_with("{batch: 1}", 2, Duration::ZERO, &[], extra_vars).await;
+        assert!(started.is_empty(), "a node got the step");
+        assert!(report.failed);
+        assert_eq!(report.results.len(), 2);
+        for result in &report.results {
+            assert_eq!(result.status, TaskStatus::Failed);
+            let msg = result.msg.as_deref().unwrap();
+            assert!(
+                msg.contains("more than the 16.0 MiB a node accepts"),
+                "{msg}"
+            );
+        }
     }
 
     #[tokio::test]
