@@ -813,7 +813,7 @@ fn master_init(args: MasterInitArgs) -> ExitCode {
         user_config: weft_cli::admin::user_config_path(),
         another_master: args.another_master,
     };
-    match weft_master::init::init(&options) {
+    match runtime().block_on(weft_master::init::init(&options)) {
         Ok(Initialized {
             admin_file,
             user_config,

@@ -295,3 +295,41 @@ fn an_admin_of_another_cluster_is_refused() {
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(node_names(&cluster), ["node-a"]);
 }
+
+/// `cluster.key` seals the Secrets: a master never makes one on its own, and one from
+/// another cluster would seal what the rest of the cluster cannot open.
+#[test]
+fn a_master_without_its_cluster_key_or_with_another_clusters_refuses_to_start() {
+    let mut cluster = Cluster::init(&[]);
+    let key_file = cluster.master_dir().join("cluster.key");
+    let own_key = std::fs::read(&key_file).unwrap();
+
+    std::fs::remove_file(&key_file).unwrap();
+    let (code, stderr) = cluster.master_refusal();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the cluster key {} is missing: only `weft master init` makes one; put back this \
+             cluster's key",
+            key_file.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!key_file.exists(), "the master made a new key");
+
+    let other = Cluster::init(&[]);
+    std::fs::copy(other.master_dir().join("cluster.key"), &key_file).unwrap();
+    let (code, stderr) = cluster.master_refusal();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the cluster key {} does not open the check value in this master's store: the key \
+             belongs to another cluster",
+            key_file.display()
+        )),
+        "{stderr}"
+    );
+
+    std::fs::write(&key_file, own_key).unwrap();
+    cluster.start_master();
+}

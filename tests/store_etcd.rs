@@ -1,5 +1,6 @@
 //! The etcd store against real etcd processes on loopback: the conformance suite every
-//! backend passes, on one member and on three, and a master that keeps its state in etcd.
+//! backend passes, on one member and on three, and a master that keeps its state in etcd
+//! and refuses a master of another cluster on it.
 
 mod common;
 
@@ -124,6 +125,16 @@ fn master_keeps_its_state_in_etcd() {
     cluster.start_master();
     let names: Vec<_> = cluster.nodes().iter().map(|n| n["name"].clone()).collect();
     assert_eq!(names, ["n1"], "a restarted master reads the nodes back");
+
+    // A master of another `weft master init` (not `--another-master`) pointed at the
+    // same etcd has another cluster key, which the first start wrote the check for.
+    let stranger = Cluster::init(&["--store", "etcd", "--etcd-endpoints", &endpoints]);
+    let (code, stderr) = stranger.master_refusal();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("does not open the check value in this master's store"),
+        "{stderr}"
+    );
 }
 
 /// Needs no etcd: nothing listens on the endpoint.

@@ -131,6 +131,37 @@ impl Cluster {
         }
     }
 
+    /// Runs `weft master` on this directory expecting it to refuse to start: returns
+    /// its exit status and what it wrote to stderr. Fails if it is still running after
+    /// the settle time (it started).
+    pub fn master_refusal(&self) -> (Option<i32>, String) {
+        let log = self.dir.path().join("refused-master.log");
+        let mut child = self
+            .command(&["master", "--vpn", "off"])
+            .arg("--data-dir")
+            .arg(self.master_dir())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + SETTLE;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the master started instead of refusing:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (status.code(), std::fs::read_to_string(&log).unwrap())
+    }
+
     /// SIGKILL: no chance to tidy up.
     pub fn kill_master(&mut self) {
         if let Some(mut master) = self.master.take() {

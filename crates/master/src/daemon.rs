@@ -95,6 +95,8 @@ pub enum MasterError {
     #[error("the server failed: {0}")]
     Serve(String),
     #[error(transparent)]
+    ClusterKey(#[from] crate::core::secret_box::SecretBoxError),
+    #[error(transparent)]
     VpnKey(#[from] weft_vpn::vpn_key::VpnKeyError),
     #[error(transparent)]
     Mesh(#[from] crate::core::mesh::MeshError),
@@ -126,9 +128,14 @@ pub async fn run(
             reason: e.to_string(),
         }
     })?;
+    let cluster_key_file = dir.join(CLUSTER_KEY_FILE);
+    let secret_box = SecretBox::load(&cluster_key_file)?;
     let store = AnyStore::open(&settings.store, &dir.join(STORE_FILE))
         .await
         .map_err(|e| MasterError::Store(e.to_string()))?;
+    // Before this master registers or serves anything: with another cluster's key it
+    // would seal new Secrets that the cluster's other masters cannot open.
+    secret_box.check_against(&store, &cluster_key_file).await?;
 
     let masters = MasterRegistry::new(store.clone());
     let mesh = match &options.vpn {
@@ -169,8 +176,6 @@ pub async fn run(
 
     let sessions = Arc::new(NodeSessions::default());
     let ca = Arc::new(ca);
-    let secret_box = SecretBox::load_or_create(&dir.join(CLUSTER_KEY_FILE))
-        .map_err(|e| MasterError::Store(e.to_string()))?;
     let objects = ObjectRegistry::new(store.clone(), secret_box);
     objects
         .ensure_builtin_namespaces()

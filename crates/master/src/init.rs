@@ -13,7 +13,7 @@ use weft_proto::tls::MASTER_SERVER_NAME;
 use weft_taskbook::Error;
 
 use crate::core::pki::{ClusterCa, PkiError};
-use crate::core::secret_box::SecretBox;
+use crate::core::secret_box::{SecretBox, SecretBoxError};
 use crate::store::{SqliteStore, StoreError, StoreSettings};
 use weft_proto::bootstrap_token::is_endpoint;
 
@@ -99,6 +99,8 @@ pub enum InitError {
     File(#[from] Error),
     #[error("the store could not be created: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    ClusterKey(#[from] SecretBoxError),
     #[error("{0}")]
     StoreChoice(String),
     #[error("{dir} cannot be joined: {reason}")]
@@ -134,7 +136,7 @@ fn base_from_master(dir: &Path) -> Result<ClusterBase, InitError> {
     })
 }
 
-pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
+pub async fn init(options: &InitOptions) -> Result<Initialized, InitError> {
     let dir = &options.data_dir;
     if dir.join(SETTINGS_FILE).exists() {
         return Err(InitError::AlreadyInitialized(dir.display().to_string()));
@@ -184,17 +186,20 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
     let chain = format!("{}{}", master_cert.cert_pem, ca.cert_pem());
     state_file::write_private_bytes(&dir.join(MASTER_CERT_FILE), chain.as_bytes())?;
     state_file::write_private_bytes(&dir.join(MASTER_KEY_FILE), master_cert.key_pem.as_bytes())?;
-    // etcd is not asked anything yet: it may come up after the master's directory, and
-    // `weft master` says at start what is wrong with it.
-    if store == StoreSettings::Sqlite {
-        SqliteStore::open(&dir.join(STORE_FILE))?;
-    }
-    match &base.cluster_key {
-        Some(key) => state_file::write_private_bytes(&dir.join(CLUSTER_KEY_FILE), key)?,
-        None => {
-            SecretBox::load_or_create(&dir.join(CLUSTER_KEY_FILE))
-                .map_err(|e| InitError::File(Error::new(e.to_string())))?;
+    let cluster_key_file = dir.join(CLUSTER_KEY_FILE);
+    let secret_box = match &base.cluster_key {
+        Some(key) => {
+            state_file::write_private_bytes(&cluster_key_file, key)?;
+            SecretBox::load(&cluster_key_file)?
         }
+        None => SecretBox::create(&cluster_key_file)?,
+    };
+    // etcd is not asked anything yet: it may come up after the master's directory, and
+    // `weft master` says at start what is wrong with it, and writes the key's check value
+    // there on the cluster's first start.
+    if store == StoreSettings::Sqlite {
+        let sqlite = SqliteStore::open(&dir.join(STORE_FILE))?;
+        secret_box.check_against(&sqlite, &cluster_key_file).await?;
     }
 
     // This master first; the others after, for commands to fail over to.
@@ -310,9 +315,11 @@ pub fn read_settings(dir: &Path) -> Result<MasterSettings, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::secret_box::CLUSTER_KEY_CHECK_KEY;
+    use crate::store::Store;
 
-    #[test]
-    fn init_writes_private_files_once() {
+    #[tokio::test]
+    async fn init_writes_private_files_once() {
         let dir = tempfile::tempdir().unwrap();
         let options = InitOptions {
             data_dir: dir.path().join("master"),
@@ -325,7 +332,7 @@ mod tests {
             user_config: Some(dir.path().join("home/config.yaml")),
             another_master: None,
         };
-        let initialized = init(&options).unwrap();
+        let initialized = init(&options).await.unwrap();
         assert_eq!(initialized.user_config, options.user_config);
         for file in [CA_KEY_FILE, MASTER_KEY_FILE, ADMIN_FILE, SETTINGS_FILE] {
             let mode = fs::metadata(options.data_dir.join(file))
@@ -340,13 +347,13 @@ mod tests {
         assert_eq!(admin.master_endpoints, ["127.0.0.1:7443"]);
 
         assert!(matches!(
-            init(&options),
+            init(&options).await,
             Err(InitError::AlreadyInitialized(_))
         ));
     }
 
-    #[test]
-    fn a_directory_made_beforehand_becomes_private_with_its_store() {
+    #[tokio::test]
+    async fn a_directory_made_beforehand_becomes_private_with_its_store() {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("master");
         fs::create_dir(&data_dir).unwrap();
@@ -362,7 +369,7 @@ mod tests {
             user_config: None,
             another_master: None,
         };
-        init(&options).unwrap();
+        init(&options).await.unwrap();
         let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&data_dir), 0o700);
         for file in [STORE_FILE, CLUSTER_KEY_FILE, CA_CERT_FILE] {
@@ -370,11 +377,29 @@ mod tests {
         }
     }
 
-    #[test]
-    fn another_master_shares_the_cluster_and_only_on_etcd() {
+    #[tokio::test]
+    async fn the_sqlite_store_holds_the_cluster_keys_check_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = etcd_options(dir.path(), &[]);
+        let options = InitOptions {
+            store_backend: "sqlite".into(),
+            ..options
+        };
+        init(&options).await.unwrap();
+        let store = SqliteStore::open(&options.data_dir.join(STORE_FILE)).unwrap();
+        assert!(store.get(CLUSTER_KEY_CHECK_KEY).await.unwrap().is_some());
+        let key_file = options.data_dir.join(CLUSTER_KEY_FILE);
+        let own = SecretBox::load(&key_file).unwrap();
+        own.check_against(&store, &key_file).await.unwrap();
+        let stranger = SecretBox::from_key(&[3; 32]);
+        assert!(stranger.check_against(&store, &key_file).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn another_master_shares_the_cluster_and_only_on_etcd() {
         let dir = tempfile::tempdir().unwrap();
         let first = etcd_options(dir.path(), &["http://127.0.0.1:2379"]);
-        init(&first).unwrap();
+        init(&first).await.unwrap();
         let second = InitOptions {
             data_dir: dir.path().join("m2"),
             master_public_endpoint: "127.0.0.2:7443".into(),
@@ -382,7 +407,7 @@ mod tests {
             another_master: Some(first.data_dir.clone()),
             ..etcd_options(dir.path(), &[])
         };
-        init(&second).unwrap();
+        init(&second).await.unwrap();
         for file in [CA_CERT_FILE, CA_KEY_FILE, CLUSTER_KEY_FILE] {
             assert_eq!(
                 fs::read(first.data_dir.join(file)).unwrap(),
@@ -408,13 +433,13 @@ mod tests {
             store_backend: "sqlite".into(),
             ..etcd_options(dir.path(), &[])
         };
-        init(&sqlite).unwrap();
+        init(&sqlite).await.unwrap();
         let refused = InitOptions {
             data_dir: dir.path().join("m3"),
             another_master: Some(sqlite.data_dir.clone()),
             ..etcd_options(dir.path(), &[])
         };
-        let Err(error) = init(&refused) else {
+        let Err(error) = init(&refused).await else {
             panic!("a master of a sqlite cluster was made");
         };
         let error = error.to_string();
@@ -436,11 +461,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_etcd_store_is_recorded_not_created() {
+    #[tokio::test]
+    async fn the_etcd_store_is_recorded_not_created() {
         let dir = tempfile::tempdir().unwrap();
         let options = etcd_options(dir.path(), &["http://10.0.0.5:2379", "10.0.0.6:2379"]);
-        init(&options).unwrap();
+        init(&options).await.unwrap();
         assert_eq!(
             read_settings(&options.data_dir).unwrap().store,
             StoreSettings::Etcd {
@@ -450,8 +475,8 @@ mod tests {
         assert!(!options.data_dir.join(STORE_FILE).exists());
     }
 
-    #[test]
-    fn settings_from_before_the_store_choice_are_sqlite() {
+    #[tokio::test]
+    async fn settings_from_before_the_store_choice_are_sqlite() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(
             dir.path().join(SETTINGS_FILE),
@@ -464,8 +489,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_bad_store_choice_is_refused_before_anything_is_written() {
+    #[tokio::test]
+    async fn a_bad_store_choice_is_refused_before_anything_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let mut sqlite_with_endpoints = etcd_options(dir.path(), &["http://10.0.0.5:2379"]);
         sqlite_with_endpoints.store_backend = "sqlite".into();
@@ -476,14 +501,14 @@ mod tests {
             (sqlite_with_endpoints, "is for --store etcd"),
         ];
         for (options, expected) in refused {
-            let error = init(&options).err().expect("refused").to_string();
+            let error = init(&options).await.err().expect("refused").to_string();
             assert!(error.contains(expected), "{error}");
             assert!(!options.data_dir.exists());
         }
     }
 
-    #[test]
-    fn a_bad_endpoint_is_refused_before_anything_is_written() {
+    #[tokio::test]
+    async fn a_bad_endpoint_is_refused_before_anything_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let options = InitOptions {
             data_dir: dir.path().join("master"),
@@ -496,7 +521,10 @@ mod tests {
             user_config: None,
             another_master: None,
         };
-        assert!(matches!(init(&options), Err(InitError::InvalidEndpoint(_))));
+        assert!(matches!(
+            init(&options).await,
+            Err(InitError::InvalidEndpoint(_))
+        ));
         assert!(!options.data_dir.exists());
     }
 }

@@ -263,7 +263,12 @@ pub(crate) fn converge_attributes(
         return Ok(Vec::new());
     }
     refuse_symlink(path, follow, "changes the mode, owner or group of")?;
-    let metadata = fs::metadata(path).map_err(|e| ModuleError::io(path, "inspect", e))?;
+    let metadata = if follow {
+        fs::metadata(path)
+    } else {
+        fs::symlink_metadata(path)
+    };
+    let metadata = metadata.map_err(|e| ModuleError::io(path, "inspect", e))?;
     let current_mode = metadata.mode() & PERMISSION_BITS;
     let target_mode = wanted.mode.as_ref().map_or(current_mode, |mode| {
         mode.applied_to(current_mode, metadata.is_dir())
