@@ -174,7 +174,7 @@ impl GitMirrors for GitMirrorDir {
     }
 }
 
-/// The commit's files as `Bundle::read` takes a folder's: hidden entries and
+/// The commit's files, bounded as a bundle is: hidden entries and
 /// submodules stay behind, and the same bounds hold. A name that would leave the
 /// folder refuses the whole commit, since the run writes these paths out.
 fn read_tree(

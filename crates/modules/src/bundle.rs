@@ -99,6 +99,20 @@ impl Bundle {
         Ok(bundle)
     }
 
+    /// Keeps only the files `taskbook` reads, it having been loaded from this bundle
+    /// written out under `dir`: a bundle made elsewhere (a repository's whole commit)
+    /// then ships no more than one the CLI makes.
+    pub fn retain_read_by(&mut self, taskbook: &TaskBook, dir: &Path) -> Result<(), Error> {
+        let files = needed_files(taskbook)?;
+        let folders = needed_folders(taskbook);
+        let dir = normalized(dir);
+        self.files.retain(|path, _| {
+            let absolute = normalized(&dir.join(path));
+            files.contains(&absolute) || folders.iter().any(|folder| absolute.starts_with(folder))
+        });
+        Ok(())
+    }
+
     /// Checks what arrived over the wire before anything is written: relative paths
     /// that stay inside the bundle, within the bounds, and the TaskBook among them.
     pub fn validate(&self) -> Result<(), Error> {
@@ -422,6 +436,43 @@ mod tests {
         assert_eq!(
             fs::read_to_string(target.path().join("ops/templates/web.tera")).unwrap(),
             "{{ name }}"
+        );
+    }
+
+    #[test]
+    fn a_bundle_made_elsewhere_keeps_only_what_its_taskbook_reads() {
+        let file = |content: &str| bytes::Bytes::from(content.to_string());
+        let mut bundle = Bundle {
+            taskbook_file: ".repos/infra/site.yml".into(),
+            files: [
+                (".repos/infra/site.yml", SITE),
+                (".repos/infra/base/base.yml", BASE),
+                (".repos/infra/motd.txt", "hi"),
+                (".repos/infra/data.json", "{}"),
+                (".repos/infra/templates/web.tera", "web"),
+                (".repos/infra/README.md", "docs"),
+                (".repos/infra/shared/common.conf", "not read"),
+                ("shared/common.conf", "not read"),
+                // base.yml's ../../shared/common.conf, seen from .repos/infra/base.
+                (".repos/shared/common.conf", "common"),
+            ]
+            .into_iter()
+            .map(|(path, content)| (path.to_string(), file(content)))
+            .collect(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let taskbook = bundle.load_taskbook(dir.path()).unwrap();
+        bundle.retain_read_by(&taskbook, dir.path()).unwrap();
+        assert_eq!(
+            bundle.files.keys().collect::<Vec<_>>(),
+            [
+                ".repos/infra/base/base.yml",
+                ".repos/infra/data.json",
+                ".repos/infra/motd.txt",
+                ".repos/infra/site.yml",
+                ".repos/infra/templates/web.tera",
+                ".repos/shared/common.conf",
+            ]
         );
     }
 

@@ -457,7 +457,7 @@ impl<S: Store + Clone> JobRunner<S> {
             mirrors: self.inner.repos.mirrors(),
             dir: PathBuf::new(),
         };
-        let (taskbook, repos) = tokio::task::spawn_blocking(move || {
+        let (taskbook, repos, read) = tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&scratch)
                 .map_err(|e| RunError::Scratch(format!("{}: {e}", scratch.display())))?;
             let dir = tempfile::tempdir_in(&scratch)
@@ -466,11 +466,15 @@ impl<S: Store + Clone> JobRunner<S> {
             let taskbook = bundle
                 .load_taskbook_with(dir.path(), &mut repos)
                 .map_err(RunError::Input)?;
-            Ok::<_, RunError>((taskbook, repos))
+            let mut read = bundle;
+            read.files.extend(repos.added.clone());
+            read.retain_read_by(&taskbook, dir.path())
+                .map_err(RunError::Input)?;
+            Ok::<_, RunError>((taskbook, repos, read))
         })
         .await
         .map_err(|e| RunError::Scratch(e.to_string()))??;
-        request.bundle.files.extend(repos.added);
+        request.bundle = read;
         request.commits = repos.read;
         request.bundle.validate().map_err(RunError::Input)?;
         Ok(taskbook)
