@@ -322,15 +322,8 @@ mod tests {
     async fn init_writes_private_files_once() {
         let dir = tempfile::tempdir().unwrap();
         let options = InitOptions {
-            data_dir: dir.path().join("master"),
-            master_public_endpoint: "127.0.0.1:7443".into(),
-            cluster_name: "test".into(),
-            master_name: "m1".into(),
-            vpn_cidr: "10.77.0.0/16".into(),
-            store_backend: "sqlite".into(),
-            etcd_endpoints: vec![],
             user_config: Some(dir.path().join("home/config.yaml")),
-            another_master: None,
+            ..sqlite_options(dir.path())
         };
         let initialized = init(&options).await.unwrap();
         assert_eq!(initialized.user_config, options.user_config);
@@ -358,17 +351,7 @@ mod tests {
         let data_dir = dir.path().join("master");
         fs::create_dir(&data_dir).unwrap();
         fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o755)).unwrap();
-        let options = InitOptions {
-            data_dir: data_dir.clone(),
-            master_public_endpoint: "127.0.0.1:7443".into(),
-            cluster_name: "test".into(),
-            master_name: "m1".into(),
-            vpn_cidr: "10.77.0.0/16".into(),
-            store_backend: "sqlite".into(),
-            etcd_endpoints: vec![],
-            user_config: None,
-            another_master: None,
-        };
+        let options = sqlite_options(dir.path());
         init(&options).await.unwrap();
         let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&data_dir), 0o700);
@@ -380,11 +363,7 @@ mod tests {
     #[tokio::test]
     async fn the_sqlite_store_holds_the_cluster_keys_check_value() {
         let dir = tempfile::tempdir().unwrap();
-        let options = etcd_options(dir.path(), &[]);
-        let options = InitOptions {
-            store_backend: "sqlite".into(),
-            ..options
-        };
+        let options = sqlite_options(dir.path());
         init(&options).await.unwrap();
         let store = SqliteStore::open(&options.data_dir.join(STORE_FILE)).unwrap();
         assert!(store.get(CLUSTER_KEY_CHECK_KEY).await.unwrap().is_some());
@@ -445,6 +424,13 @@ mod tests {
         let error = error.to_string();
         assert!(error.contains("sqlite"), "{error}");
         assert!(!refused.data_dir.exists());
+    }
+
+    fn sqlite_options(dir: &Path) -> InitOptions {
+        InitOptions {
+            store_backend: "sqlite".into(),
+            ..etcd_options(dir, &[])
+        }
     }
 
     fn etcd_options(dir: &Path, etcd_endpoints: &[&str]) -> InitOptions {
@@ -511,15 +497,8 @@ mod tests {
     async fn a_bad_endpoint_is_refused_before_anything_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let options = InitOptions {
-            data_dir: dir.path().join("master"),
             master_public_endpoint: "no port".into(),
-            cluster_name: "test".into(),
-            master_name: "m1".into(),
-            vpn_cidr: "10.77.0.0/16".into(),
-            store_backend: "sqlite".into(),
-            etcd_endpoints: vec![],
-            user_config: None,
-            another_master: None,
+            ..sqlite_options(dir.path())
         };
         assert!(matches!(
             init(&options).await,
