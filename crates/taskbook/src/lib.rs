@@ -21,6 +21,11 @@ pub mod vars;
 pub mod yaml;
 
 pub use error::{Error, Result, Span};
+
+/// The unit tests measure what renderings allocate, as the `weft` binary does.
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: render::CountingAllocator = render::CountingAllocator;
 pub use task::Task;
 pub use taskbook::{Step, TaskBook};
 pub use vars::Vars;

@@ -1,9 +1,19 @@
 //! Tera rendering for TaskBooks: strings in task arguments, `when`-style conditions,
 //! and template files. A value that is one whole `{{ expression }}` keeps its type
 //! (`loop: "{{ users }}"` is a list), as Ansible users expect.
+//!
+//! Every rendering runs under a budget of time, memory and stack (`budget`), checked
+//! in loops, macros, filters and `range` (`guards`): a template is input, and a bad one
+//! fails its task instead of hanging or aborting the process.
+
+mod budget;
+mod guards;
 
 use serde_json::Value;
 
+use self::budget::Exceeded;
+pub use self::budget::{CountingAllocator, TimeLimit, DEFAULT_RENDER_TIME, MAX_RENDER_BYTES};
+pub use self::guards::{MAX_FILTER_BYTES, MAX_NESTING, MAX_RANGE_LEN};
 use crate::error::{closest_match, Error, PathSegment, Span};
 use crate::yaml::{Node, NodeValue};
 
@@ -19,6 +29,7 @@ const ONE_OFF_NAME: &str = "__tera_one_off";
 /// Renders with one Tera instance, reused across a run (it holds the built-in filters).
 pub struct Renderer {
     tera: tera::Tera,
+    time_limit: TimeLimit,
 }
 
 impl Default for Renderer {
@@ -26,7 +37,31 @@ impl Default for Renderer {
         let mut tera = tera::Tera::default();
         // Config files are not HTML: never escape.
         tera.autoescape_on(Vec::new());
-        Renderer { tera }
+        guards::install(&mut tera);
+        Renderer {
+            tera,
+            time_limit: TimeLimit::Default,
+        }
+    }
+}
+
+/// Why a template did not render: Tera's own error, or the budget ran out.
+enum Failure {
+    Tera(tera::Error),
+    Exceeded(Exceeded),
+}
+
+impl Failure {
+    fn into_error(
+        self,
+        context: &tera::Context,
+        origin: TemplateOrigin,
+        prefix_len: usize,
+    ) -> Error {
+        match self {
+            Failure::Tera(error) => tera_error(error, context, origin, prefix_len),
+            Failure::Exceeded(exceeded) => exceeded.into_error(origin.span),
+        }
     }
 }
 
@@ -71,6 +106,45 @@ impl TemplateOrigin {
 }
 
 impl Renderer {
+    /// Bounds the time of every rendering from now on; a task sets its own `timeout`
+    /// and puts back [`TimeLimit::Default`] when done.
+    pub fn set_time_limit(&mut self, time_limit: TimeLimit) {
+        self.time_limit = time_limit;
+    }
+
+    /// Parses `source` as the one template this Tera holds; the caller removes it.
+    fn add_one_off(&mut self, source: &str) -> Result<(), Failure> {
+        guards::check_nesting(source).map_err(Failure::Exceeded)?;
+        self.tera
+            .add_raw_template(ONE_OFF_NAME, source)
+            .map_err(Failure::Tera)
+    }
+
+    /// Parses `source` for its errors only.
+    fn compile_one_off(&mut self, source: &str) -> Result<(), Failure> {
+        let added = self.add_one_off(source);
+        self.tera.templates.remove(ONE_OFF_NAME);
+        added
+    }
+
+    /// Renders `source` under the budget.
+    fn render_one_off(&mut self, source: &str, context: &tera::Context) -> Result<String, Failure> {
+        let added = self.add_one_off(source);
+        let rendered = added.and_then(|()| {
+            if let Some(template) = self.tera.templates.get_mut(ONE_OFF_NAME) {
+                guards::instrument(template);
+            }
+            let (rendered, exceeded) =
+                budget::within_budget(self.time_limit, || self.tera.render(ONE_OFF_NAME, context));
+            match exceeded {
+                Some(exceeded) => Err(Failure::Exceeded(exceeded)),
+                None => rendered.map_err(Failure::Tera),
+            }
+        });
+        self.tera.templates.remove(ONE_OFF_NAME);
+        rendered
+    }
+
     /// Renders text to a string.
     pub fn render_text(
         &mut self,
@@ -81,9 +155,8 @@ impl Renderer {
         if !is_template(text) {
             return Ok(text.to_string());
         }
-        self.tera
-            .render_str(text, context)
-            .map_err(|e| tera_error(e, context, origin, 0))
+        self.render_one_off(text, context)
+            .map_err(|e| e.into_error(context, origin, 0))
     }
 
     /// Evaluates one Tera expression to a JSON value.
@@ -95,9 +168,8 @@ impl Renderer {
     ) -> Result<Value, Error> {
         let wrapped = format!("{EVAL_PREFIX}{expression}{EVAL_SUFFIX}");
         let json = self
-            .tera
-            .render_str(&wrapped, context)
-            .map_err(|e| tera_error(e, context, origin, EVAL_PREFIX.len()))?;
+            .render_one_off(&wrapped, context)
+            .map_err(|e| e.into_error(context, origin, EVAL_PREFIX.len()))?;
         serde_json::from_str(&json).map_err(|e| {
             Error::new(format!("could not read the value of `{expression}`: {e}")).at(origin.span)
         })
@@ -216,9 +288,8 @@ impl Renderer {
         if !is_template(text) {
             return Ok(());
         }
-        let result = self.tera.add_raw_template(ONE_OFF_NAME, text);
-        self.tera.templates.remove(ONE_OFF_NAME);
-        result.map_err(|e| tera_error(e, &tera::Context::new(), origin, 0))
+        self.compile_one_off(text)
+            .map_err(|e| e.into_error(&tera::Context::new(), origin, 0))
     }
 
     /// Checks every templated string below a node.
@@ -239,9 +310,8 @@ impl Renderer {
         origin: TemplateOrigin,
     ) -> Result<(), Error> {
         let wrapped = format!("{EVAL_PREFIX}{}{EVAL_SUFFIX}", strip_braces(expression));
-        let result = self.tera.add_raw_template(ONE_OFF_NAME, &wrapped);
-        self.tera.templates.remove(ONE_OFF_NAME);
-        result.map_err(|e| tera_error(e, &tera::Context::new(), origin, EVAL_PREFIX.len()))
+        self.compile_one_off(&wrapped)
+            .map_err(|e| e.into_error(&tera::Context::new(), origin, EVAL_PREFIX.len()))
     }
 }
 
@@ -414,5 +484,196 @@ mod tests {
         assert_eq!(err.span.unwrap().line, 4);
         let err = r.check_condition_syntax("port ==", origin()).unwrap_err();
         assert!(err.message.starts_with("template syntax error"), "{err}");
+    }
+
+    /// Renders `text` with a fresh renderer on a thread with the 2 MiB of stack that
+    /// Rust and Tokio give their threads, so that a crash would show here.
+    fn render_on_small_stack(text: String) -> Result<String, Error> {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || Renderer::default().render_text(&text, &context(), origin()))
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_range_bomb_fails_before_it_allocates() {
+        let mut r = Renderer::default();
+        let err = r
+            .render_text("{{ range(end=999999999) | length }}", &context(), origin())
+            .unwrap_err();
+        assert_eq!(
+            err.message,
+            "range(end=999999999) asks for 999999999 numbers; at most 100000"
+        );
+        assert_eq!(err.span, Some(origin().span));
+        let err = r
+            .condition(
+                "range(start=1, end=5, step_by=0) | length > 0",
+                &context(),
+                origin(),
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.message,
+            "range(start=1, end=5, step_by=0) never ends: `step_by` must be at least 1"
+        );
+        let most = format!("{{{{ range(end={MAX_RANGE_LEN}) | length }}}}");
+        assert_eq!(
+            r.render_text(&most, &context(), origin()).unwrap(),
+            "100000"
+        );
+    }
+
+    #[test]
+    fn a_loop_of_10_8_steps_stops_at_the_task_timeout() {
+        let mut r = Renderer::default();
+        r.set_time_limit(TimeLimit::starting_now(Some(
+            std::time::Duration::from_millis(50),
+        )));
+        let err = r
+            .render_text(
+                "{% for i in range(end=10000) %}{% for j in range(end=10000) %}{% endfor %}{% endfor %}",
+                &context(),
+                origin(),
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.message,
+            "rendering stopped after 50ms (the task's `timeout`): a loop or macro runs too long"
+        );
+        assert_eq!(
+            err.hint.as_deref(),
+            Some("loop over fewer items, or raise the task's `timeout`")
+        );
+        // The budget ends with the rendering that ran out of it.
+        r.set_time_limit(TimeLimit::Default);
+        let text = r.render_text(
+            "{% for i in range(end=3) %}{{ i }}{% endfor %}",
+            &context(),
+            origin(),
+        );
+        assert_eq!(text.unwrap(), "012");
+    }
+
+    #[test]
+    fn a_string_doubled_in_a_loop_stops_at_the_memory_bound() {
+        let mut r = Renderer::default();
+        let err = r
+            .render_text(
+                "{% set_global s = 'ab' %}{% for i in range(end=64) %}{% set_global s = s ~ s %}{% endfor %}{{ s | length }}",
+                &context(),
+                origin(),
+            )
+            .unwrap_err();
+        assert_eq!(err.message, "rendering used more than 256 MiB");
+    }
+
+    #[test]
+    fn chained_replace_stops_before_it_makes_the_string() {
+        let mut r = Renderer::default();
+        let chain = " | replace(from='a', to=s)".repeat(10);
+        let err = r
+            .render_text(
+                &format!("{{% set s = 'aaaaaaaaaa' %}}{{{{ s{chain} }}}}"),
+                &context(),
+                origin(),
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.message,
+            "`replace` would make 100000000 bytes; a filter takes and makes at most 16 MiB"
+        );
+        let lines = "{% set s = range(end=100000) | join(sep='\\n') %}";
+        for (filter, template) in [
+            ("indent", "{{ s | indent(prefix=s) }}"),
+            ("join", "{{ range(end=100000) | join(sep=s) }}"),
+            ("split", "{{ s | split(pat='') | length }}"),
+        ] {
+            let err = r
+                .render_text(&format!("{lines}{template}"), &context(), origin())
+                .unwrap_err();
+            assert!(
+                err.message.starts_with(&format!("`{filter}` would make ")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_macro_that_calls_itself_stops_before_the_stack_ends() {
+        let err = render_on_small_stack(
+            "{% macro f(n) %}{{ self::f(n=n+1) }}{% endmacro %}{{ self::f(n=0) }}".to_string(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.message,
+            "macro calls nest too deeply: rendering stopped before it ran out of stack"
+        );
+        // Each call nested as deep as allowed (macro, ifs, bracket, `+`): the check comes
+        // once per call.
+        let deep_body = format!(
+            "{}{{{{ self::f(n=n+1) }}}}{}",
+            "{% if true %}".repeat(MAX_NESTING - 3),
+            "{% endif %}".repeat(MAX_NESTING - 3)
+        );
+        let err = render_on_small_stack(format!(
+            "{{% macro f(n) %}}{deep_body}{{% endmacro %}}{{{{ self::f(n=0) }}}}"
+        ))
+        .unwrap_err();
+        assert!(
+            err.message.starts_with("macro calls nest too deeply"),
+            "{err}"
+        );
+        let ten_calls =
+            "{% macro f(n) %}{% if n < 10 %}{{ n }}{{ self::f(n=n+1) }}{% endif %}{% endmacro %}{{ self::f(n=0) }}";
+        assert_eq!(
+            render_on_small_stack(ten_calls.to_string()).unwrap(),
+            "0123456789"
+        );
+    }
+
+    #[test]
+    fn the_deepest_nesting_allowed_renders_on_a_small_stack() {
+        let ifs = |n: usize| format!("{}x{}", "{% if true %}".repeat(n), "{% endif %}".repeat(n));
+        let brackets = |n: usize| format!("{{{{ {}1{} }}}}", "(".repeat(n), ")".repeat(n));
+        let sums = |n: usize| format!("{{{{ 0{} }}}}", " + 1".repeat(n));
+        let ands = |n: usize| format!("{{{{ true{} }}}}", " and true".repeat(n));
+        let half = MAX_NESTING / 2;
+        let mixed = |n: usize| {
+            format!(
+                "{}{}{}",
+                "{% for i in [1] %}".repeat(half),
+                sums(n - half),
+                "{% endfor %}".repeat(half)
+            )
+        };
+        let shapes: [&dyn Fn(usize) -> String; 5] = [&ifs, &brackets, &sums, &ands, &mixed];
+        for shape in shapes {
+            let deepest = shape(MAX_NESTING);
+            render_on_small_stack(deepest.clone()).unwrap_or_else(|e| panic!("{deepest}: {e}"));
+            let err = render_on_small_stack(shape(MAX_NESTING + 1)).unwrap_err();
+            assert_eq!(
+                err.message,
+                "the template nests blocks, brackets and operators 65 deep; at most 64"
+            );
+            let err = Renderer::default()
+                .check_syntax(&shape(10 * MAX_NESTING), origin())
+                .unwrap_err();
+            assert!(err.message.starts_with("the template nests"), "{err}");
+        }
+    }
+
+    #[test]
+    fn nesting_counts_only_what_tera_parses() {
+        let mut r = Renderer::default();
+        let deep_text = format!(
+            "{0}{{# {0} #}}{{% raw %}}{{{{ {0} }}}}{{% endraw %}}{{{{ '{0}' ~ index ~ origin }}}}",
+            "((((".repeat(MAX_NESTING)
+        );
+        let context = tera::Context::from_value(json!({"index": 1, "origin": 2})).unwrap();
+        let text = r.render_text(&deep_text, &context, origin()).unwrap();
+        assert!(text.ends_with("12"), "{text}");
     }
 }
