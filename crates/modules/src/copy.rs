@@ -1,14 +1,16 @@
 //! `copy`: puts a file from the TaskBook's folder, or literal `content`, at `dest`.
 //! Only the size is reported, not a checksum: weft has no hash crate to spend on it.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use weft_taskbook::yaml::Node;
 use weft_taskbook::Error;
 
-use crate::files::{place_file, resolve_src, validate_mode, validate_src, WriteOptions};
+use crate::files::{
+    place_file, read_regular_file, resolve_src, validate_mode, validate_src, WriteOptions,
+    FILE_LIMIT,
+};
 use crate::module::{Module, ModuleContext, ModuleError, Outcome};
 
 pub struct Copy;
@@ -68,7 +70,8 @@ impl Module for Copy {
             (None, Some(src)) => {
                 let src = resolve_src(&src, context.base_dir, COPIES_ONE_FILE)
                     .map_err(ModuleError::Failed)?;
-                let content = fs::read(&src).map_err(|e| ModuleError::io(&src, "read", e))?;
+                let content =
+                    read_regular_file(&src, true, &FILE_LIMIT).map_err(ModuleError::Failed)?;
                 (content, Some(src))
             }
             _ => return Err(ModuleError::Failed(CONTENT_OR_SRC.into())),
@@ -86,6 +89,8 @@ impl Module for Copy {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
@@ -266,5 +271,25 @@ mod tests {
         assert_eq!(err.message, CONTENT_OR_SRC);
         let err = validate(&Copy, "dest: /x\ncontent: a\nmode: rw", dir.path()).unwrap_err();
         assert_eq!(err.field_path(), "mode");
+    }
+
+    #[test]
+    fn src_that_is_a_device_or_fifo_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let dest = dir.path().join("out");
+        for (src, kind) in [
+            (Path::new("/dev/urandom"), "a character device"),
+            (&fifo, "a FIFO (named pipe)"),
+        ] {
+            let task = dest_yaml(&dest, &format!("src: {}", src.display()));
+            let message = format!("`src` {} is {kind}, not a regular file", src.display());
+            let err = validate(&Copy, &task, dir.path()).unwrap_err();
+            assert_eq!(err.message, message);
+            let err = run(&Copy, &task, dir.path(), true).unwrap_err();
+            assert_eq!(err.to_string(), message);
+        }
+        assert!(!dest.exists());
     }
 }

@@ -10,7 +10,7 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,6 +19,7 @@ use nix::sys::stat::{fchmodat, FchmodatFlags};
 use nix::unistd::{Gid, Group, Uid, User};
 use similar::TextDiff;
 use weft_taskbook::error::PathSegment;
+use weft_taskbook::limits::human_bytes;
 use weft_taskbook::yaml::{Node, ScalarValue};
 use weft_taskbook::Error;
 
@@ -372,6 +373,103 @@ pub(crate) fn metadata_if_exists(
     }
 }
 
+/// The largest file the file modules read whole: a `src` of `copy` or `template`, or a
+/// `dest` they compare with. They hold it in memory, and a cluster run ships far less
+/// anyway (`weft_taskbook::limits::MAX_BUNDLE_BYTES`).
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
+/// How much a module reads of a local file, and who says so, for the message.
+pub(crate) struct ReadLimit {
+    pub(crate) max_bytes: u64,
+    /// Finishes "... is N bytes; ": "the file modules read".
+    pub(crate) reader: &'static str,
+}
+
+pub(crate) const FILE_LIMIT: ReadLimit = ReadLimit {
+    max_bytes: MAX_FILE_BYTES,
+    reader: "the file modules read",
+};
+
+impl ReadLimit {
+    /// A regular file (reading a device or a FIFO could block or never end) of at most
+    /// `max_bytes`.
+    fn check(&self, path: &Path, metadata: &fs::Metadata) -> Result<(), String> {
+        if !metadata.is_file() {
+            return Err(format!(
+                "{} is {}, not a regular file",
+                path.display(),
+                file_kind(&metadata.file_type())
+            ));
+        }
+        self.check_size(path, metadata.len())
+    }
+
+    fn check_size(&self, path: &Path, size: u64) -> Result<(), String> {
+        if size <= self.max_bytes {
+            return Ok(());
+        }
+        Err(format!(
+            "{} is {size} bytes; {} files of at most {} bytes ({})",
+            path.display(),
+            self.reader,
+            self.max_bytes,
+            human_bytes(self.max_bytes as usize)
+        ))
+    }
+}
+
+fn file_kind(file_type: &fs::FileType) -> &'static str {
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_symlink() {
+        "a symbolic link"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else if file_type.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
+/// Reads a local file whole, refusing anything but a regular file within `limit`
+/// before opening it, and reading no more than the limit even if it grows meanwhile.
+/// Without `follow`, a symbolic link at `path` is refused too.
+pub(crate) fn read_regular_file(
+    path: &Path,
+    follow: bool,
+    limit: &ReadLimit,
+) -> Result<Vec<u8>, String> {
+    let cannot = |e: io::Error| format!("cannot read {}: {e}", path.display());
+    let metadata = if follow {
+        fs::metadata(path)
+    } else {
+        fs::symlink_metadata(path)
+    };
+    limit.check(path, &metadata.map_err(cannot)?)?;
+    // Should the path have become a FIFO since, opening it does not wait for a writer
+    // (O_NONBLOCK), nor is a link put there read through without `follow` (O_NOFOLLOW);
+    // the open file is checked again.
+    let no_follow = if follow { 0 } else { libc::O_NOFOLLOW };
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(no_follow | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(cannot)?;
+    let metadata = file.metadata().map_err(cannot)?;
+    limit.check(path, &metadata)?;
+    let mut content = Vec::with_capacity(metadata.len() as usize);
+    file.take(limit.max_bytes + 1)
+        .read_to_end(&mut content)
+        .map_err(cannot)?;
+    limit.check_size(path, content.len() as u64)?;
+    Ok(content)
+}
+
 /// The content of the regular file at `path`, or `None` when there is none yet. Without
 /// `follow`, a symbolic link counts as no file: a write replaces it, and what it points
 /// to is never read (into a diff, or into the new file).
@@ -383,24 +481,9 @@ pub(crate) fn read_existing(path: &Path, follow: bool) -> Result<Option<Vec<u8>>
             "{} is a directory, not a file",
             path.display()
         ))),
-        // Reading a FIFO or a device could block or never end.
-        Some(metadata) if !metadata.is_file() => Err(ModuleError::Failed(format!(
-            "{} is not a regular file",
-            path.display()
-        ))),
-        Some(_) => {
-            let read_error = |e| ModuleError::io(path, "read", e);
-            // O_NOFOLLOW: a link put there since the look above is not read through.
-            let no_follow = if follow { 0 } else { libc::O_NOFOLLOW };
-            let mut file = fs::File::options()
-                .read(true)
-                .custom_flags(no_follow | libc::O_NONBLOCK)
-                .open(path)
-                .map_err(read_error)?;
-            let mut content = Vec::new();
-            file.read_to_end(&mut content).map_err(read_error)?;
-            Ok(Some(content))
-        }
+        Some(_) => read_regular_file(path, follow, &FILE_LIMIT)
+            .map(Some)
+            .map_err(ModuleError::Failed),
     }
 }
 
@@ -683,12 +766,17 @@ pub(crate) fn resolve_src(src: &str, base_dir: &Path, one_file: &str) -> Result<
             looked.join(", ")
         ));
     };
-    if found.is_dir() {
+    let metadata =
+        fs::metadata(found).map_err(|e| format!("cannot read {}: {e}", found.display()))?;
+    if metadata.is_dir() {
         return Err(format!(
             "`src` {} is a directory; {one_file}",
             found.display()
         ));
     }
+    FILE_LIMIT
+        .check(found, &metadata)
+        .map_err(|problem| format!("`src` {problem}"))?;
     Ok(found.clone())
 }
 
@@ -1103,6 +1191,85 @@ mod tests {
         assert!(
             err.ends_with("is a directory; copy copies one file"),
             "{err}"
+        );
+    }
+
+    /// A FIFO, a socket and an oversized (sparse) file in a fresh directory.
+    fn special_files() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let socket = dir.path().join("socket");
+        std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let big = dir.path().join("big");
+        fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_FILE_BYTES + 1)
+            .unwrap();
+        (dir, fifo, socket, big)
+    }
+
+    #[test]
+    fn only_regular_files_within_the_bound_are_read() {
+        let (dir, fifo, socket, big) = special_files();
+        for (path, kind) in [
+            (Path::new("/dev/zero"), "a character device"),
+            (Path::new("/dev/urandom"), "a character device"),
+            (&fifo, "a FIFO (named pipe)"),
+            (&socket, "a socket"),
+            (dir.path(), "a directory"),
+        ] {
+            let err = read_regular_file(path, true, &FILE_LIMIT).unwrap_err();
+            assert_eq!(
+                err,
+                format!("{} is {kind}, not a regular file", path.display())
+            );
+        }
+        assert_eq!(
+            read_regular_file(&big, true, &FILE_LIMIT).unwrap_err(),
+            format!(
+                "{} is 67108865 bytes; the file modules read files of at most 67108864 bytes (64.0 MiB)",
+                big.display()
+            )
+        );
+        let small = dir.path().join("small");
+        fs::write(&small, "x").unwrap();
+        assert_eq!(read_regular_file(&small, true, &FILE_LIMIT).unwrap(), b"x");
+    }
+
+    #[test]
+    fn src_must_be_a_regular_file_within_the_bound() {
+        let (dir, fifo, _socket, big) = special_files();
+        let err = resolve_src("/dev/zero", dir.path(), "").unwrap_err();
+        assert_eq!(
+            err,
+            "`src` /dev/zero is a character device, not a regular file"
+        );
+        let err = resolve_src("fifo", dir.path(), "").unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "`src` {} is a FIFO (named pipe), not a regular file",
+                fifo.display()
+            )
+        );
+        let err = resolve_src("big", dir.path(), "").unwrap_err();
+        assert!(
+            err.starts_with(&format!("`src` {} is 67108865 bytes; ", big.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_dest_that_is_not_a_regular_file_is_not_read() {
+        let (_dir, fifo, _socket, _big) = special_files();
+        let err = read_existing(&fifo, false).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} is a FIFO (named pipe), not a regular file",
+                fifo.display()
+            )
         );
     }
 }

@@ -6,10 +6,16 @@ use std::path::PathBuf;
 use base64::Engine;
 use serde::Deserialize;
 
+use crate::files::{read_regular_file, ReadLimit};
 use crate::module::{Module, ModuleContext, ModuleError, Outcome};
 
 /// Larger files are refused: a slurped file travels through the master in one message.
 pub const MAX_SLURP_BYTES: u64 = 1024 * 1024;
+
+const SLURP_LIMIT: ReadLimit = ReadLimit {
+    max_bytes: MAX_SLURP_BYTES,
+    reader: "slurp and sync carry",
+};
 
 pub struct Slurp;
 
@@ -29,17 +35,8 @@ impl Module for Slurp {
         _context: &mut ModuleContext,
         _apply: bool,
     ) -> Result<Outcome, ModuleError> {
-        let size = std::fs::metadata(&args.src)
-            .map_err(|e| ModuleError::io(&args.src, "read", e))?
-            .len();
-        if size > MAX_SLURP_BYTES {
-            return Err(ModuleError::Failed(format!(
-                "{} is {size} bytes; slurp and sync carry files of at most {MAX_SLURP_BYTES} bytes",
-                args.src.display()
-            )));
-        }
         let content =
-            std::fs::read(&args.src).map_err(|e| ModuleError::io(&args.src, "read", e))?;
+            read_regular_file(&args.src, true, &SLURP_LIMIT).map_err(ModuleError::Failed)?;
         Ok(Outcome::unchanged()
             .with_output("src", args.src.display().to_string())
             .with_output("size", content.len())
@@ -57,4 +54,43 @@ pub fn sha256_hex(content: &[u8]) -> String {
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::test_support::run;
+
+    #[test]
+    fn only_a_regular_file_within_the_bound_is_slurped() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = run(&Slurp, "src: /dev/zero", dir.path(), true).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/dev/zero is a character device, not a regular file"
+        );
+        let big = dir.path().join("big");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_SLURP_BYTES + 1)
+            .unwrap();
+        let err = run(&Slurp, &format!("src: {}", big.display()), dir.path(), true).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} is 1048577 bytes; slurp and sync carry files of at most 1048576 bytes (1.0 MiB)",
+                big.display()
+            )
+        );
+        let small = dir.path().join("small");
+        std::fs::write(&small, "hi").unwrap();
+        let outcome = run(
+            &Slurp,
+            &format!("src: {}", small.display()),
+            dir.path(),
+            true,
+        )
+        .unwrap();
+        assert_eq!(outcome.output["content"], "aGk=");
+    }
 }

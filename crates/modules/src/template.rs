@@ -1,7 +1,6 @@
 //! `template`: renders a Tera template file with every variable and fact, then puts the
 //! result at `dest` as `copy` would.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -9,7 +8,10 @@ use weft_taskbook::render::{Renderer, TemplateOrigin};
 use weft_taskbook::yaml::Node;
 use weft_taskbook::Error;
 
-use crate::files::{place_file, resolve_src, validate_mode, validate_src, WriteOptions};
+use crate::files::{
+    place_file, read_regular_file, resolve_src, validate_mode, validate_src, WriteOptions,
+    FILE_LIMIT,
+};
 use crate::module::{Module, ModuleContext, ModuleError, Outcome};
 
 pub struct Template;
@@ -33,7 +35,7 @@ pub struct TemplateArgs {
 const RENDERS_ONE_FILE: &str = "template renders one file";
 
 fn read_template(path: &Path) -> Result<String, String> {
-    let bytes = fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bytes = read_regular_file(path, true, &FILE_LIMIT)?;
     String::from_utf8(bytes).map_err(|_| format!("template {} is not UTF-8 text", path.display()))
 }
 
@@ -91,6 +93,8 @@ impl Module for Template {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
     use crate::files::test_support::{assert_converges, mode_of, run, snapshot, validate};
 
@@ -165,6 +169,53 @@ mod tests {
         assert!(
             err.message
                 .ends_with("is a directory; template renders one file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn src_that_is_a_device_or_fifo_is_refused_at_once() {
+        let dir = taskbook_dir("unused.j2", "");
+        let fifo = dir.path().join("templates/fifo.j2");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let dest = dir.path().join("out");
+        for (src, message) in [
+            (
+                "/dev/zero".to_string(),
+                "`src` /dev/zero is a character device, not a regular file".to_string(),
+            ),
+            (
+                "fifo.j2".to_string(),
+                format!(
+                    "`src` {} is a FIFO (named pipe), not a regular file",
+                    fifo.display()
+                ),
+            ),
+        ] {
+            let task = format!("src: {src}\ndest: {}", dest.display());
+            let err = validate(&Template, &task, dir.path()).unwrap_err();
+            assert_eq!(err.message, message);
+            assert_eq!(err.field_path(), "src");
+            let err = run(&Template, &task, dir.path(), true).unwrap_err();
+            assert_eq!(err.to_string(), message);
+        }
+        assert!(!dest.exists());
+    }
+
+    #[test]
+    fn a_template_file_renders_under_the_budget() {
+        let dir = taskbook_dir("bomb.j2", "ok\n{{ range(end=999999999) | length }}\n");
+        let task = format!("src: bomb.j2\ndest: {}", dir.path().join("out").display());
+        validate(&Template, &task, dir.path()).unwrap();
+        let err = run(&Template, &task, dir.path(), true)
+            .unwrap_err()
+            .to_string();
+        let template = dir.path().join("templates/bomb.j2");
+        assert!(
+            err.starts_with(&format!(
+                "{}:1:1: range(end=999999999) asks for 999999999 numbers; at most 100000",
+                template.display()
+            )),
             "{err}"
         );
     }
