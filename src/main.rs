@@ -29,6 +29,11 @@ use weft_taskbook::{Error, Vars};
 use weft_vpn::device::{DEFAULT_INTERFACE, DEFAULT_LISTEN_PORT};
 use weft_vpn::ip_pool::DEFAULT_VPN_CIDR;
 
+/// Counts what each thread allocates, so that a rendering stops at its memory bound.
+#[global_allocator]
+static ALLOCATOR: weft_taskbook::render::CountingAllocator =
+    weft_taskbook::render::CountingAllocator;
+
 /// Exit statuses, as documented in `weft --help`.
 const EXIT_INPUT_ERROR: u8 = 1;
 const EXIT_TASK_FAILED: u8 = 2;

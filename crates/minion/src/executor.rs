@@ -10,7 +10,7 @@ use weft_modules::{
     content_reads_secrets, find_module, DynModule, ModuleContext, ModuleDirs, ModuleError, Outcome,
 };
 use weft_taskbook::error::PathSegment;
-use weft_taskbook::render::{describe_value, Renderer};
+use weft_taskbook::render::{describe_value, Renderer, TimeLimit};
 use weft_taskbook::report::{unix_ms_now, ItemResult, TaskResult, TaskStatus};
 use weft_taskbook::secrets::HIDDEN_CONTENT;
 use weft_taskbook::task::Conditions;
@@ -200,6 +200,9 @@ impl NodeExecutor {
             .as_ref()
             .filter(|node| task.run_once && **node != self.node_name);
         let module = find_module(&task.module.value, &self.module_dirs);
+        // The task's `timeout` bounds rendering its `loop` here, then each item.
+        self.renderer
+            .set_time_limit(TimeLimit::starting_now(task.timeout.map(|t| t.0)));
         let outcome =
             match (run_once_elsewhere, module) {
                 (Some(node), _) => Ok(Items::Single(Attempted::skipped(format!(
@@ -252,6 +255,7 @@ impl NodeExecutor {
                 result.msg = Some(error.in_file(&step.file).to_string());
             }
         }
+        self.renderer.set_time_limit(TimeLimit::Default);
         if task.no_log {
             hide(&mut result);
         }
@@ -322,6 +326,10 @@ impl NodeExecutor {
         options: &RunOptions,
         mut context: tera::Context,
     ) -> Result<Attempted, Error> {
+        // One `timeout` covers rendering `when` and the arguments, and the first attempt;
+        // each retry gets it afresh.
+        let mut time_limit = TimeLimit::starting_now(task.timeout.map(|t| t.0));
+        self.renderer.set_time_limit(time_limit);
         if let Some(false_condition) = self.first_false("when", &task.when, &context)? {
             return Ok(Attempted::skipped(format!(
                 "skipped: `{false_condition}` is false"
@@ -341,12 +349,15 @@ impl NodeExecutor {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let deadline = task.timeout.map(|t| Instant::now() + t.0);
+            if attempts > 1 {
+                time_limit = TimeLimit::starting_now(task.timeout.map(|t| t.0));
+                self.renderer.set_time_limit(time_limit);
+            }
             let mut module_context = ModuleContext {
                 base_dir: step.base_dir(),
                 vars: &context,
                 renderer: &mut self.renderer,
-                deadline,
+                deadline: time_limit.deadline(),
                 want_diff: options.diff || check_mode,
             };
             let outcome = match module.run(&args, &mut module_context, !check_mode) {
