@@ -136,21 +136,30 @@ impl Exceeded {
     }
 }
 
-pub(crate) fn mebibytes(bytes: usize) -> String {
+fn mebibytes(bytes: usize) -> String {
     format!("{} MiB", bytes >> 20)
 }
 
-/// The rendering under way on this thread.
+/// How many checks pass between readings of the clock, which cost more than the rest of
+/// a check; a check comes at every loop step, macro call and filter, so the clock is
+/// still read many times a millisecond in a busy loop.
+const CHECKS_PER_CLOCK_READING: u32 = 16;
+
+/// The rendering under way on this thread. `Copy`, in a `Cell`: a check reads it on
+/// every loop step and filter, and must cost next to nothing.
+#[derive(Clone, Copy)]
 struct Active {
     limit: TimeLimit,
     deadline: Instant,
+    checks: u32,
     allocated_at_start: isize,
     stack_at_start: usize,
-    exceeded: Option<Exceeded>,
 }
 
 thread_local! {
-    static ACTIVE: RefCell<Option<Active>> = const { RefCell::new(None) };
+    static ACTIVE: Cell<Option<Active>> = const { Cell::new(None) };
+    /// Why the rendering under way must stop, once a check has said so.
+    static EXCEEDED: RefCell<Option<Exceeded>> = const { RefCell::new(None) };
     /// Bytes allocated minus bytes freed by this thread, kept by [`CountingAllocator`].
     static NET_ALLOCATED: Cell<isize> = const { Cell::new(0) };
 }
@@ -161,7 +170,7 @@ struct ActiveGuard;
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        ACTIVE.with(|active| active.borrow_mut().take());
+        ACTIVE.set(None);
     }
 }
 
@@ -174,52 +183,47 @@ pub(crate) fn within_budget<T>(
         TimeLimit::Default => Instant::now() + DEFAULT_RENDER_TIME,
         TimeLimit::Task { deadline, .. } => deadline,
     };
-    ACTIVE.with(|active| {
-        *active.borrow_mut() = Some(Active {
-            limit,
-            deadline,
-            allocated_at_start: NET_ALLOCATED.get(),
-            stack_at_start: stack_position(),
-            exceeded: None,
-        })
-    });
+    EXCEEDED.take();
+    ACTIVE.set(Some(Active {
+        limit,
+        deadline,
+        checks: 0,
+        allocated_at_start: NET_ALLOCATED.get(),
+        stack_at_start: stack_position(),
+    }));
     let guard = ActiveGuard;
     let result = render();
-    let exceeded = ACTIVE.with(|active| active.borrow_mut().as_mut()?.exceeded.take());
     drop(guard);
-    (result, exceeded)
+    (result, EXCEEDED.take())
 }
 
 /// Fails once the rendering under way is out of time, memory or stack.
 pub(crate) fn check() -> tera::Result<()> {
-    let exceeded = ACTIVE.with(|active| {
-        let active = active.borrow();
-        let active = active.as_ref()?;
-        if Instant::now() > active.deadline {
-            Some(Exceeded::Time(active.limit))
+    let Some(mut active) = ACTIVE.get() else {
+        return Ok(());
+    };
+    active.checks = active.checks.wrapping_add(1);
+    ACTIVE.set(Some(active));
+    let exceeded =
+        if active.checks % CHECKS_PER_CLOCK_READING == 0 && Instant::now() > active.deadline {
+            Exceeded::Time(active.limit)
         } else if NET_ALLOCATED.get().wrapping_sub(active.allocated_at_start)
             > MAX_RENDER_BYTES as isize
         {
-            Some(Exceeded::Memory)
+            Exceeded::Memory
         } else if active.stack_at_start.saturating_sub(stack_position()) > MAX_RENDER_STACK {
-            Some(Exceeded::Stack)
+            Exceeded::Stack
         } else {
-            None
-        }
-    });
-    match exceeded {
-        Some(exceeded) => Err(refuse(exceeded)),
-        None => Ok(()),
-    }
+            return Ok(());
+        };
+    Err(refuse(exceeded))
 }
 
 /// Records why the rendering must stop, and the error that stops it.
 pub(crate) fn refuse(exceeded: Exceeded) -> tera::Error {
     let error = tera::Error::msg(exceeded.clone().into_error(Span::default()).message);
-    ACTIVE.with(|active| {
-        if let Some(active) = active.borrow_mut().as_mut() {
-            active.exceeded.get_or_insert(exceeded);
-        }
+    EXCEEDED.with_borrow_mut(|first| {
+        first.get_or_insert(exceeded);
     });
     error
 }

@@ -17,7 +17,8 @@ use tera::ast::{Expr, ExprVal, FunctionCall, Node, WS};
 
 use super::budget::{self, Exceeded};
 
-/// The function that checks the budget; it renders as nothing.
+/// The function that checks the budget; it renders as nothing (null, which Tera writes
+/// without formatting anything).
 const BUDGET_HOOK: &str = "__weft_budget";
 
 /// The longest list `range` makes.
@@ -38,13 +39,21 @@ pub(crate) fn install(tera: &mut tera::Tera) {
     // keeps every built-in and adds the checks.
     let filters: Vec<(String, Arc<dyn tera::Filter>)> = tera.filters.drain().collect();
     for (name, filter) in filters {
-        tera.register_filter(&name.clone(), GuardedFilter { name, filter });
+        let growth = Growth::of(&name);
+        tera.register_filter(
+            &name.clone(),
+            GuardedFilter {
+                name,
+                filter,
+                growth,
+            },
+        );
     }
     if let Some(range) = tera.functions.get("range").cloned() {
         tera.register_function("range", BoundedRange(range));
     }
     tera.register_function(BUDGET_HOOK, |_: &HashMap<String, Value>| {
-        budget::check().map(|()| Value::String(String::new()))
+        budget::check().map(|()| Value::Null)
     });
 }
 
@@ -148,6 +157,63 @@ fn range_call(args: &HashMap<String, Value>) -> String {
 struct GuardedFilter {
     name: String,
     filter: Arc<dyn tera::Filter>,
+    growth: Growth,
+}
+
+/// How a filter's result can outgrow what it is given.
+#[derive(Debug, Clone, Copy)]
+enum Growth {
+    /// By a few times at most.
+    Bounded,
+    Replace,
+    Indent,
+    Join,
+    Split,
+}
+
+impl Growth {
+    fn of(filter: &str) -> Growth {
+        match filter {
+            "replace" => Growth::Replace,
+            "indent" => Growth::Indent,
+            "join" => Growth::Join,
+            "split" => Growth::Split,
+            _ => Growth::Bounded,
+        }
+    }
+
+    /// What a filter that can multiply a size would make, reckoned without making it.
+    fn bytes_made(self, value: &Value, args: &HashMap<String, Value>) -> Option<usize> {
+        let text = |key: &str| args.get(key).and_then(Value::as_str);
+        match (self, value) {
+            (Growth::Replace, Value::String(s)) => {
+                let (from, to) = (text("from")?, text("to")?);
+                let count = s.matches(from).count();
+                Some((s.len() - count * from.len()).saturating_add(count.saturating_mul(to.len())))
+            }
+            (Growth::Indent, Value::String(s)) => {
+                let prefix = text("prefix").map_or(4, str::len);
+                let lines = s.matches('\n').count() + 1;
+                Some(s.len().saturating_add(lines.saturating_mul(prefix)))
+            }
+            (Growth::Join, Value::Array(items)) => {
+                let separator = text("sep").map_or(0, str::len);
+                let strings: usize = items.iter().filter_map(Value::as_str).map(str::len).sum();
+                Some(
+                    strings.saturating_add(items.len().saturating_sub(1).saturating_mul(separator)),
+                )
+            }
+            (Growth::Split, Value::String(s)) => {
+                // Each piece becomes a value of its own.
+                let pieces = s.matches(text("pat")?).count() + 1;
+                Some(
+                    s.len()
+                        .saturating_add(pieces.saturating_mul(std::mem::size_of::<Value>())),
+                )
+            }
+            _ => None,
+        }
+    }
 }
 
 impl tera::Filter for GuardedFilter {
@@ -168,7 +234,11 @@ impl tera::Filter for GuardedFilter {
         {
             return refuse(bytes, false);
         }
-        if let Some(bytes) = bytes_made(&self.name, value, args).filter(|&b| b > MAX_FILTER_BYTES) {
+        if let Some(bytes) = self
+            .growth
+            .bytes_made(value, args)
+            .filter(|&b| b > MAX_FILTER_BYTES)
+        {
             return refuse(bytes, true);
         }
         self.filter.filter(value, args)
@@ -176,38 +246,6 @@ impl tera::Filter for GuardedFilter {
 
     fn is_safe(&self) -> bool {
         self.filter.is_safe()
-    }
-}
-
-/// What the filters that can multiply a size would make, reckoned without making it;
-/// `None` for the others.
-fn bytes_made(filter: &str, value: &Value, args: &HashMap<String, Value>) -> Option<usize> {
-    let text = |key: &str| args.get(key).and_then(Value::as_str);
-    match (filter, value) {
-        ("replace", Value::String(s)) => {
-            let (from, to) = (text("from")?, text("to")?);
-            let count = s.matches(from).count();
-            Some((s.len() - count * from.len()).saturating_add(count.saturating_mul(to.len())))
-        }
-        ("indent", Value::String(s)) => {
-            let prefix = text("prefix").map_or(4, str::len);
-            let lines = s.matches('\n').count() + 1;
-            Some(s.len().saturating_add(lines.saturating_mul(prefix)))
-        }
-        ("join", Value::Array(items)) => {
-            let separator = text("sep").map_or(0, str::len);
-            let strings: usize = items.iter().filter_map(Value::as_str).map(str::len).sum();
-            Some(strings.saturating_add(items.len().saturating_sub(1).saturating_mul(separator)))
-        }
-        ("split", Value::String(s)) => {
-            // Each piece becomes a value of its own.
-            let pieces = s.matches(text("pat")?).count() + 1;
-            Some(
-                s.len()
-                    .saturating_add(pieces.saturating_mul(std::mem::size_of::<Value>())),
-            )
-        }
-        _ => None,
     }
 }
 
