@@ -558,6 +558,30 @@ mod tests {
     }
 
     #[test]
+    fn every_place_a_loop_can_be_is_checked() {
+        let spin = "{% for i in range(end=10000) %}{% for j in range(end=10000) %}{% endfor %}{% endfor %}";
+        for template in [
+            format!(
+                "{{% if true %}}x{{% else %}}{spin}{{% endif %}}{{% if true %}}{spin}{{% endif %}}"
+            ),
+            format!("{{% block b %}}{spin}{{% endblock b %}}"),
+            format!("{{% filter upper %}}{spin}{{% endfilter %}}"),
+            format!("{{% for k in [] %}}{{% else %}}{spin}{{% endfor %}}"),
+            format!("{{% macro m() %}}{spin}{{% endmacro %}}{{{{ self::m() }}}}"),
+        ] {
+            let mut r = Renderer::default();
+            r.set_time_limit(TimeLimit::starting_now(Some(
+                std::time::Duration::from_millis(20),
+            )));
+            let err = r.render_text(&template, &context(), origin()).unwrap_err();
+            assert!(
+                err.message.starts_with("rendering stopped after 20ms"),
+                "{template}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn a_string_doubled_in_a_loop_stops_at_the_memory_bound() {
         let mut r = Renderer::default();
         let err = r

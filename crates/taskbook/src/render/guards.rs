@@ -25,7 +25,8 @@ const BUDGET_HOOK: &str = "__weft_budget";
 pub const MAX_RANGE_LEN: usize = 100_000;
 
 /// The longest string a filter takes, and the most a filter that multiplies sizes may
-/// make: one filter call then holds a few times this at most.
+/// make. One filter call then holds at most some 25 times this, while `truncate`
+/// indexes every character of its string.
 pub const MAX_FILTER_BYTES: usize = 16 << 20;
 
 /// How deep a template may nest: blocks, and within a tag brackets and operators. Tera's
