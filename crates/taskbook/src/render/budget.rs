@@ -239,10 +239,11 @@ fn stack_position() -> usize {
 /// stopped once it has allocated [`MAX_RENDER_BYTES`]. A global allocator is chosen
 /// once per program, so embedders opt in:
 ///
-/// ```ignore
+/// ```
 /// #[global_allocator]
 /// static ALLOCATOR: weft_taskbook::render::CountingAllocator =
 ///     weft_taskbook::render::CountingAllocator;
+/// # fn main() {}
 /// ```
 ///
 /// The `weft` binary does. Without it, rendering is still bounded in time, in `range`
