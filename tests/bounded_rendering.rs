@@ -68,7 +68,7 @@ const BOMBS: &[(&str, &str, &str)] = &[
     (
         "string doubling",
         "debug: {msg: \"{% set_global s = 'ab' %}{% for i in range(end=64) %}{% set_global s = s ~ s %}{% endfor %}{{ s | length }}\"}",
-        "rendering used more than 256 MiB",
+        "rendering used more than 256.0 MiB",
     ),
     (
         "template from /dev/zero",

@@ -591,7 +591,7 @@ mod tests {
                 origin(),
             )
             .unwrap_err();
-        assert_eq!(err.message, "rendering used more than 256 MiB");
+        assert_eq!(err.message, "rendering used more than 256.0 MiB");
     }
 
     #[test]
@@ -607,7 +607,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.message,
-            "`replace` would make 100000000 bytes; a filter takes and makes at most 16 MiB"
+            "`replace` would make 100000000 bytes; a filter takes and makes at most 16.0 MiB"
         );
         let lines = "{% set s = range(end=100000) | join(sep='\\n') %}";
         for (filter, template) in [

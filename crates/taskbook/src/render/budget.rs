@@ -12,6 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Span};
+use crate::limits::human_bytes;
 
 /// How long a rendering may run when no task `timeout` bounds it.
 pub const DEFAULT_RENDER_TIME: Duration = Duration::from_secs(30);
@@ -104,7 +105,7 @@ impl Exceeded {
                 "loop over fewer items, or give the task a `timeout` to allow more time".to_string(),
             ),
             Exceeded::Memory => (
-                format!("rendering used more than {}", mebibytes(MAX_RENDER_BYTES)),
+                format!("rendering used more than {}", human_bytes(MAX_RENDER_BYTES)),
                 smaller.to_string(),
             ),
             Exceeded::Stack => (
@@ -127,17 +128,13 @@ impl Exceeded {
                 format!(
                     "`{filter}` {} {bytes} bytes; a filter takes and makes at most {}",
                     if made { "would make" } else { "was given" },
-                    mebibytes(limit)
+                    human_bytes(limit)
                 ),
                 smaller.to_string(),
             ),
         };
         Error::new(message).at(span).with_hint(hint)
     }
-}
-
-fn mebibytes(bytes: usize) -> String {
-    format!("{} MiB", bytes >> 20)
 }
 
 /// How many checks pass between readings of the clock, which cost more than the rest of
