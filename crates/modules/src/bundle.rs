@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use weft_taskbook::error::PathSegment;
@@ -22,7 +21,7 @@ use weft_taskbook::taskbook::{task_field_path, RepoFiles};
 use weft_taskbook::yaml::Node;
 use weft_taskbook::{Error, TaskBook};
 
-use crate::files::{literal_arg, resolve_src};
+use crate::files::{literal_arg, read_regular_file, resolve_src, ReadLimit};
 
 /// The folders beside a TaskBook (and each file it includes) that travel whole, for
 /// `src` paths that are only known once rendered.
@@ -58,12 +57,8 @@ impl Bundle {
     pub fn for_taskbook(taskbook: &TaskBook) -> Result<Bundle, Error> {
         let mut sizes = BTreeMap::new();
         for file in needed_files(taskbook)? {
-            let metadata = fs::metadata(&file)
-                .map_err(|e| Error::new(format!("cannot read the file: {e}")).in_file(&file))?;
-            if !metadata.is_file() {
-                return Err(not_regular(&file));
-            }
-            sizes.insert(file, metadata.len());
+            let size = regular_file_size(&file)?;
+            sizes.insert(file, size);
         }
         for dir in needed_folders(taskbook) {
             read_folder_sizes(&dir, 0, &mut sizes)?;
@@ -87,10 +82,7 @@ impl Bundle {
             files: BTreeMap::new(),
         };
         for (path, size) in &sizes {
-            let mut content = Vec::with_capacity(*size as usize);
-            fs::File::open(path)
-                .and_then(|file| file.take(size + 1).read_to_end(&mut content))
-                .map_err(|e| Error::new(format!("cannot read the file: {e}")).in_file(path))?;
+            let content = read_regular_file(path, true, &BUNDLE_LIMIT).map_err(Error::new)?;
             if content.len() as u64 != *size {
                 return Err(Error::new("the file changed while the run was read").in_file(path));
             }
@@ -292,17 +284,13 @@ fn read_folder_sizes(
             continue;
         }
         let path = entry.path();
-        // Links are followed: a file linked into templates/ is the file the run reads.
-        let metadata = fs::metadata(&path)
-            .map_err(|e| Error::new(format!("cannot read the file: {e}")).in_file(&path))?;
-        if metadata.is_dir() {
+        if path.is_dir() {
             if depth + 1 < MAX_BUNDLE_DEPTH {
                 read_folder_sizes(&path, depth + 1, sizes)?;
             }
-        } else if metadata.is_file() {
-            sizes.insert(path, metadata.len());
         } else {
-            return Err(not_regular(&path));
+            let size = regular_file_size(&path)?;
+            sizes.insert(path, size);
         }
         if sizes.len() > MAX_BUNDLE_FILES {
             return Err(Error::new(format!(
@@ -340,9 +328,20 @@ fn check_bounds(files: impl Iterator<Item = (String, usize)>) -> Result<(), Erro
     .with_hint(SHIPS_HINT))
 }
 
-fn not_regular(path: &Path) -> Error {
-    Error::new("not a regular file (a device, FIFO or socket cannot travel with a run)")
-        .in_file(path)
+/// What one file of a run may be: regular (a device or FIFO could block the read, or
+/// never end), and no bigger than a whole bundle.
+const BUNDLE_LIMIT: ReadLimit = ReadLimit {
+    max_bytes: MAX_BUNDLE_BYTES as u64,
+    reader: "a run ships",
+};
+
+/// The size of the regular file at `path`, followed through links: a file linked into
+/// templates/ is the file the run reads.
+fn regular_file_size(path: &Path) -> Result<u64, Error> {
+    let metadata = fs::metadata(path)
+        .map_err(|e| Error::new(format!("cannot read the file: {e}")).in_file(path))?;
+    BUNDLE_LIMIT.check(path, &metadata).map_err(Error::new)?;
+    Ok(metadata.len())
 }
 
 /// `path` made absolute with `.` and `..` folded away, without touching the disk.

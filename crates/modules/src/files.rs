@@ -23,6 +23,7 @@ use weft_taskbook::limits::human_bytes;
 use weft_taskbook::yaml::{Node, ScalarValue};
 use weft_taskbook::Error;
 
+use crate::bundle::BUNDLED_FOLDERS;
 use crate::module::{ModuleError, Outcome};
 
 /// Permissions of a file weft creates without a `mode` (what umask 022 gives).
@@ -393,7 +394,7 @@ pub(crate) const FILE_LIMIT: ReadLimit = ReadLimit {
 impl ReadLimit {
     /// A regular file (reading a device or a FIFO could block or never end) of at most
     /// `max_bytes`.
-    fn check(&self, path: &Path, metadata: &fs::Metadata) -> Result<(), String> {
+    pub(crate) fn check(&self, path: &Path, metadata: &fs::Metadata) -> Result<(), String> {
         if !metadata.is_file() {
             return Err(format!(
                 "{} is {}, not a regular file",
@@ -753,11 +754,9 @@ pub(crate) fn resolve_src(src: &str, base_dir: &Path, one_file: &str) -> Result<
     let candidates = if src_path.is_absolute() {
         vec![src_path.to_path_buf()]
     } else {
-        vec![
-            base_dir.join(src_path),
-            base_dir.join("templates").join(src_path),
-            base_dir.join("files").join(src_path),
-        ]
+        std::iter::once(base_dir.join(src_path))
+            .chain(BUNDLED_FOLDERS.map(|folder| base_dir.join(folder).join(src_path)))
+            .collect()
     };
     let Some(found) = candidates.iter().find(|candidate| candidate.exists()) else {
         let looked: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
