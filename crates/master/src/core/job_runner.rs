@@ -467,7 +467,7 @@ impl<S: Store + Clone> JobRunner<S> {
                 .load_taskbook_with(dir.path(), &mut repos)
                 .map_err(RunError::Input)?;
             let mut read = bundle;
-            read.files.extend(repos.added.clone());
+            read.files.extend(std::mem::take(&mut repos.added));
             read.retain_read_by(&taskbook, dir.path())
                 .map_err(RunError::Input)?;
             Ok::<_, RunError>((taskbook, repos, read))
@@ -985,10 +985,7 @@ impl<S: Store + Clone> JobRun<S> {
                     human_bytes(MAX_MESSAGE_BYTES),
                     human_bytes(self.bundle.files.values().map(|c| c.len()).sum()),
                 );
-                let mut result =
-                    unreachable_result(node, step_name, &self.job.file, &reason, unix_ms_now());
-                result.status = TaskStatus::Failed;
-                self.record(index, u32::MAX / 2, result);
+                self.master_verdict(index, step_name, node, TaskStatus::Failed, &reason);
                 NodeStepState::Failed
             }
             Err(StepRefused::NotConnected(error)) => {
@@ -1067,7 +1064,20 @@ impl<S: Store + Clone> JobRun<S> {
     }
 
     fn unreachable(&self, index: usize, step_name: &str, node: &str, reason: &str) {
-        let result = unreachable_result(node, step_name, &self.job.file, reason, unix_ms_now());
+        self.master_verdict(index, step_name, node, TaskStatus::Unreachable, reason);
+    }
+
+    /// A result the master records for a node it could not hand the step to.
+    fn master_verdict(
+        &self,
+        index: usize,
+        step_name: &str,
+        node: &str,
+        status: TaskStatus,
+        reason: &str,
+    ) {
+        let mut result = unreachable_result(node, step_name, &self.job.file, reason, unix_ms_now());
+        result.status = status;
         // Past any sequence a node uses, so a late report never overwrites it.
         self.record(index, u32::MAX / 2, result);
     }
@@ -1150,8 +1160,6 @@ impl<S: Store + Clone> JobRun<S> {
     }
 }
 
-/// The namespace a TaskBook names for itself, else `default`; a file that does not parse
-/// is reported when it is loaded.
 /// Why a step did not reach its node.
 enum StepRefused {
     /// Its message would pass the bound a node reads (bytes).
@@ -1159,6 +1167,8 @@ enum StepRefused {
     NotConnected(NotConnected),
 }
 
+/// The namespace a TaskBook names for itself, else `default`; a file that does not parse
+/// is reported when it is loaded.
 fn top_namespace(bundle: &Bundle) -> String {
     bundle
         .taskbook_source()
