@@ -483,8 +483,7 @@ fn run_step(
                 job_id: job_id.clone(),
                 step_index,
                 sequence,
-                result_json: serde_json::to_string(&result.trimmed_to(MAX_TASK_RESULT_BYTES))
-                    .expect("results serialize"),
+                result_json: result.into_bounded_json(MAX_TASK_RESULT_BYTES),
             })),
         });
         sequence += 1;

@@ -80,10 +80,21 @@ pub struct TaskResult {
 }
 
 impl TaskResult {
+    /// The result as JSON of at most about `max_bytes`: as it is when it fits (one
+    /// serialization, the common case), else trimmed as [`TaskResult::trimmed_to`] says.
+    /// A node sends what fits its session rather than losing it.
+    pub fn into_bounded_json(self, max_bytes: usize) -> String {
+        let json = serde_json::to_string(&self).expect("results serialize");
+        if json.len() <= max_bytes {
+            return json;
+        }
+        serde_json::to_string(&self.trimmed_to(max_bytes)).expect("results serialize")
+    }
+
     /// The result within `max_bytes` of JSON: past that its diffs are cut, then its
     /// output replaced by a note, then its items' diffs and messages dropped, each
-    /// saying so. A node sends what fits its session rather than losing it.
-    pub fn trimmed_to(mut self, max_bytes: usize) -> TaskResult {
+    /// saying so.
+    fn trimmed_to(mut self, max_bytes: usize) -> TaskResult {
         let size = |result: &TaskResult| serde_json::to_vec(result).map_or(0, |json| json.len());
         let mut total = size(&self);
         if total <= max_bytes {
@@ -398,13 +409,17 @@ mod tests {
     fn a_result_past_its_bound_is_cut_and_says_so() {
         let small = result("a", TaskStatus::Changed);
         assert_eq!(small.clone().trimmed_to(10_000), small);
+        assert_eq!(
+            small.clone().into_bounded_json(10_000),
+            serde_json::to_string(&small).unwrap()
+        );
 
         let mut big = result("a", TaskStatus::Changed);
         big.diff = Some("+é line\n".repeat(5_000));
         big.output = serde_json::json!({"stdout": "x".repeat(20_000)});
-        let trimmed = big.trimmed_to(10_000);
-        let json = serde_json::to_vec(&trimmed).unwrap();
+        let json = big.into_bounded_json(10_000);
         assert!(json.len() <= 10_000, "{}", json.len());
+        let trimmed: TaskResult = serde_json::from_str(&json).unwrap();
         let diff = trimmed.diff.unwrap();
         assert!(diff.starts_with("+é line\n"), "{diff}");
         assert!(diff.ends_with("more bytes)"), "{diff}");
