@@ -17,11 +17,11 @@ use std::path::{Component, Path, PathBuf};
 
 use weft_taskbook::error::PathSegment;
 use weft_taskbook::limits::{human_bytes, MAX_BUNDLE_BYTES, MAX_BUNDLE_FILES};
-use weft_taskbook::taskbook::{task_field_path, RepoFiles};
+use weft_taskbook::taskbook::RepoFiles;
 use weft_taskbook::yaml::Node;
 use weft_taskbook::{Error, TaskBook};
 
-use crate::files::{literal_arg, read_regular_file, resolve_src, ReadLimit};
+use crate::files::{check_regular, literal_arg, read_regular_file, resolve_src, ReadLimit};
 
 /// The folders beside a TaskBook (and each file it includes) that travel whole, for
 /// `src` paths that are only known once rendered.
@@ -232,28 +232,26 @@ impl RepoFiles for BundledRepos {
 /// modules find them, normalized so that one file is read once.
 fn needed_files(taskbook: &TaskBook) -> Result<BTreeSet<PathBuf>, Error> {
     let mut files: BTreeSet<PathBuf> = taskbook.sources.iter().map(|f| normalized(f)).collect();
-    for (step_index, step) in taskbook.steps.iter().enumerate() {
-        for (list, tasks) in [("tasks", &step.tasks), ("handlers", &step.handlers)] {
-            for (index, task) in tasks.iter().enumerate() {
-                let srcs = match crate::builtin_module(&task.module.value) {
-                    Some(module) => module.bundle_files(&task.args),
-                    None => fixed_relative_src(&task.args),
-                };
-                for src in srcs {
-                    let found = resolve_src(src, step.base_dir(), "a run ships files")
-                        .map_err(|message| {
-                            Error::new(format!(
-                                "the task `{}` reads `{src}`, which cannot travel with the run: {message}",
-                                task.display_name()
-                            ))
-                            .at(task.args.span)
-                            .under(PathSegment::Key(task.module.value.clone()))
-                            .under_path(&task_field_path(step_index, list, index))
-                            .in_file(&step.file)
-                        })?;
-                    files.insert(normalized(&found));
-                }
-            }
+    for placed in taskbook.placed_tasks() {
+        let task = placed.task;
+        let srcs = match crate::builtin_module(&task.module.value) {
+            Some(module) => module.bundle_files(&task.args),
+            None => fixed_relative_src(&task.args),
+        };
+        for src in srcs {
+            let found = resolve_src(src, placed.step.base_dir(), "a run ships files").map_err(
+                |message| {
+                    placed.place(
+                        Error::new(format!(
+                            "the task `{}` reads `{src}`, which cannot travel with the run: {message}",
+                            task.display_name()
+                        ))
+                        .at(task.args.span)
+                        .under(PathSegment::Key(task.module.value.clone())),
+                    )
+                },
+            )?;
+            files.insert(normalized(&found));
         }
     }
     Ok(files)
@@ -336,11 +334,11 @@ const BUNDLE_LIMIT: ReadLimit = ReadLimit {
 };
 
 /// The size of the regular file at `path`, followed through links: a file linked into
-/// templates/ is the file the run reads.
+/// templates/ is the file the run reads. Sizes are judged together, by `check_bounds`.
 fn regular_file_size(path: &Path) -> Result<u64, Error> {
     let metadata = fs::metadata(path)
         .map_err(|e| Error::new(format!("cannot read the file: {e}")).in_file(path))?;
-    BUNDLE_LIMIT.check(path, &metadata).map_err(Error::new)?;
+    check_regular(path, &metadata).map_err(Error::new)?;
     Ok(metadata.len())
 }
 

@@ -394,14 +394,8 @@ pub(crate) const FILE_LIMIT: ReadLimit = ReadLimit {
 impl ReadLimit {
     /// A regular file (reading a device or a FIFO could block or never end) of at most
     /// `max_bytes`.
-    pub(crate) fn check(&self, path: &Path, metadata: &fs::Metadata) -> Result<(), String> {
-        if !metadata.is_file() {
-            return Err(format!(
-                "{} is {}, not a regular file",
-                path.display(),
-                file_kind(&metadata.file_type())
-            ));
-        }
+    fn check(&self, path: &Path, metadata: &fs::Metadata) -> Result<(), String> {
+        check_regular(path, metadata)?;
         self.check_size(path, metadata.len())
     }
 
@@ -417,6 +411,18 @@ impl ReadLimit {
             human_bytes(self.max_bytes as usize)
         ))
     }
+}
+
+/// Refuses what is not a regular file: reading a device or a FIFO could block or never end.
+pub(crate) fn check_regular(path: &Path, metadata: &fs::Metadata) -> Result<(), String> {
+    if metadata.is_file() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} is {}, not a regular file",
+        path.display(),
+        file_kind(&metadata.file_type())
+    ))
 }
 
 fn file_kind(file_type: &fs::FileType) -> &'static str {

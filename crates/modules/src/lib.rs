@@ -40,7 +40,6 @@ use std::path::Path;
 use weft_taskbook::error::{closest_match, PathSegment};
 use weft_taskbook::secrets::secret_references;
 use weft_taskbook::task::TASK_KEYWORDS;
-use weft_taskbook::taskbook::task_field_path;
 use weft_taskbook::yaml::Node;
 use weft_taskbook::{Error, TaskBook};
 
@@ -101,7 +100,7 @@ pub fn content_reads_secrets(module: &dyn DynModule, args: &Node, base_dir: &Pat
         || module.bundle_files(args).into_iter().any(|src| {
             files::resolve_src(src, base_dir, "")
                 .ok()
-                .and_then(|path| std::fs::read(path).ok())
+                .and_then(|path| files::read_regular_file(&path, true, &files::FILE_LIMIT).ok())
                 .is_some_and(|content| reads(&String::from_utf8_lossy(&content)))
         })
 }
@@ -124,38 +123,32 @@ pub enum CustomModules<'a> {
 
 /// Checks every task's module and arguments before anything runs.
 pub fn validate_taskbook(taskbook: &TaskBook, custom: CustomModules) -> Result<(), Error> {
-    for (step_index, step) in taskbook.steps.iter().enumerate() {
-        for (list, tasks) in [("tasks", &step.tasks), ("handlers", &step.handlers)] {
-            for (index, task) in tasks.iter().enumerate() {
-                let module_name = &task.module.value;
-                // Err: not a module; Ok(None): a custom module, checked on its node.
-                let found = match custom {
-                    CustomModules::Here(dirs) => find_module(module_name, dirs)
-                        .map(Some)
-                        .ok_or_else(|| dirs.not_found(module_name)),
-                    CustomModules::OnNodes => match builtin_module(module_name) {
-                        Some(module) => Ok(Some(FoundModule::Builtin(module))),
-                        None if likely_typo(module_name).is_some() => {
-                            Err(format!("unknown module `{module_name}`"))
-                        }
-                        None => Ok(None),
-                    },
-                };
-                let result = match found {
-                    Ok(Some(module)) => module
-                        .validate(&task.args, step.base_dir())
-                        .map_err(|e| e.under(PathSegment::Key(module_name.clone()))),
-                    Ok(None) => Ok(()),
-                    Err(message) => Err(Error::new(message)
-                        .at(task.module.span())
-                        .with_hint(unknown_module_hint(module_name))),
-                };
-                result.map_err(|e| {
-                    e.under_path(&task_field_path(step_index, list, index))
-                        .in_file(&step.file)
-                })?;
-            }
-        }
+    for placed in taskbook.placed_tasks() {
+        let task = placed.task;
+        let module_name = &task.module.value;
+        // Err: not a module; Ok(None): a custom module, checked on its node.
+        let found = match custom {
+            CustomModules::Here(dirs) => find_module(module_name, dirs)
+                .map(Some)
+                .ok_or_else(|| dirs.not_found(module_name)),
+            CustomModules::OnNodes => match builtin_module(module_name) {
+                Some(module) => Ok(Some(FoundModule::Builtin(module))),
+                None if likely_typo(module_name).is_some() => {
+                    Err(format!("unknown module `{module_name}`"))
+                }
+                None => Ok(None),
+            },
+        };
+        let result = match found {
+            Ok(Some(module)) => module
+                .validate(&task.args, placed.step.base_dir())
+                .map_err(|e| e.under(PathSegment::Key(module_name.clone()))),
+            Ok(None) => Ok(()),
+            Err(message) => Err(Error::new(message)
+                .at(task.module.span())
+                .with_hint(unknown_module_hint(module_name))),
+        };
+        result.map_err(|e| placed.place(e))?;
     }
     Ok(())
 }

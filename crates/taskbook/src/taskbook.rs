@@ -449,6 +449,49 @@ fn validate_task(task: &Task, handler_names: &[&str], renderer: &mut Renderer) -
 }
 
 /// `spec.steps[S].tasks[T]` (or `handlers`): where a task's errors are reported.
+/// A task or handler with the step it is in, as [`TaskBook::placed_tasks`] lists them.
+pub struct PlacedTask<'a> {
+    pub step: &'a Step,
+    pub task: &'a Task,
+    step_index: usize,
+    list: &'static str,
+    index: usize,
+}
+
+impl PlacedTask<'_> {
+    /// `error` (placed within the task) placed in the TaskBook: its file and field path.
+    pub fn place(&self, error: Error) -> Error {
+        error
+            .under_path(&task_field_path(self.step_index, self.list, self.index))
+            .in_file(&self.step.file)
+    }
+}
+
+impl TaskBook {
+    /// Every step's tasks, then its handlers, in order.
+    pub fn placed_tasks(&self) -> impl Iterator<Item = PlacedTask<'_>> {
+        self.steps
+            .iter()
+            .enumerate()
+            .flat_map(|(step_index, step)| {
+                [("tasks", &step.tasks), ("handlers", &step.handlers)]
+                    .into_iter()
+                    .flat_map(move |(list, tasks)| {
+                        tasks
+                            .iter()
+                            .enumerate()
+                            .map(move |(index, task)| PlacedTask {
+                                step,
+                                task,
+                                step_index,
+                                list,
+                                index,
+                            })
+                    })
+            })
+    }
+}
+
 pub fn task_field_path(step_index: usize, list: &str, index: usize) -> Vec<PathSegment> {
     vec![
         PathSegment::Key("spec".into()),
