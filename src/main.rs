@@ -13,6 +13,7 @@ use weft_cli::objects::ObjectOutput;
 use weft_cli::output::Output as CliOutput;
 use weft_cli::run::RemoteRun;
 use weft_cli::CliError;
+use weft_master::api::connection_limit::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS;
 use weft_master::daemon::{MasterError, MasterOptions, MasterVpnOptions};
 use weft_master::init::{InitOptions, Initialized};
 use weft_minion::agent::{AgentOptions, FactsSource};
@@ -286,6 +287,12 @@ struct MasterArgs {
     /// The vpnapi's TCP port on the master's VPN address.
     #[arg(long, value_name = "PORT", default_value_t = 7444)]
     vpnapi_port: u16,
+    /// Connections one client address may hold open on the public endpoint; more are
+    /// closed at once. Raise it when many nodes reach a `--vpn off` master through one
+    /// NAT address.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_address: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -860,6 +867,7 @@ fn run_master(args: MasterArgs) -> ExitCode {
     let options = MasterOptions {
         data_dir: args.data_dir,
         listen: args.listen,
+        max_connections_per_address: args.max_connections_per_address,
         retention: JobRetention {
             max_jobs: args.keep_jobs,
             max_age: args.keep_jobs_for,

@@ -105,6 +105,11 @@ impl Cluster {
     }
 
     pub fn start_master(&mut self) {
+        self.start_master_with(&[]);
+    }
+
+    /// `weft master` with `args` added to the test's usual ones.
+    pub fn start_master_with(&mut self, args: &[&str]) {
         let log = std::fs::File::options()
             .create(true)
             .append(true)
@@ -112,6 +117,7 @@ impl Cluster {
             .unwrap();
         let child = self
             .command(&["master", "--vpn", "off"])
+            .args(args)
             .arg("--data-dir")
             .arg(self.master_dir())
             .env("RUST_LOG", "info")

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
+use tonic::service::interceptor::InterceptedService;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
@@ -24,10 +25,11 @@ use weft_vpn::device::{DeviceSettings, MeshDevice};
 use weft_vpn::vpn_key::VpnKeyPair;
 
 use crate::api::adminapi::AdminApiService;
+use crate::api::connection_limit::limit_per_address;
 use crate::api::pubapi::PubApiService;
 use crate::api::vpnapi::VpnApiService;
 use crate::api::webhook;
-use crate::api::{MasterContext, PUBAPI_MAX_MESSAGE_BYTES};
+use crate::api::{admin_callers_only, MasterContext, PUBAPI_MAX_MESSAGE_BYTES};
 use crate::core::beacons::{beacon_inputs_prefixes, BeaconPlanner};
 use crate::core::cron_jobs::CronJobEngine;
 use crate::core::events::{EventLog, DEFAULT_MAX_EVENTS};
@@ -60,6 +62,8 @@ pub struct MasterOptions {
     pub data_dir: PathBuf,
     /// Default: every address, on the public endpoint's port.
     pub listen: Option<SocketAddr>,
+    /// Connections one client address may hold open on the public listener.
+    pub max_connections_per_address: u32,
     pub retention: JobRetention,
     /// `None`: no mesh (`--vpn off`); the vpnapi is served on the public endpoint.
     pub vpn: Option<MasterVpnOptions>,
@@ -303,9 +307,14 @@ pub async fn run(
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let hooks = webhook::router(context.clone());
-    let adminapi = AdminApiServer::new(AdminApiService { context })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // Callers without an admin certificate are turned away before their message is
+    // read, not after it has been buffered and decoded.
+    let adminapi = InterceptedService::new(
+        AdminApiServer::new(AdminApiService { context })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        admin_callers_only,
+    );
     let mut public_routes = Routes::new(pubapi).add_service(adminapi);
     // Inside the mesh the vpnapi has a listener of its own, on the master's VPN
     // address only; without the mesh it shares the public one.
@@ -326,7 +335,10 @@ pub async fn run(
     let public_listener = tls_server(tls_public)?
         .accept_http1(true)
         .add_routes(Routes::from(public_routes.into_axum_router().merge(hooks)))
-        .serve_with_incoming_shutdown(bind(public_address)?, stop_signal());
+        .serve_with_incoming_shutdown(
+            limit_per_address(bind(public_address)?, options.max_connections_per_address),
+            stop_signal(),
+        );
     tracing::info!(address = %public_address, vpnapi = %master_vpnapi_endpoint, cluster = %settings.cluster_name, endpoint = %settings.master_public_endpoint, "master listening");
     let serving = async move {
         match mesh_listener {

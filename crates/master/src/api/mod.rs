@@ -2,6 +2,7 @@
 //! for size by tonic's limits, and handed to the core.
 
 pub mod adminapi;
+pub mod connection_limit;
 pub mod pubapi;
 pub mod vpnapi;
 pub mod webhook;
@@ -148,29 +149,14 @@ impl<S: Store + Clone> MasterContext<S> {
         }
     }
 
-    /// The caller's identity from its client certificate, which the TLS layer has
-    /// already verified against the cluster CA.
-    fn identity<T>(request: &Request<T>) -> Result<PeerIdentity, Status> {
-        let cert_der = peer_cert_der(request).ok_or_else(|| {
-            Status::unauthenticated("this call needs a client certificate of this cluster")
-        })?;
-        peer_identity(&cert_der)
-            .map_err(|e| Status::unauthenticated(format!("unusable client certificate: {e}")))
-    }
-
     fn require_admin<T>(request: &Request<T>) -> Result<(), Status> {
-        match Self::identity(request)? {
-            PeerIdentity::Admin { .. } => Ok(()),
-            other => Err(Status::permission_denied(format!(
-                "the adminapi takes the admin's certificate, not {other}'s"
-            ))),
-        }
+        require_admin_role(request)
     }
 
     /// A node's name, if the certificate is the one it holds now: a removed node's, or
     /// one replaced by a rejoin, is refused.
     async fn require_node<T>(&self, request: &Request<T>) -> Result<String, Status> {
-        let PeerIdentity::Node { name } = Self::identity(request)? else {
+        let PeerIdentity::Node { name } = identity(request)? else {
             return Err(Status::permission_denied(
                 "the vpnapi takes node certificates only",
             ));
@@ -184,4 +170,30 @@ impl<S: Store + Clone> MasterContext<S> {
             Err(error) => Err(Status::unavailable(error.to_string())),
         }
     }
+}
+
+/// The caller's identity from its client certificate, which the TLS layer has already
+/// verified against the cluster CA.
+fn identity<T>(request: &Request<T>) -> Result<PeerIdentity, Status> {
+    let cert_der = peer_cert_der(request).ok_or_else(|| {
+        Status::unauthenticated("this call needs a client certificate of this cluster")
+    })?;
+    peer_identity(&cert_der)
+        .map_err(|e| Status::unauthenticated(format!("unusable client certificate: {e}")))
+}
+
+fn require_admin_role<T>(request: &Request<T>) -> Result<(), Status> {
+    match identity(request)? {
+        PeerIdentity::Admin { .. } => Ok(()),
+        other => Err(Status::permission_denied(format!(
+            "the adminapi takes the admin's certificate, not {other}'s"
+        ))),
+    }
+}
+
+/// The adminapi's interceptor: it sees the call's headers and connection before the
+/// message is read.
+pub fn admin_callers_only(request: Request<()>) -> Result<Request<()>, Status> {
+    require_admin_role(&request)?;
+    Ok(request)
 }
