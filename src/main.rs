@@ -16,6 +16,7 @@ use weft_cli::CliError;
 use weft_master::api::connection_limit::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS;
 use weft_master::daemon::{MasterError, MasterOptions, MasterVpnOptions};
 use weft_master::init::{InitOptions, Initialized};
+use weft_master::store::etcd_settings::PLAIN_HTTP_WARNING;
 use weft_minion::agent::{AgentOptions, FactsSource};
 use weft_minion::executor::RunOptions;
 use weft_minion::identity::MinionIdentity;
@@ -328,13 +329,29 @@ struct MasterInitArgs {
     /// cluster several masters can share.
     #[arg(long, value_parser = ["sqlite", "etcd"], default_value = "sqlite")]
     store: String,
-    /// The etcd cluster's client URLs, comma-separated (with --store etcd).
+    /// The etcd cluster's client URLs, comma-separated (with --store etcd):
+    /// https://HOST:PORT, or http://HOST:PORT with --etcd-insecure.
     #[arg(long, value_name = "URLS", value_delimiter = ',')]
     etcd_endpoints: Vec<String>,
+    /// The CA certificate that signed etcd's server certificates (as etcdctl --cacert).
+    #[arg(long, value_name = "FILE", requires_all = ["etcd_cert", "etcd_key"])]
+    etcd_cacert: Option<PathBuf>,
+    /// This master's client certificate for etcd, signed by etcd's --trusted-ca-file.
+    #[arg(long, value_name = "FILE", requires_all = ["etcd_cacert", "etcd_key"])]
+    etcd_cert: Option<PathBuf>,
+    /// The client certificate's private key.
+    #[arg(long, value_name = "FILE", requires_all = ["etcd_cacert", "etcd_cert"])]
+    etcd_key: Option<PathBuf>,
+    /// Speak plain http to etcd, without TLS or client certificates: anyone who reaches
+    /// etcd can then run code as root on every node. Only on a network nobody else
+    /// reaches; every master start warns.
+    #[arg(long, conflicts_with_all = ["etcd_cacert", "etcd_cert", "etcd_key"])]
+    etcd_insecure: bool,
     /// Add this master to the cluster of the master whose data directory this is (a
     /// copy of it, on another host): same CA, cluster key, network and etcd store; one
-    /// master leads, the others take over when it goes.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["store", "etcd_endpoints", "vpn_cidr", "cluster_name"])]
+    /// master leads, the others take over when it goes. With --etcd-cacert, --etcd-cert
+    /// and --etcd-key, this master uses its own client certificate for etcd.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["store", "etcd_endpoints", "etcd_insecure", "vpn_cidr", "cluster_name"])]
     another_master: Option<PathBuf>,
 }
 
@@ -821,6 +838,10 @@ fn master_init(args: MasterInitArgs) -> ExitCode {
         vpn_cidr: args.vpn_cidr,
         store_backend: args.store,
         etcd_endpoints: args.etcd_endpoints,
+        etcd_cacert: args.etcd_cacert,
+        etcd_cert: args.etcd_cert,
+        etcd_key: args.etcd_key,
+        etcd_insecure: args.etcd_insecure,
         master_name: args.name.unwrap_or_else(host_name),
         user_config: weft_cli::admin::user_config_path(),
         another_master: args.another_master,
@@ -828,8 +849,12 @@ fn master_init(args: MasterInitArgs) -> ExitCode {
     match runtime().block_on(weft_master::init::init(&options)) {
         Ok(Initialized {
             admin_file,
+            store,
             user_config,
         }) => {
+            if store.is_plain_http() {
+                eprintln!("warning: {PLAIN_HTTP_WARNING}");
+            }
             eprintln!("cluster created in {}", options.data_dir.display());
             eprintln!("admin credentials: {}", admin_file.display());
             if let Some(path) = user_config {

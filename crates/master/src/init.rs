@@ -14,7 +14,7 @@ use weft_taskbook::Error;
 
 use crate::core::pki::{ClusterCa, PkiError};
 use crate::core::secret_box::{SecretBox, SecretBoxError};
-use crate::store::{SqliteStore, StoreError, StoreSettings};
+use crate::store::{EtcdSettings, EtcdTlsFiles, SqliteStore, StoreError, StoreSettings};
 use weft_proto::bootstrap_token::is_endpoint;
 
 pub const SETTINGS_FILE: &str = "master.yaml";
@@ -57,6 +57,13 @@ pub struct InitOptions {
     pub store_backend: String,
     /// The etcd cluster's client URLs, for the `etcd` store.
     pub etcd_endpoints: Vec<String>,
+    /// `--etcd-cacert`, `--etcd-cert` and `--etcd-key`: all three or none. With
+    /// `another_master`, this master's own client certificate instead of that master's.
+    pub etcd_cacert: Option<PathBuf>,
+    pub etcd_cert: Option<PathBuf>,
+    pub etcd_key: Option<PathBuf>,
+    /// `--etcd-insecure`: plain http to etcd, on the operator's word.
+    pub etcd_insecure: bool,
     /// Where the admin's credentials are also written unless a file is there already
     /// (`~/.config/weft/config.yaml`); `None` skips it.
     pub user_config: Option<PathBuf>,
@@ -79,6 +86,8 @@ struct ClusterBase {
 
 pub struct Initialized {
     pub admin_file: PathBuf,
+    /// What the master was set up with, for the warnings of an insecure choice.
+    pub store: StoreSettings,
     /// The user config, when it was written.
     pub user_config: Option<PathBuf>,
 }
@@ -147,7 +156,8 @@ pub async fn init(options: &InitOptions) -> Result<Initialized, InitError> {
         ));
     }
     let now = SystemTime::now();
-    let base = match &options.another_master {
+    let etcd_tls = etcd_tls_files(options)?;
+    let mut base = match &options.another_master {
         Some(other) => base_from_master(other)?,
         None => ClusterBase {
             ca: ClusterCa::generate(&options.cluster_name, now)?,
@@ -155,11 +165,18 @@ pub async fn init(options: &InitOptions) -> Result<Initialized, InitError> {
             vpn_cidr: weft_vpn::ip_pool::IpPool::new(&options.vpn_cidr)?
                 .cidr()
                 .to_string(),
-            store: store_settings(&options.store_backend, &options.etcd_endpoints)?,
+            store: store_settings(options, etcd_tls.clone())?,
             cluster_key: None,
             admin: None,
         },
     };
+    if let StoreSettings::Etcd(etcd) = &mut base.store {
+        if etcd_tls.is_some() {
+            etcd.etcd_tls = etcd_tls;
+        }
+        // Another master's files must be on this host too, at the same paths.
+        etcd.tls_options().map_err(InitError::StoreChoice)?;
+    }
     let ca = base.ca;
     let store = base.store;
     let dir_error = |error| InitError::Io {
@@ -249,44 +266,62 @@ pub async fn init(options: &InitOptions) -> Result<Initialized, InitError> {
     state_file::write_private(&dir.join(SETTINGS_FILE), &settings)?;
     Ok(Initialized {
         admin_file,
+        store: settings.store,
         user_config,
     })
 }
 
-/// `--store` and `--etcd-endpoints` as settings, refused before anything is written.
-fn store_settings(backend: &str, etcd_endpoints: &[String]) -> Result<StoreSettings, InitError> {
-    let refuse = |message: String| Err(InitError::StoreChoice(message));
-    match backend {
-        "sqlite" if etcd_endpoints.is_empty() => Ok(StoreSettings::Sqlite),
+/// `--store`, `--etcd-endpoints` and `--etcd-insecure` as settings, refused before
+/// anything is written; the endpoints and files are checked by the caller.
+fn store_settings(
+    options: &InitOptions,
+    etcd_tls: Option<EtcdTlsFiles>,
+) -> Result<StoreSettings, InitError> {
+    let refuse = |message: &str| Err(InitError::StoreChoice(message.to_owned()));
+    let etcd_flags =
+        !options.etcd_endpoints.is_empty() || etcd_tls.is_some() || options.etcd_insecure;
+    match options.store_backend.as_str() {
+        "sqlite" if !etcd_flags => Ok(StoreSettings::Sqlite),
         "sqlite" => refuse(
-            "--etcd-endpoints is for --store etcd; the sqlite store lives in the data directory"
-                .to_owned(),
+            "--etcd-endpoints, --etcd-cacert, --etcd-cert, --etcd-key and --etcd-insecure are \
+             for --store etcd; the sqlite store lives in the data directory",
         ),
-        "etcd" if etcd_endpoints.is_empty() => refuse(
+        "etcd" if options.etcd_endpoints.is_empty() => refuse(
             "--store etcd needs --etcd-endpoints: the etcd cluster's client URLs, \
-             comma-separated, e.g. http://10.0.0.5:2379,http://10.0.0.6:2379"
-                .to_owned(),
+             comma-separated, e.g. https://10.0.0.5:2379,https://10.0.0.6:2379",
         ),
-        "etcd" => {
-            for url in etcd_endpoints {
-                if url.starts_with("https://") {
-                    return refuse(format!(
-                        "etcd endpoint `{url}`: weft does not speak TLS to etcd yet; use \
-                         http:// on a network only the masters and etcd reach"
-                    ));
-                }
-                if !is_endpoint(url.strip_prefix("http://").unwrap_or(url)) {
-                    return refuse(format!(
-                        "invalid etcd endpoint `{url}`: expected http://HOST:PORT or \
-                         HOST:PORT, e.g. http://10.0.0.5:2379"
-                    ));
-                }
-            }
-            Ok(StoreSettings::Etcd {
-                etcd_endpoints: etcd_endpoints.to_vec(),
-            })
-        }
-        other => refuse(format!("unknown store `{other}`: expected sqlite or etcd")),
+        "etcd" => Ok(StoreSettings::Etcd(EtcdSettings {
+            etcd_endpoints: options.etcd_endpoints.clone(),
+            etcd_tls,
+            etcd_insecure: options.etcd_insecure,
+        })),
+        other => Err(InitError::StoreChoice(format!(
+            "unknown store `{other}`: expected sqlite or etcd"
+        ))),
+    }
+}
+
+/// `--etcd-cacert`, `--etcd-cert` and `--etcd-key` as absolute paths, so a master started
+/// from any directory finds them.
+fn etcd_tls_files(options: &InitOptions) -> Result<Option<EtcdTlsFiles>, InitError> {
+    let absolute = |path: &PathBuf| {
+        std::path::absolute(path).map_err(|error| InitError::Io {
+            path: path.display().to_string(),
+            error,
+        })
+    };
+    match (&options.etcd_cacert, &options.etcd_cert, &options.etcd_key) {
+        (None, None, None) => Ok(None),
+        (Some(cacert), Some(cert), Some(key)) => Ok(Some(EtcdTlsFiles {
+            cacert: absolute(cacert)?,
+            cert: absolute(cert)?,
+            key: absolute(key)?,
+        })),
+        _ => Err(InitError::StoreChoice(
+            "--etcd-cacert, --etcd-cert and --etcd-key go together: the CA of etcd's server \
+             certificate, and the master's client certificate and key"
+                .to_owned(),
+        )),
     }
 }
 
@@ -377,7 +412,7 @@ mod tests {
     #[tokio::test]
     async fn another_master_shares_the_cluster_and_only_on_etcd() {
         let dir = tempfile::tempdir().unwrap();
-        let first = etcd_options(dir.path(), &["http://127.0.0.1:2379"]);
+        let first = insecure_etcd_options(dir.path(), &["http://127.0.0.1:2379"]);
         init(&first).await.unwrap();
         let second = InitOptions {
             data_dir: dir.path().join("m2"),
@@ -442,23 +477,149 @@ mod tests {
             vpn_cidr: "10.77.0.0/16".into(),
             store_backend: "etcd".into(),
             etcd_endpoints: etcd_endpoints.iter().map(|url| url.to_string()).collect(),
+            etcd_cacert: None,
+            etcd_cert: None,
+            etcd_key: None,
+            etcd_insecure: false,
             user_config: None,
             another_master: None,
+        }
+    }
+
+    fn insecure_etcd_options(dir: &Path, etcd_endpoints: &[&str]) -> InitOptions {
+        InitOptions {
+            etcd_insecure: true,
+            ..etcd_options(dir, etcd_endpoints)
+        }
+    }
+
+    /// A CA as etcd's `--trusted-ca-file` and a client certificate it signed, in `dir`.
+    fn etcd_tls_options(dir: &Path, etcd_endpoints: &[&str]) -> InitOptions {
+        let now = SystemTime::now();
+        let ca = ClusterCa::generate("etcd", now).unwrap();
+        let client = ca.issue_admin_cert("m1", now).unwrap();
+        let write = |name: &str, pem: &str| {
+            let path = dir.join(name);
+            fs::write(&path, pem).unwrap();
+            Some(path)
+        };
+        InitOptions {
+            etcd_cacert: write("etcd-ca.pem", ca.cert_pem()),
+            etcd_cert: write("etcd-client.pem", &client.cert_pem),
+            etcd_key: write("etcd-client.key", &client.key_pem),
+            ..etcd_options(dir, etcd_endpoints)
         }
     }
 
     #[tokio::test]
     async fn the_etcd_store_is_recorded_not_created() {
         let dir = tempfile::tempdir().unwrap();
-        let options = etcd_options(dir.path(), &["http://10.0.0.5:2379", "10.0.0.6:2379"]);
-        init(&options).await.unwrap();
-        assert_eq!(
-            read_settings(&options.data_dir).unwrap().store,
-            StoreSettings::Etcd {
-                etcd_endpoints: options.etcd_endpoints.clone()
-            }
+        let options = etcd_tls_options(
+            dir.path(),
+            &["https://10.0.0.5:2379", "https://10.0.0.6:2379"],
         );
+        let initialized = init(&options).await.unwrap();
+        let expected = StoreSettings::Etcd(EtcdSettings {
+            etcd_endpoints: options.etcd_endpoints.clone(),
+            etcd_tls: Some(EtcdTlsFiles {
+                cacert: options.etcd_cacert.clone().unwrap(),
+                cert: options.etcd_cert.clone().unwrap(),
+                key: options.etcd_key.clone().unwrap(),
+            }),
+            etcd_insecure: false,
+        });
+        assert_eq!(read_settings(&options.data_dir).unwrap().store, expected);
+        assert!(!initialized.store.is_plain_http());
         assert!(!options.data_dir.join(STORE_FILE).exists());
+    }
+
+    #[tokio::test]
+    async fn plain_http_to_etcd_only_on_the_operators_word() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = insecure_etcd_options(dir.path(), &["http://10.0.0.5:2379"]);
+        let initialized = init(&options).await.unwrap();
+        assert!(initialized.store.is_plain_http());
+        assert!(read_settings(&options.data_dir)
+            .unwrap()
+            .store
+            .is_plain_http());
+    }
+
+    #[tokio::test]
+    async fn another_master_may_bring_its_own_etcd_client_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = etcd_tls_options(dir.path(), &["https://127.0.0.1:2379"]);
+        init(&first).await.unwrap();
+        let own_files = tempfile::tempdir().unwrap();
+        let second = InitOptions {
+            data_dir: dir.path().join("m2"),
+            another_master: Some(first.data_dir.clone()),
+            ..etcd_tls_options(own_files.path(), &[])
+        };
+        init(&second).await.unwrap();
+        let StoreSettings::Etcd(etcd) = read_settings(&second.data_dir).unwrap().store else {
+            panic!("the second master is not on etcd");
+        };
+        assert_eq!(etcd.etcd_endpoints, first.etcd_endpoints);
+        assert_eq!(etcd.etcd_tls.unwrap().cert, second.etcd_cert.unwrap());
+    }
+
+    #[tokio::test]
+    async fn wrong_etcd_tls_files_are_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = || etcd_tls_options(dir.path(), &["https://10.0.0.5:2379"]);
+        let other_files = tempfile::tempdir().unwrap();
+        let stranger = etcd_tls_options(other_files.path(), &[]);
+        let garbage = dir.path().join("garbage.pem");
+        fs::write(&garbage, "not a certificate").unwrap();
+        let refused = [
+            (
+                InitOptions {
+                    etcd_cacert: Some(dir.path().join("missing.pem")),
+                    ..good()
+                },
+                "--etcd-cacert",
+                "missing.pem",
+            ),
+            (
+                InitOptions {
+                    etcd_cert: Some(garbage.clone()),
+                    ..good()
+                },
+                "--etcd-cert",
+                "garbage.pem",
+            ),
+            (
+                InitOptions {
+                    etcd_key: Some(garbage.clone()),
+                    ..good()
+                },
+                "--etcd-key",
+                "garbage.pem",
+            ),
+            (
+                InitOptions {
+                    etcd_key: stranger.etcd_key.clone(),
+                    ..good()
+                },
+                "does not fit",
+                "etcd-client.pem",
+            ),
+            (
+                InitOptions {
+                    etcd_key: None,
+                    ..good()
+                },
+                "go together",
+                "--etcd-key",
+            ),
+        ];
+        for (options, expected, file) in refused {
+            let error = init(&options).await.err().expect("refused").to_string();
+            assert!(error.contains(expected), "{error}");
+            assert!(error.contains(file), "{error}");
+            assert!(!options.data_dir.exists());
+        }
     }
 
     #[tokio::test]
@@ -482,9 +643,30 @@ mod tests {
         sqlite_with_endpoints.store_backend = "sqlite".into();
         let refused = [
             (etcd_options(dir.path(), &[]), "needs --etcd-endpoints"),
-            (etcd_options(dir.path(), &["10.0.0.5"]), "HOST:PORT"),
-            (etcd_options(dir.path(), &["https://10.0.0.5:2379"]), "TLS"),
-            (sqlite_with_endpoints, "is for --store etcd"),
+            (
+                insecure_etcd_options(dir.path(), &["10.0.0.5"]),
+                "HOST:PORT",
+            ),
+            (
+                etcd_options(dir.path(), &["https://10.0.0.5:2379"]),
+                "needs a client certificate",
+            ),
+            (
+                etcd_options(dir.path(), &["http://10.0.0.5:2379"]),
+                "--etcd-insecure",
+            ),
+            (
+                insecure_etcd_options(dir.path(), &["https://10.0.0.5:2379"]),
+                "is for http://",
+            ),
+            (
+                InitOptions {
+                    etcd_insecure: true,
+                    ..etcd_tls_options(dir.path(), &["http://10.0.0.5:2379"])
+                },
+                "one or the other",
+            ),
+            (sqlite_with_endpoints, "for --store etcd"),
         ];
         for (options, expected) in refused {
             let error = init(&options).await.err().expect("refused").to_string();

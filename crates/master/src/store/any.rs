@@ -6,7 +6,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Entry, EtcdStore, Operation, Precondition, SqliteStore, Store, StoreError, WatchStream,
+    Entry, EtcdSettings, EtcdStore, Operation, Precondition, SqliteStore, Store, StoreError,
+    WatchStream,
 };
 
 /// Where a master keeps its state, as `master.yaml` records it.
@@ -17,7 +18,14 @@ pub enum StoreSettings {
     #[default]
     Sqlite,
     /// An etcd cluster, which several masters can share.
-    Etcd { etcd_endpoints: Vec<String> },
+    Etcd(EtcdSettings),
+}
+
+impl StoreSettings {
+    /// Whether the master reaches its store over a network without TLS.
+    pub fn is_plain_http(&self) -> bool {
+        matches!(self, StoreSettings::Etcd(etcd) if etcd.etcd_insecure)
+    }
 }
 
 #[derive(Clone)]
@@ -31,9 +39,7 @@ impl AnyStore {
     pub async fn open(settings: &StoreSettings, sqlite_file: &Path) -> Result<Self, StoreError> {
         match settings {
             StoreSettings::Sqlite => SqliteStore::open(sqlite_file).map(AnyStore::Sqlite),
-            StoreSettings::Etcd { etcd_endpoints } => {
-                EtcdStore::connect(etcd_endpoints).await.map(AnyStore::Etcd)
-            }
+            StoreSettings::Etcd(etcd) => EtcdStore::connect(etcd).await.map(AnyStore::Etcd),
         }
     }
 }

@@ -27,6 +27,7 @@ use etcd_client::{
 };
 use futures_util::stream;
 
+use super::etcd_settings::{EtcdSettings, PLAIN_HTTP_WARNING};
 use super::{
     validate_key, validate_write, Entry, EventKind, Operation, Precondition, Store, StoreError,
     WatchEvent, WatchStream, MAX_OPERATIONS, MAX_WRITE_BYTES,
@@ -63,23 +64,23 @@ struct Shared {
 }
 
 impl EtcdStore {
-    /// Connects to the etcd cluster behind `endpoints` (`http://host:port` or `host:port`)
-    /// and checks that it answers and takes weft's largest transactions.
-    pub async fn connect(endpoints: &[String]) -> Result<Self, StoreError> {
-        if endpoints.is_empty() {
-            return Err(StoreError::Backend(
-                "no etcd endpoints given: name the cluster's client URLs, \
-                 e.g. http://127.0.0.1:2379"
-                    .to_owned(),
-            ));
-        }
+    /// Connects to the etcd cluster `settings` name, over TLS with the master's client
+    /// certificate or, when the operator chose it, plain http; then checks that etcd
+    /// answers and takes weft's largest transactions.
+    pub async fn connect(settings: &EtcdSettings) -> Result<Self, StoreError> {
+        let tls = settings.tls_options().map_err(StoreError::Backend)?;
+        let endpoints = &settings.etcd_endpoints;
         let joined = endpoints.join(",");
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
             // A member cut off from the others fails requests and ends watches at once,
             // where it would otherwise hold them, silent, until it rejoins.
             .with_require_leader(true);
+        match tls {
+            Some(tls) => options = options.with_tls(tls),
+            None => tracing::warn!(endpoints = %joined, "{PLAIN_HTTP_WARNING}"),
+        }
         let client = Client::connect(endpoints, Some(options))
             .await
             .map_err(|error| StoreError::Backend(format!("etcd at {joined}: {error}")))?;

@@ -11,6 +11,7 @@ pub mod any;
 pub mod conformance;
 pub mod etcd;
 mod etcd_election;
+pub mod etcd_settings;
 pub mod sqlite;
 
 use std::collections::HashSet;
@@ -21,6 +22,7 @@ use tokio_stream::Stream;
 
 pub use any::{AnyStore, StoreSettings};
 pub use etcd::EtcdStore;
+pub use etcd_settings::{EtcdSettings, EtcdTlsFiles};
 pub use sqlite::SqliteStore;
 
 /// Longest key, in bytes (ASCII, so also in characters).
