@@ -99,15 +99,10 @@ fn main() {
 async fn measure(size: usize, on_etcd: bool) -> Measured {
     let dir = scratch_dir();
     let etcd = on_etcd.then(|| etcd::EtcdCluster::start(1));
-    let store_args: Vec<String> = match &etcd {
-        Some(etcd) => vec![
-            "--store".into(),
-            "etcd".into(),
-            "--etcd-endpoints".into(),
-            etcd.client_urls().join(","),
-        ],
-        None => Vec::new(),
-    };
+    let store_args: Vec<String> = etcd
+        .as_ref()
+        .map(etcd::EtcdCluster::init_args)
+        .unwrap_or_default();
     let (master, _endpoint) = Master::start(dir.path(), &store_args);
     let mut admin = admin(dir.path()).await;
 

@@ -49,9 +49,7 @@ fn main() {
     let (sqlite, etcd) = runtime.block_on(async {
         let sqlite = SqliteStore::open(&scratch.path().join("store.db")).unwrap();
         let sqlite = measure(sqlite, objects).await;
-        let store = EtcdStore::connect(&etcd_cluster.client_urls())
-            .await
-            .unwrap();
+        let store = EtcdStore::connect(&etcd_cluster.settings()).await.unwrap();
         (sqlite, measure(store, objects).await)
     });
     println!("| operation | sqlite | etcd | etcd / sqlite |");

@@ -111,8 +111,9 @@ fn another_master_takes_over_when_the_leader_dies_mid_run() {
         return;
     }
     let etcd = EtcdCluster::start(3);
-    let urls = etcd.client_urls().join(",");
-    let mut cluster = Cluster::init(&["--store", "etcd", "--etcd-endpoints", &urls]);
+    let init_args = etcd.init_args();
+    let init_args: Vec<&str> = init_args.iter().map(String::as_str).collect();
+    let mut cluster = Cluster::init(&init_args);
     cluster.start_master();
     let m1_admin = cluster.admin_config();
     wait_for("m1 leads", Duration::from_secs(20), || {

@@ -234,8 +234,9 @@ fn on_etcd_secrets_are_sealed_in_its_data_files_too() {
         return;
     }
     let etcd = EtcdCluster::start(1);
-    let urls = etcd.client_urls().join(",");
-    let cluster = Cluster::start_with(&NODES, &["--store", "etcd", "--etcd-endpoints", &urls]);
+    let init_args = etcd.init_args();
+    let init_args: Vec<&str> = init_args.iter().map(String::as_str).collect();
+    let cluster = Cluster::start_with(&NODES, &init_args);
     variables_and_secrets(cluster, Some(etcd.dir.path()));
 }
 

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::cluster::Cluster;
-use common::etcd::{missing_etcd, EtcdCluster};
+use common::etcd::{missing_etcd, EtcdCluster, EtcdSecurity};
 use tokio_stream::StreamExt;
 use weft_master::store::conformance::{self, next_event};
 use weft_master::store::{EtcdStore, EventKind, Precondition, Store, StoreError};
@@ -31,7 +31,7 @@ async fn start_etcd(size: usize) -> EtcdCluster {
 }
 
 async fn connect(etcd: &EtcdCluster) -> EtcdStore {
-    EtcdStore::connect(&etcd.client_urls())
+    EtcdStore::connect(&etcd.settings())
         .await
         .unwrap_or_else(|error| panic!("connect: {error}\n{}", etcd.logs()))
 }
@@ -76,8 +76,12 @@ async fn members_share_one_history() {
     }
     let etcd = start_etcd(3).await;
     let urls = etcd.client_urls();
-    let first = EtcdStore::connect(&urls[..1]).await.expect("connect m0");
-    let third = EtcdStore::connect(&urls[2..]).await.expect("connect m2");
+    let first = EtcdStore::connect(&etcd.settings_for(&urls[..1]))
+        .await
+        .expect("connect m0");
+    let third = EtcdStore::connect(&etcd.settings_for(&urls[2..]))
+        .await
+        .expect("connect m2");
     let mut events = third.watch("/nodes/", 0).await.expect("watch");
     assert_eq!(
         first
@@ -104,11 +108,9 @@ fn master_keeps_its_state_in_etcd() {
         return;
     }
     let etcd = EtcdCluster::start(1);
-    let endpoints = etcd.client_urls().join(",");
-    let mut cluster = Cluster::start_with(
-        &["n1"],
-        &["--store", "etcd", "--etcd-endpoints", &endpoints],
-    );
+    let init_args = etcd.init_args();
+    let init_args: Vec<&str> = init_args.iter().map(String::as_str).collect();
+    let mut cluster = Cluster::start_with(&["n1"], &init_args);
     assert!(!cluster.master_dir().join("store.db").exists());
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -128,7 +130,7 @@ fn master_keeps_its_state_in_etcd() {
 
     // A master of another `weft master init` (not `--another-master`) pointed at the
     // same etcd has another cluster key, which the first start wrote the check for.
-    let stranger = Cluster::init(&["--store", "etcd", "--etcd-endpoints", &endpoints]);
+    let stranger = Cluster::init(&init_args);
     let (code, stderr) = stranger.master_refusal();
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
@@ -137,13 +139,20 @@ fn master_keeps_its_state_in_etcd() {
     );
 }
 
-/// Needs no etcd: nothing listens on the endpoint.
+/// Needs no etcd: nothing listens on the endpoint. On plain http, which the master also
+/// warns about at its start.
 #[test]
 fn master_names_an_unreachable_etcd() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let cluster = Cluster::init(&["--store", "etcd", "--etcd-endpoints", &endpoint]);
+    let cluster = Cluster::init(&[
+        "--store",
+        "etcd",
+        "--etcd-endpoints",
+        &endpoint,
+        "--etcd-insecure",
+    ]);
     let output = cluster
         .command(&["master", "--vpn", "off"])
         .arg("--data-dir")
@@ -154,6 +163,117 @@ fn master_names_an_unreachable_etcd() {
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains(&endpoint), "{stderr}");
     assert!(stderr.contains("check that etcd runs"), "{stderr}");
+    assert!(stderr.contains("plain http (--etcd-insecure)"), "{stderr}");
+}
+
+/// etcd started as the README says admits only clients with a certificate of its CA:
+/// not one without a certificate over TLS, nor one of another CA, nor plain http.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_refuses_clients_without_its_client_certificate() {
+    if skipped("etcd_refuses_clients_without_its_client_certificate") {
+        return;
+    }
+    let etcd = start_etcd(1).await;
+    let pki = etcd.pki.as_ref().expect("etcd with client certificates");
+    let https_url = etcd.client_urls()[0].clone();
+
+    let ca = std::fs::read(&pki.ca_cert).unwrap();
+    let server_only = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_tls(
+            etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(ca)),
+        );
+    let refusal = match etcd_client::Client::connect([&https_url], Some(server_only)).await {
+        Ok(mut client) => client.get("/", None).await.err(),
+        Err(error) => Some(error),
+    };
+    assert!(
+        refusal.is_some(),
+        "etcd answered a client without a certificate"
+    );
+
+    let other_ca = tempfile::tempdir().unwrap();
+    let stranger = common::etcd::TestPki::generate(other_ca.path());
+    let mut settings = etcd.settings();
+    let files = settings.etcd_tls.as_mut().unwrap();
+    files.cert = stranger.client_cert;
+    files.key = stranger.client_key;
+    assert!(
+        EtcdStore::connect(&settings).await.is_err(),
+        "etcd answered a client of another CA"
+    );
+
+    let plain = etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_secs(5));
+    let http_url = https_url.replacen("https://", "http://", 1);
+    let refusal = match etcd_client::Client::connect([&http_url], Some(plain)).await {
+        Ok(mut client) => client.get("/", None).await.err(),
+        Err(error) => Some(error),
+    };
+    assert!(
+        refusal.is_some(),
+        "etcd answered plain http on its TLS port"
+    );
+
+    // The test's own client, with the right certificate, is admitted: the refusals above
+    // are etcd's judgement of the certificates, not a cluster that answers nobody.
+    connect(&etcd)
+        .await
+        .current_revision()
+        .await
+        .expect("a revision");
+}
+
+/// `weft master init --store etcd` refuses plain http unless the operator says
+/// --etcd-insecure, and then warns; the master on it warns again at every start.
+#[test]
+fn plain_http_to_etcd_needs_etcd_insecure_and_warns() {
+    if skipped("plain_http_to_etcd_needs_etcd_insecure_and_warns") {
+        return;
+    }
+    let etcd = EtcdCluster::start_with(1, EtcdSecurity::PlainHttp);
+    let dir = tempfile::tempdir().unwrap();
+    let init = |data_dir: &str, insecure: &[&str]| {
+        common::weft()
+            .env("HOME", dir.path())
+            .args(["master", "init", "--name", "m1", "--store", "etcd"])
+            .arg("--data-dir")
+            .arg(dir.path().join(data_dir))
+            .arg("--etcd-endpoints")
+            .arg(etcd.client_urls().join(","))
+            .args(insecure)
+            .output()
+            .unwrap()
+    };
+    let refused = init("refused", &[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--client-cert-auth"),
+        "says how to set up TLS: {stderr}"
+    );
+    assert!(stderr.contains("--etcd-insecure"), "{stderr}");
+    assert!(!dir.path().join("refused").exists());
+
+    let accepted = init("master", &["--etcd-insecure"]);
+    let stderr = String::from_utf8_lossy(&accepted.stderr);
+    assert!(accepted.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: etcd is reached over plain http"),
+        "{stderr}"
+    );
+
+    let init_args = etcd.init_args();
+    let init_args: Vec<&str> = init_args.iter().map(String::as_str).collect();
+    let mut cluster = Cluster::start_with(&[], &init_args);
+    cluster.kill_master();
+    cluster.start_master();
+    cluster.kill_master();
+    let log = cluster.master_log();
+    assert_eq!(
+        log.matches("plain http (--etcd-insecure)").count(),
+        2,
+        "a warning at each of two starts: {log}"
+    );
 }
 
 /// A watcher nobody reads falls behind; once compaction passes it, it ends with
