@@ -150,6 +150,13 @@ impl EtcdStore {
         if let Some(root) = root {
             message = format!("{message}: {root}");
         }
+        let certificates = if endpoints.starts_with("https://") {
+            "; over https, check that etcd's --trusted-ca-file signed the master's client \
+             certificate (--etcd-cert), that --etcd-cacert signed etcd's server certificate \
+             and that neither has expired"
+        } else {
+            ""
+        };
         let hint = if message.contains("too many operations in txn request") {
             format!(
                 "; weft's transactions hold up to {MAX_OPERATIONS} operations: \
@@ -160,7 +167,11 @@ impl EtcdStore {
                 "; weft's writes carry up to {MAX_WRITE_BYTES} bytes: start etcd with {ETCD_FLAGS}"
             )
         } else if status.code() == tonic::Code::Unavailable {
-            "; check that etcd runs there and that its members have a leader".to_owned()
+            format!("; check that etcd runs there and that its members have a leader{certificates}")
+        } else if matches!(status.code(), tonic::Code::Cancelled | tonic::Code::Unknown) {
+            // etcd refuses a client certificate by closing the connection after the
+            // handshake, which tonic reports as nothing more than "connection closed".
+            certificates.to_owned()
         } else {
             String::new()
         };
