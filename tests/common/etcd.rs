@@ -1,7 +1,7 @@
 //! Real etcd clusters on loopback for tests: each member an `etcd` process with its own
 //! ports and data directory, stopped and removed on drop. By default etcd serves its
-//! clients over TLS and admits only client certificates of a CA made here for the test,
-//! as the README tells operators to run it.
+//! clients and its peers over TLS and admits only certificates of a CA made here for the
+//! test, as the README tells operators to run it.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -33,17 +33,18 @@ fn etcd_binary() -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// How clients reach the cluster.
+/// How clients and members reach each other.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum EtcdSecurity {
-    /// https, and only clients with a certificate of the test CA.
+    /// https for clients and peers, each admitted only with a certificate of the test CA.
     ClientCertificates,
     /// Plain http, for `--etcd-insecure`.
     PlainHttp,
 }
 
 /// A test CA and what it signed, as PEM files: etcd's server certificate (for 127.0.0.1
-/// and localhost) and a client certificate for the masters.
+/// and localhost, which members also show each other as peers) and a client certificate
+/// for the masters.
 pub struct TestPki {
     pub ca_cert: PathBuf,
     pub server_cert: PathBuf,
@@ -71,19 +72,22 @@ impl TestPki {
         let ca_key = KeyPair::generate().expect("a key");
         let ca_cert = ca_params.self_signed(&ca_key).expect("the CA signs itself");
         let issuer = Issuer::new(ca_params, ca_key);
-        let issue = |mut params: CertificateParams, usage: ExtendedKeyUsagePurpose| {
-            params.extended_key_usages = vec![usage];
+        let issue = |mut params: CertificateParams, usages: &[ExtendedKeyUsagePurpose]| {
+            params.extended_key_usages = usages.to_vec();
             let key = KeyPair::generate().expect("a key");
             let cert = params.signed_by(&key, &issuer).expect("the CA signs");
             (cert.pem(), key.serialize_pem())
         };
         let (server_cert, server_key) = issue(
             named("etcd", &["127.0.0.1", "localhost"]),
-            ExtendedKeyUsagePurpose::ServerAuth,
+            &[
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
         );
         let (client_cert, client_key) = issue(
             named("weft-master", &[]),
-            ExtendedKeyUsagePurpose::ClientAuth,
+            &[ExtendedKeyUsagePurpose::ClientAuth],
         );
         let write = |name: &str, pem: &str| {
             let path = dir.join(name);
@@ -127,7 +131,7 @@ impl EtcdCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let pki =
             (security == EtcdSecurity::ClientCertificates).then(|| TestPki::generate(dir.path()));
-        let client_scheme = if pki.is_some() { "https" } else { "http" };
+        let scheme = if pki.is_some() { "https" } else { "http" };
         // All ports are taken before any member starts, so that no member can grab
         // another's port while it is free.
         let listeners: Vec<_> = (0..3 * size)
@@ -137,11 +141,9 @@ impl EtcdCluster {
             let port = listeners[index].local_addr().expect("bound").port();
             format!("{scheme}://127.0.0.1:{port}")
         };
-        let client_urls: Vec<String> = (0..size)
-            .map(|member| url(client_scheme, 3 * member))
-            .collect();
+        let client_urls: Vec<String> = (0..size).map(|member| url(scheme, 3 * member)).collect();
         let peer_urls: Vec<String> = (0..size)
-            .map(|member| url("http", 3 * member + 1))
+            .map(|member| url(scheme, 3 * member + 1))
             .collect();
         let metrics_urls: Vec<String> = (0..size)
             .map(|member| url("http", 3 * member + 2))
@@ -172,6 +174,13 @@ impl EtcdCluster {
                         .arg("--cert-file")
                         .arg(&pki.server_cert)
                         .arg("--key-file")
+                        .arg(&pki.server_key)
+                        .arg("--peer-client-cert-auth")
+                        .arg("--peer-trusted-ca-file")
+                        .arg(&pki.ca_cert)
+                        .arg("--peer-cert-file")
+                        .arg(&pki.server_cert)
+                        .arg("--peer-key-file")
                         .arg(&pki.server_key);
                 }
                 let process = command
