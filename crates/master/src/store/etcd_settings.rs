@@ -36,6 +36,7 @@ const TLS_HOWTO: &str = "run etcd with --client-cert-auth --trusted-ca-file CA -
 pub struct EtcdSettings {
     /// The cluster's client URLs, `https://HOST:PORT` (`http://` with `etcd_insecure`).
     pub etcd_endpoints: Vec<String>,
+    /// TLS with a client certificate; `None` only with `etcd_insecure`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd_tls: Option<EtcdTlsFiles>,
     /// Plain http, chosen with `--etcd-insecure`.
