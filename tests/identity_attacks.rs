@@ -68,7 +68,10 @@ fn a_join_cannot_take_an_existing_nodes_name_without_a_replace_token() {
         assert!(stderr.contains(expected), "{stderr}");
     }
     assert!(!cluster.dir.path().join("thief/identity.yaml").exists());
-    assert_eq!(node(&cluster, "node-a")["joined_unix_ms"], victim["joined_unix_ms"]);
+    assert_eq!(
+        node(&cluster, "node-a")["joined_unix_ms"],
+        victim["joined_unix_ms"]
+    );
     // The refusals spent nothing: the token still joins a new name.
     assert_success(&join_from(&cluster, "new", "node-b", &token), "join node-b");
 
@@ -79,9 +82,10 @@ fn a_join_cannot_take_an_existing_nodes_name_without_a_replace_token() {
         .build()
         .unwrap()
         .block_on(async {
-            let (channel, _) = connect_pinned(forged.master_public_endpoint(), forged.ca_cert_sha256())
-                .await
-                .unwrap();
+            let (channel, _) =
+                connect_pinned(forged.master_public_endpoint(), forged.ca_cert_sha256())
+                    .await
+                    .unwrap();
             PubApiClient::new(channel)
                 .join(JoinRequest {
                     token_id: forged.token_id().to_string(),
@@ -105,7 +109,9 @@ fn a_join_cannot_take_an_existing_nodes_name_without_a_replace_token() {
         .find(|token| token["replace"] == "node-a")
         .unwrap_or_else(|| panic!("the replace token is not listed: {listed:#}"));
     assert_eq!(listed["uses_left"], 1);
-    assert!(!listed.to_string().contains(replace.split('.').nth(2).unwrap()));
+    assert!(!listed
+        .to_string()
+        .contains(replace.split('.').nth(2).unwrap()));
     let elsewhere = join_from(&cluster, "other", "node-c", &replace);
     assert_eq!(elsewhere.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&elsewhere.stderr).contains("replace node `node-a`"));
@@ -134,13 +140,19 @@ fn a_join_cannot_take_an_existing_nodes_name_without_a_replace_token() {
 fn a_deleted_token_joins_nothing() {
     let cluster = Cluster::start(&[]);
     let token = cluster.token(3);
-    let token_id = BootstrapToken::parse(&token).unwrap().token_id().to_string();
+    let token_id = BootstrapToken::parse(&token)
+        .unwrap()
+        .token_id()
+        .to_string();
     let listed = cluster.admin(&["token", "list"]);
     assert_success(&listed, "token list");
     let text = String::from_utf8_lossy(&listed.stdout);
     assert!(text.contains(&token_id), "{text}");
     assert!(!text.contains(&token), "{text}");
-    assert_success(&cluster.admin(&["token", "delete", &token_id]), "token delete");
+    assert_success(
+        &cluster.admin(&["token", "delete", &token_id]),
+        "token delete",
+    );
     let refused = join_from(&cluster, "a", "node-a", &token);
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not valid for this cluster"));
@@ -159,7 +171,9 @@ fn a_deleted_token_joins_nothing() {
 #[test]
 fn a_join_cannot_take_the_masters_or_another_nodes_wireguard_key() {
     if let Some(reason) = missing_capability() {
-        eprintln!("SKIPPED a_join_cannot_take_the_masters_or_another_nodes_wireguard_key: {reason}");
+        eprintln!(
+            "SKIPPED a_join_cannot_take_the_masters_or_another_nodes_wireguard_key: {reason}"
+        );
         return;
     }
     let mut lab = MeshLab::start();
@@ -175,7 +189,10 @@ fn a_join_cannot_take_the_masters_or_another_nodes_wireguard_key() {
         std::fs::create_dir_all(lab.data_dir("thief")).unwrap();
         std::fs::copy(lab.data_dir(victim).join("vpn.key"), &thief_key).unwrap();
         let refused = lab
-            .weft_in("thief", &["minion", "join", "--name", "thief", "--token", &token])
+            .weft_in(
+                "thief",
+                &["minion", "join", "--name", "thief", "--token", &token],
+            )
             .arg("--data-dir")
             .arg(lab.data_dir("thief"))
             .args(["--vpn-interface", &lab.interface("thief")])
