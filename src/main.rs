@@ -426,8 +426,8 @@ struct TokenCreateArgs {
     #[arg(long, default_value_t = 1)]
     uses: u32,
     /// The node this token's join replaces (its certificate and session end); the
-    /// token then joins under that name only. Without it, a join never takes a name
-    /// that exists.
+    /// token then joins under that name only, once. Without it, a join never takes a
+    /// name that exists.
     #[arg(long, value_name = "NAME")]
     replace: Option<String>,
     #[command(flatten)]

@@ -23,6 +23,8 @@ pub enum TokenError {
     InvalidUses { uses: u32 },
     #[error("invalid --replace node name: {0}")]
     InvalidReplaceName(String),
+    #[error("a --replace token replaces one node once; drop --uses {uses}")]
+    ReplaceUses { uses: u32 },
     #[error(
         "the bootstrap token is not valid for this cluster (unknown id or wrong secret); \
          check it was copied whole, or create a new one with `weft token create`"
@@ -76,6 +78,9 @@ impl TokenRecord {
         }
         if let Some(name) = &replace_node_name {
             weft_taskbook::objects::validate_name(name).map_err(TokenError::InvalidReplaceName)?;
+            if uses != 1 {
+                return Err(TokenError::ReplaceUses { uses });
+            }
         }
         let created_at = unix_secs(now);
         Ok(Self {
@@ -180,6 +185,16 @@ mod tests {
             );
         }
         TokenRecord::new(&token, now, MIN_TOKEN_TTL, MAX_TOKEN_USES, None).unwrap();
+        let replace = Some("web-1".to_string());
+        assert_eq!(
+            TokenRecord::new(&token, now, DEFAULT_TOKEN_TTL, 2, replace.clone()),
+            Err(TokenError::ReplaceUses { uses: 2 })
+        );
+        assert!(matches!(
+            TokenRecord::new(&token, now, DEFAULT_TOKEN_TTL, 1, Some("Web 1".into())),
+            Err(TokenError::InvalidReplaceName(_))
+        ));
+        TokenRecord::new(&token, now, DEFAULT_TOKEN_TTL, 1, replace).unwrap();
         TokenRecord::new(&token, now, MAX_TOKEN_TTL, 1, None).unwrap();
     }
 
