@@ -36,9 +36,8 @@ pub enum PeerSetError {
     /// WireGuard routes by public key: two peers with one key would send one peer's
     /// traffic to the other's endpoint, so such a set is never configured.
     #[error(
-        "the update gives peers `{first}` and `{second}` the same WireGuard key; it was \
-         refused and the current peers are kept (the master should never send this: \
-         check the master's log and `weft node list`)"
+        "peers `{first}` and `{second}` have the same WireGuard key: refused, the peers in \
+         use are kept (the master never sends this: check its log and `weft nodes`)"
     )]
     DuplicateKey { first: String, second: String },
 }
@@ -134,12 +133,17 @@ impl PeerSet {
                 ),
             ));
         }
-        serde_json::from_reader(io::BufReader::new(file)).map_err(|error| {
+        let invalid = |error: String| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{}: {error}", path.display()),
             )
-        })
+        };
+        let set: PeerSet = serde_json::from_reader(io::BufReader::new(file))
+            .map_err(|error| invalid(error.to_string()))?;
+        set.check_keys_unique()
+            .map_err(|error| invalid(error.to_string()))?;
+        Ok(set)
     }
 
     /// Writes the cache whole or not at all (temporary file, fsync, rename).
@@ -240,6 +244,14 @@ mod tests {
             );
             assert_eq!(set, before, "the current peers are kept");
         }
+        // Nor is such a set configured from the cache a node starts with.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peers.json");
+        let mut cached = before.clone();
+        cached.peers.insert("thief".into(), peer("thief", "km"));
+        cached.save(&path).unwrap();
+        assert!(PeerSet::load(&path).is_err());
+
         // The master moving a key from one name to another (remove, then upsert) is fine.
         registry.remove("thief");
         registry.remove("a");
