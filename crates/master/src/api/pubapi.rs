@@ -77,6 +77,9 @@ impl<S: Store + Clone> PubApi for PubApiService<S> {
         if let Some(mesh) = &mesh {
             data.insert("vpn_ip".into(), mesh.node_vpn_ip.clone().into());
         }
+        if joined.replaced {
+            data.insert("replaced".into(), true.into());
+        }
         self.context
             .emit(NewEvent::system(types::NODE_JOINED, data).from_node(&node_name))
             .await;
