@@ -112,8 +112,9 @@ impl<S: Store + Clone> Joiner<S> {
         request.credentials.validate().map_err(TokenError::from)?;
         validate_name(&request.node_name).map_err(JoinError::InvalidName)?;
         validate_labels(&request.node_labels).map_err(JoinError::InvalidLabels)?;
-        let _turn = self.join_turn.lock().await;
+        // Checked before the turn is taken, so callers without a token never hold it.
         let token = self.tokens.check(&request.credentials, now).await?;
+        let _turn = self.join_turn.lock().await;
         let replaced = self.check_name(&request.node_name, &token).await?;
         let signed = self
             .ca
