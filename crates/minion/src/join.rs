@@ -59,9 +59,10 @@ pub async fn join(options: &JoinOptions) -> Result<MinionIdentity, MinionError> 
         None => None,
     };
 
+    let credentials = token.credentials();
     let request = JoinRequest {
-        token_id: token.credentials().token_id,
-        token_secret: token.credentials().token_secret,
+        token_id: credentials.token_id,
+        token_secret: credentials.token_secret,
         node_name: options.node_name.clone(),
         node_labels: options.labels.clone().into_iter().collect(),
         node_csr_der: csr.der().to_vec().into(),
@@ -98,7 +99,7 @@ pub async fn join(options: &JoinOptions) -> Result<MinionIdentity, MinionError> 
             // A snapshot: it applies to an empty set, unless it is unsafe to configure.
             peer_set
                 .apply(&PeerUpdate { full: true, ..peers })
-                .map_err(|error| MinionError::Refused(error.to_string()))?;
+                .map_err(|error| MinionError::Mesh(error.to_string()))?;
             peer_set
                 .save(&options.data_dir.join(PEERS_FILE))
                 .map_err(|e| MinionError::Io(format!("{PEERS_FILE}: {e}")))?;
