@@ -184,6 +184,7 @@ pub async fn start_swarm(
         let request = CreateTokenRequest {
             ttl_seconds: 3600,
             uses: 1000,
+            ..Default::default()
         };
         tokens.push(
             admin

@@ -419,6 +419,18 @@ struct MinionJoinArgs {
 enum TokenCommand {
     /// Print a new token (alone on stdout) for `weft minion join --token`.
     Create(TokenCreateArgs),
+    /// The tokens the cluster holds (never their secrets).
+    List(ListArgs),
+    /// Delete a token: no node joins with it any more.
+    Delete(TokenDeleteArgs),
+}
+
+#[derive(Args)]
+struct TokenDeleteArgs {
+    /// The token's id, as `weft token list` shows it.
+    id: String,
+    #[command(flatten)]
+    admin: AdminArgs,
 }
 
 #[derive(Args)]
@@ -430,6 +442,11 @@ struct TokenCreateArgs {
     /// How many nodes may join with it (1 to 1000).
     #[arg(long, default_value_t = 1)]
     uses: u32,
+    /// The node this token's join replaces (its certificate and session end); the
+    /// token then joins under that name only, once. Without it, a join never takes a
+    /// name that exists.
+    #[arg(long, value_name = "NAME")]
+    replace: Option<String>,
     #[command(flatten)]
     admin: AdminArgs,
 }
@@ -615,7 +632,14 @@ fn main() -> ExitCode {
         }) => minion_leave(args),
         Command::Minion(args) => run_minion(args),
         Command::Token(TokenCommand::Create(args)) => admin(&args.admin, |mut client| async move {
-            weft_cli::token::create_token(&mut client, args.ttl.map(|ttl| ttl.0), args.uses).await
+            let ttl = args.ttl.map(|ttl| ttl.0);
+            weft_cli::token::create_token(&mut client, ttl, args.uses, args.replace).await
+        }),
+        Command::Token(TokenCommand::List(args)) => admin(&args.admin, |mut client| async move {
+            weft_cli::token::list_tokens(&mut client, args.output.into()).await
+        }),
+        Command::Token(TokenCommand::Delete(args)) => admin(&args.admin, |mut client| async move {
+            weft_cli::token::delete_token(&mut client, &args.id).await
         }),
         Command::Masters(args) => admin(&args.admin, |mut client| async move {
             weft_cli::masters::list_masters(&mut client, args.output.into()).await

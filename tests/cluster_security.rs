@@ -181,6 +181,7 @@ fn the_adminapi_refuses_a_nodes_certificate() {
                 .create_token(CreateTokenRequest {
                     ttl_seconds: 600,
                     uses: 5,
+                    ..Default::default()
                 })
                 .await
                 .unwrap_err(),

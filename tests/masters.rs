@@ -213,3 +213,103 @@ fn another_master_takes_over_when_the_leader_dies_mid_run() {
     );
     drop((m2, m3, etcd));
 }
+
+/// Before: a join sent to a standby was decided there, where no session is seen, so a
+/// token holder could take the name of a node online on the leader; and `weft node
+/// remove` served by a standby (any admin client may ask one; it answers) deleted the
+/// node's record while the node's session on the leader lived on, still taking work.
+/// Now a standby sends the joining node to the leader (the minion follows, pinned to
+/// the same CA), and the leader ends the session of a node removed through any master.
+#[test]
+fn joins_go_to_the_leader_and_a_node_removed_through_a_standby_loses_its_session() {
+    if let Some(reason) = missing_etcd() {
+        eprintln!("SKIPPED joins_go_to_the_leader_and_a_node_removed_through_a_standby_loses_its_session: {reason}");
+        return;
+    }
+    let etcd = EtcdCluster::start(1);
+    let urls = etcd.client_urls().join(",");
+    let mut cluster = Cluster::init(&["--store", "etcd", "--etcd-endpoints", &urls]);
+    cluster.start_master();
+    let m1_admin = cluster.admin_config();
+    wait_for("m1 leads", Duration::from_secs(20), || {
+        leader(&cluster, &m1_admin).as_deref() == Some("m1")
+    });
+    let m2 = standby(&cluster, "m2", &cluster.master_dir());
+    let m2_admin = m2.dir.join("admin.yaml");
+    let mut m2_endpoint = String::new();
+    wait_for("m2 registered", Duration::from_secs(20), || {
+        let Some(masters) = masters(&cluster, &m2_admin) else {
+            return false;
+        };
+        let m2 = masters
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "m2");
+        m2_endpoint = m2.map_or(String::new(), |m| {
+            m["public_endpoint"].as_str().unwrap().to_string()
+        });
+        !m2_endpoint.is_empty()
+    });
+    wait_for("m2 knows m1 leads", Duration::from_secs(5), || {
+        leader(&cluster, &m2_admin).as_deref() == Some("m1")
+    });
+
+    // The token names the standby: it refuses, and the minion joins through the leader.
+    let token = cluster.token(1);
+    let mut fields: Vec<&str> = token.split('.').collect();
+    let base64url = Command::new("sh")
+        .args([
+            "-c",
+            "printf %s \"$1\" | base64 -w0 | tr '+/' '-_' | tr -d '='",
+            "-",
+        ])
+        .arg(&m2_endpoint)
+        .output()
+        .unwrap();
+    let m2_field = String::from_utf8(base64url.stdout).unwrap();
+    fields[3] = &m2_field;
+    cluster.join("node-a", &fields.join("."), "");
+    cluster.start_minion("node-a");
+    cluster.wait_online(&["node-a"]);
+    let m2_log = std::fs::read_to_string(cluster.dir.path().join("m2.log")).unwrap();
+    assert!(
+        !m2_log.contains("node joined"),
+        "the standby decided a join"
+    );
+
+    // Removed through the standby itself, not the leader the CLI would find.
+    let admin: weft_proto::credentials::ClientCredentials =
+        weft_modules::state_file::read(&m2_admin).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let channel = weft_proto::tls::connect_mtls(
+                &m2_endpoint,
+                &admin.ca_cert_pem,
+                &admin.cert_pem,
+                &admin.key_pem,
+            )
+            .await
+            .unwrap();
+            weft_proto::adminapi::admin_api_client::AdminApiClient::new(channel)
+                .remove_node(weft_proto::adminapi::RemoveNodeRequest {
+                    node_name: "node-a".into(),
+                })
+                .await
+                .unwrap();
+        });
+    // The leader ended the session; the node, reconnecting, hears it was revoked.
+    wait_for("node-a's session ends", Duration::from_secs(30), || {
+        cluster.minion_log("node-a").contains("revoked")
+    });
+    assert!(
+        cluster
+            .master_log()
+            .contains("the node was removed: its session ends"),
+        "{}",
+        cluster.master_log()
+    );
+}

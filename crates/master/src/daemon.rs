@@ -39,7 +39,7 @@ use crate::core::job_runner::{JobRunner, RunnerConfig};
 use crate::core::join::Joiner;
 use crate::core::leadership::{Leadership, MasterRecord, MasterRegistry};
 use crate::core::mesh::{Mesh, NodeVpn};
-use crate::core::node_registry::NodeRegistry;
+use crate::core::node_registry::{removed_node, NodeRegistry};
 use crate::core::objects::{ObjectRegistry, OBJECTS_PREFIX};
 use crate::core::pki::ClusterCa;
 use crate::core::secret_box::SecretBox;
@@ -248,6 +248,12 @@ pub async fn run(
                 events: context.events.clone(),
             }
             .run()
+        });
+    }
+    {
+        let context = context.clone();
+        leadership.spawn_while_leading("removed nodes' sessions", move || {
+            end_sessions_of_removed_nodes(context.clone())
         });
     }
     {
@@ -510,6 +516,43 @@ async fn hand_nodes_to_the_leader(leadership: Leadership, sessions: Arc<NodeSess
             tracing::info!("this master leads the cluster now");
         }
         leading = state.leading;
+    }
+}
+
+/// A node removed through any master loses its session here, on the leader, at once: a
+/// standby that serves `weft node remove` deletes the record but holds no sessions.
+async fn end_sessions_of_removed_nodes(context: Arc<MasterContext<AnyStore>>) {
+    const REASON: &str = "the node was removed (its record is gone)";
+    loop {
+        let online = context.sessions.online_nodes();
+        let (mut changes, gone) = match context.nodes.watch_removals(online).await {
+            Ok(watching) => watching,
+            Err(error) => {
+                tracing::warn!(%error, "cannot follow node removals; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        for node_name in gone {
+            tracing::info!(node = %node_name, "the node's record is gone: its session ends");
+            context.sessions.kick(&node_name, REASON);
+        }
+        while let Some(change) = changes.next().await {
+            match change {
+                Ok(change) => {
+                    if let Some(node_name) = removed_node(&change) {
+                        if context.sessions.is_online(node_name) {
+                            tracing::info!(node = %node_name, "the node was removed: its session ends");
+                        }
+                        context.sessions.kick(node_name, REASON);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "following node removals stopped; starting again");
+                    break;
+                }
+            }
+        }
     }
 }
 

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use rcgen::{CertificateParams, KeyPair};
-use weft_proto::bootstrap_token::BootstrapToken;
+use weft_proto::bootstrap_token::{is_endpoint, BootstrapToken, LEADER_PUBLIC_ENDPOINT_HEADER};
 use weft_proto::credentials::ClientCredentials;
 use weft_proto::pubapi::pub_api_client::PubApiClient;
-use weft_proto::pubapi::JoinRequest;
+use weft_proto::pubapi::{JoinRequest, JoinResponse};
 use weft_proto::tls::connect_pinned;
 
 use weft_vpn::peer_registry::PeerUpdate;
@@ -59,26 +59,21 @@ pub async fn join(options: &JoinOptions) -> Result<MinionIdentity, MinionError> 
         None => None,
     };
 
-    let (channel, ca_cert_pem) =
-        connect_pinned(token.master_public_endpoint(), token.ca_cert_sha256()).await?;
     let credentials = token.credentials();
-    let response = PubApiClient::new(channel)
-        .join(JoinRequest {
-            token_id: credentials.token_id,
-            token_secret: credentials.token_secret,
-            node_name: options.node_name.clone(),
-            node_labels: options.labels.clone().into_iter().collect(),
-            node_csr_der: csr.der().to_vec().into(),
-            node_vpn_pub_key: vpn_key
-                .as_ref()
-                .map(|key| key.public_key_base64.clone())
-                .unwrap_or_default(),
-            node_public_endpoint: options.node_public_endpoint.clone().unwrap_or_default(),
-            node_vpn_listen_port: options.vpn.as_ref().map_or(0, |vpn| vpn.listen_port.into()),
-        })
-        .await
-        .map_err(|status| MinionError::Refused(status.message().to_string()))?
-        .into_inner();
+    let request = JoinRequest {
+        token_id: credentials.token_id,
+        token_secret: credentials.token_secret,
+        node_name: options.node_name.clone(),
+        node_labels: options.labels.clone().into_iter().collect(),
+        node_csr_der: csr.der().to_vec().into(),
+        node_vpn_pub_key: vpn_key
+            .as_ref()
+            .map(|key| key.public_key_base64.clone())
+            .unwrap_or_default(),
+        node_public_endpoint: options.node_public_endpoint.clone().unwrap_or_default(),
+        node_vpn_listen_port: options.vpn.as_ref().map_or(0, |vpn| vpn.listen_port.into()),
+    };
+    let (response, ca_cert_pem) = join_leader(&token, request).await?;
 
     let identity = MinionIdentity {
         node_name: response.node_name,
@@ -101,8 +96,10 @@ pub async fn join(options: &JoinOptions) -> Result<MinionIdentity, MinionError> 
         (Some(mesh), Some(vpn)) => {
             let peers: PeerUpdate = mesh.peers.unwrap_or_default().into();
             let mut peer_set = PeerSet::default();
-            // A snapshot: it applies to an empty set.
-            let _ = peer_set.apply(&PeerUpdate { full: true, ..peers });
+            // A snapshot: it applies to an empty set, unless it is unsafe to configure.
+            peer_set
+                .apply(&PeerUpdate { full: true, ..peers })
+                .map_err(|error| MinionError::Mesh(error.to_string()))?;
             peer_set
                 .save(&options.data_dir.join(PEERS_FILE))
                 .map_err(|e| MinionError::Io(format!("{PEERS_FILE}: {e}")))?;
@@ -121,4 +118,34 @@ pub async fn join(options: &JoinOptions) -> Result<MinionIdentity, MinionError> 
     }
     identity.save(&options.data_dir)?;
     Ok(identity)
+}
+
+/// Joins through the master the token names or, when that one is a standby, once
+/// through the leader it points to, pinned to the same CA.
+async fn join_leader(
+    token: &BootstrapToken,
+    request: JoinRequest,
+) -> Result<(JoinResponse, String), MinionError> {
+    let mut endpoint = token.master_public_endpoint().to_string();
+    let mut followed = false;
+    loop {
+        let (channel, ca_cert_pem) = connect_pinned(&endpoint, token.ca_cert_sha256()).await?;
+        let status = match PubApiClient::new(channel).join(request.clone()).await {
+            Ok(response) => return Ok((response.into_inner(), ca_cert_pem)),
+            Err(status) => status,
+        };
+        let leader = status
+            .metadata()
+            .get(LEADER_PUBLIC_ENDPOINT_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .filter(|leader| *leader != endpoint && is_endpoint(leader));
+        match leader {
+            Some(leader) if !followed => {
+                tracing::info!(standby = %endpoint, %leader, "the master is a standby; joining through the leader");
+                endpoint = leader.to_string();
+                followed = true;
+            }
+            _ => return Err(MinionError::Refused(status.message().to_string())),
+        }
+    }
 }

@@ -17,7 +17,7 @@ use weft_proto::vpnapi::vpn_api_client::VpnApiClient;
 use weft_proto::vpnapi::{CheckPeerRequest, GetPeersRequest};
 use weft_vpn::device::{DeviceSettings, MeshDevice, NAT_KEEPALIVE_SECONDS};
 use weft_vpn::peer_registry::PeerUpdate;
-use weft_vpn::peer_set::{OutOfOrder, PeerSet};
+use weft_vpn::peer_set::{OutOfOrder, PeerSet, PeerSetError};
 use weft_vpn::vpn_key::VpnKeyPair;
 
 use crate::MinionError;
@@ -115,7 +115,11 @@ impl NodeMesh {
     /// Applies an update from the master. Blocking.
     pub fn apply(&self, update: &PeerUpdate) -> Result<(), ApplyError> {
         let mut peers = self.lock();
-        if !peers.apply(update).map_err(ApplyError::OutOfOrder)? {
+        let changed = peers.apply(update).map_err(|error| match error {
+            PeerSetError::OutOfOrder(gap) => ApplyError::OutOfOrder(gap),
+            refused => ApplyError::Refused(refused),
+        })?;
+        if !changed {
             return Ok(());
         }
         self.configure(&peers).map_err(ApplyError::Device)?;
@@ -178,6 +182,8 @@ impl NodeMesh {
 #[derive(Debug)]
 pub enum ApplyError {
     OutOfOrder(OutOfOrder),
+    /// The update would make the peers unsafe (see `PeerSetError`); nothing changed.
+    Refused(PeerSetError),
     Device(MinionError),
 }
 
@@ -194,6 +200,7 @@ pub async fn apply_update(mesh: &Arc<NodeMesh>, update: PeerUpdate, channel: &Ch
             tracing::debug!(?gap, "an update out of order; asking for the changes");
             resync(mesh, channel).await;
         }
+        Ok(Err(ApplyError::Refused(error))) => tracing::error!(%error, "mesh update refused"),
         Ok(Err(ApplyError::Device(error))) => tracing::warn!(%error, "the mesh update failed"),
         Err(error) => tracing::warn!(%error, "the mesh update stopped"),
     }
@@ -211,6 +218,9 @@ pub async fn resync(mesh: &Arc<NodeMesh>, channel: &Channel) {
             let mesh = mesh.clone();
             match tokio::task::spawn_blocking(move || mesh.apply(&update)).await {
                 Ok(Ok(())) => {}
+                Ok(Err(ApplyError::Refused(error))) => {
+                    tracing::error!(%error, "mesh resync refused")
+                }
                 Ok(Err(error)) => tracing::warn!(?error, "the resync could not be applied"),
                 Err(error) => tracing::warn!(%error, "the resync stopped"),
             }

@@ -196,6 +196,15 @@ fn random_token_chars(rng: &mut impl Rng, len: usize) -> String {
         .collect()
 }
 
+/// A standby master refuses a join and names the leader's public endpoint in this
+/// response header; the node joins there, checking it against the token's CA hash.
+pub const LEADER_PUBLIC_ENDPOINT_HEADER: &str = "weft-leader-public-endpoint";
+
+/// Whether `token_id` is shaped like a token's id (`weft token delete` takes one).
+pub fn is_token_id(token_id: &str) -> bool {
+    is_token_chars(token_id, TOKEN_ID_LEN)
+}
+
 fn is_token_chars(field: &str, len: usize) -> bool {
     field.len() == len && field.bytes().all(|b| TOKEN_ALPHABET.contains(&b))
 }

@@ -28,9 +28,47 @@ pub struct OutOfOrder {
     pub update_since: u64,
 }
 
+/// Why an update was not applied; the set stays as it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerSetError {
+    #[error("the update starts at version {} but this node is at {}", .0.update_since, .0.have)]
+    OutOfOrder(OutOfOrder),
+    /// WireGuard routes by public key: two peers with one key would send one peer's
+    /// traffic to the other's endpoint, so such a set is never configured.
+    #[error(
+        "peers `{first}` and `{second}` have the same WireGuard key: refused, the peers in \
+         use are kept (the master never sends this: check its log and `weft nodes`)"
+    )]
+    DuplicateKey { first: String, second: String },
+}
+
 impl PeerSet {
-    /// Applies an update; `Ok(false)` when it brought nothing new.
-    pub fn apply(&mut self, update: &PeerUpdate) -> Result<bool, OutOfOrder> {
+    /// Applies an update; `Ok(false)` when it brought nothing new. An update that would
+    /// leave two peers with one key changes nothing.
+    pub fn apply(&mut self, update: &PeerUpdate) -> Result<bool, PeerSetError> {
+        let mut next = self.clone();
+        let changed = next.apply_unchecked(update)?;
+        if changed {
+            next.check_keys_unique()?;
+            *self = next;
+        }
+        Ok(changed)
+    }
+
+    fn check_keys_unique(&self) -> Result<(), PeerSetError> {
+        let mut holders: std::collections::HashMap<&str, &str> = Default::default();
+        for peer in self.peers.values() {
+            if let Some(first) = holders.insert(&peer.node_vpn_pub_key, &peer.node_name) {
+                return Err(PeerSetError::DuplicateKey {
+                    first: first.to_string(),
+                    second: peer.node_name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_unchecked(&mut self, update: &PeerUpdate) -> Result<bool, PeerSetError> {
         if update.full {
             let peers: BTreeMap<String, Peer> = update
                 .upserts
@@ -46,10 +84,10 @@ impl PeerSet {
             return Ok(false); // this set is already at least as new
         }
         if update.since != self.version {
-            return Err(OutOfOrder {
+            return Err(PeerSetError::OutOfOrder(OutOfOrder {
                 have: self.version,
                 update_since: update.since,
-            });
+            }));
         }
         let mut changed = false;
         for peer in &update.upserts {
@@ -95,12 +133,17 @@ impl PeerSet {
                 ),
             ));
         }
-        serde_json::from_reader(io::BufReader::new(file)).map_err(|error| {
+        let invalid = |error: String| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{}: {error}", path.display()),
             )
-        })
+        };
+        let set: PeerSet = serde_json::from_reader(io::BufReader::new(file))
+            .map_err(|error| invalid(error.to_string()))?;
+        set.check_keys_unique()
+            .map_err(|error| invalid(error.to_string()))?;
+        Ok(set)
     }
 
     /// Writes the cache whole or not at all (temporary file, fsync, rename).
@@ -138,7 +181,7 @@ mod tests {
         let mut registry = PeerRegistry::default();
         let mut set = PeerSet::default();
         registry.upsert(peer("a", "k1"));
-        registry.upsert(peer("b", "k1"));
+        registry.upsert(peer("b", "k2"));
         assert_eq!(set.apply(&registry.changes_since(0)), Ok(true));
         assert_eq!(
             set.others("a")
@@ -149,14 +192,14 @@ mod tests {
 
         registry.remove("b");
         let missed = registry.changes_since(set.version);
-        registry.upsert(peer("c", "k2"));
+        registry.upsert(peer("c", "k3"));
         let next = registry.changes_since(missed.version);
         assert_eq!(
             set.apply(&next),
-            Err(OutOfOrder {
+            Err(PeerSetError::OutOfOrder(OutOfOrder {
                 have: 2,
                 update_since: 3
-            })
+            }))
         );
         let resync = registry.changes_since(set.version);
         assert_eq!(set.apply(&resync), Ok(true));
@@ -173,5 +216,47 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("peers.json"));
+    }
+
+    #[test]
+    fn an_update_giving_two_peers_one_key_is_refused_and_the_peers_are_kept() {
+        let mut registry = PeerRegistry::default();
+        let mut set = PeerSet::default();
+        registry.upsert(peer("master", "km"));
+        registry.upsert(peer("a", "ka"));
+        set.apply(&registry.changes_since(0)).unwrap();
+        let before = set.clone();
+
+        let since = registry.version();
+        registry.upsert(peer("thief", "km"));
+        let delta = registry.changes_since(since);
+        let full = PeerUpdate {
+            full: true,
+            ..registry.changes_since(0)
+        };
+        for update in [&delta, &full] {
+            assert_eq!(
+                set.apply(update),
+                Err(PeerSetError::DuplicateKey {
+                    first: "master".into(),
+                    second: "thief".into()
+                })
+            );
+            assert_eq!(set, before, "the current peers are kept");
+        }
+        // Nor is such a set configured from the cache a node starts with.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peers.json");
+        let mut cached = before.clone();
+        cached.peers.insert("thief".into(), peer("thief", "km"));
+        cached.save(&path).unwrap();
+        assert!(PeerSet::load(&path).is_err());
+
+        // The master moving a key from one name to another (remove, then upsert) is fine.
+        registry.remove("thief");
+        registry.remove("a");
+        registry.upsert(peer("b", "ka"));
+        assert_eq!(set.apply(&registry.changes_since(set.version)), Ok(true));
+        assert_eq!(set.peers.keys().collect::<Vec<_>>(), ["b", "master"]);
     }
 }

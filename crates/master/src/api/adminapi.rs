@@ -21,6 +21,9 @@ use weft_proto::adminapi::{
     RunCronJobRequest, RunCronJobResponse, RunEvent, RunTaskBookRequest, SetNodeVarsRequest,
     SetNodeVarsResponse, StepStarted, StoredObject,
 };
+use weft_proto::adminapi::{
+    DeleteTokenRequest, DeleteTokenResponse, ListTokensRequest, ListTokensResponse, TokenInfo,
+};
 use weft_taskbook::objects::{kind_named, parse_objects, validate_labels, AnyObject, KINDS};
 use weft_taskbook::selector::NodeSelector;
 use weft_taskbook::taskbook::{is_identifier, TaskBookRef};
@@ -39,7 +42,7 @@ use crate::core::node_registry::NodeRecord;
 use crate::core::objects::{
     namespace_for, ApplyAction, ObjectError, StoredObject as CoreStoredObject, DEFAULT_NAMESPACE,
 };
-use crate::core::token::DEFAULT_TOKEN_TTL;
+use crate::core::token::{TokenRecord, DEFAULT_TOKEN_TTL};
 use crate::core::token_registry::TokenRegistryError;
 use crate::store::Store;
 
@@ -211,6 +214,16 @@ fn job_message(job: &JobRecord, job_json: String) -> Job {
     }
 }
 
+fn token_info(record: TokenRecord) -> TokenInfo {
+    TokenInfo {
+        token_id: record.token_id,
+        created_unix_ms: record.created_at.saturating_mul(1000),
+        expires_unix_ms: record.expires_at.saturating_mul(1000),
+        uses_left: record.uses_left,
+        replace_node_name: record.replace_node_name.unwrap_or_default(),
+    }
+}
+
 #[tonic::async_trait]
 impl<S: Store + Clone> AdminApi for AdminApiService<S> {
     async fn create_token(
@@ -219,6 +232,7 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
     ) -> Result<Response<CreateTokenResponse>, Status> {
         MasterContext::<S>::require_admin(&request)?;
         let request = request.into_inner();
+        let token_replaces = request.replace_node_name.clone();
         let ttl = match request.ttl_seconds {
             0 => self
                 .context
@@ -238,6 +252,7 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
                 self.context.ca.ca_cert_sha256(),
                 ttl,
                 request.uses.max(1),
+                (!request.replace_node_name.is_empty()).then_some(request.replace_node_name),
                 now,
             )
             .await
@@ -245,11 +260,44 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
                 TokenRegistryError::Token(_) => Status::invalid_argument(error.to_string()),
                 other => internal(other),
             })?;
-        tracing::info!(token = %token.token_id(), uses = request.uses.max(1), ttl_s = ttl.as_secs(), "token created");
+        tracing::info!(token = %token.token_id(), uses = request.uses.max(1), ttl_s = ttl.as_secs(), replace = ?token_replaces, "token created");
         Ok(Response::new(CreateTokenResponse {
             token: token.encode(),
             expires_unix_ms: unix_ms(now + ttl),
         }))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<ListTokensRequest>,
+    ) -> Result<Response<ListTokensResponse>, Status> {
+        MasterContext::<S>::require_admin(&request)?;
+        let tokens = self.context.tokens.list().await.map_err(internal)?;
+        Ok(Response::new(ListTokensResponse {
+            tokens: tokens.into_iter().map(token_info).collect(),
+        }))
+    }
+
+    async fn delete_token(
+        &self,
+        request: Request<DeleteTokenRequest>,
+    ) -> Result<Response<DeleteTokenResponse>, Status> {
+        MasterContext::<S>::require_admin(&request)?;
+        let token_id = request.into_inner().token_id;
+        if !self
+            .context
+            .tokens
+            .delete(&token_id)
+            .await
+            .map_err(internal)?
+        {
+            return Err(Status::not_found(format!(
+                "no token `{}`; see `weft token list`",
+                token_id.escape_debug()
+            )));
+        }
+        tracing::info!(token = %token_id, "token deleted");
+        Ok(Response::new(DeleteTokenResponse {}))
     }
 
     async fn list_nodes(

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use tonic::{Request, Response, Status};
+use weft_proto::bootstrap_token::LEADER_PUBLIC_ENDPOINT_HEADER;
 use weft_proto::mesh::MeshSettings;
 use weft_proto::pubapi::pub_api_server::PubApi;
 use weft_proto::pubapi::{JoinRequest, JoinResponse};
@@ -23,6 +24,8 @@ pub struct PubApiService<S> {
 #[tonic::async_trait]
 impl<S: Store + Clone> PubApi for PubApiService<S> {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        // Names and keys are judged by one master, so two joins never both take one.
+        self.require_leader().await?;
         let seen_from = request.remote_addr();
         let request = request.into_inner();
         let node_name = request.node_name.clone();
@@ -63,10 +66,19 @@ impl<S: Store + Clone> PubApi for PubApiService<S> {
             }),
             _ => None,
         };
-        tracing::info!(node = %node_name, from = ?seen_from, vpn_ip = ?mesh.as_ref().map(|m| &m.node_vpn_ip), "node joined");
+        if joined.replaced {
+            self.context.sessions.kick(
+                &node_name,
+                "replaced by a node that joined with a --replace token",
+            );
+        }
+        tracing::info!(node = %node_name, replaced = joined.replaced, from = ?seen_from, vpn_ip = ?mesh.as_ref().map(|m| &m.node_vpn_ip), "node joined");
         let mut data = serde_json::Map::new();
         if let Some(mesh) = &mesh {
             data.insert("vpn_ip".into(), mesh.node_vpn_ip.clone().into());
+        }
+        if joined.replaced {
+            data.insert("replaced".into(), true.into());
         }
         self.context
             .emit(NewEvent::system(types::NODE_JOINED, data).from_node(&node_name))
@@ -81,6 +93,29 @@ impl<S: Store + Clone> PubApi for PubApiService<S> {
     }
 }
 
+impl<S: Store + Clone> PubApiService<S> {
+    /// A standby refuses, naming the leader's public endpoint in the answer's metadata
+    /// (`LEADER_PUBLIC_ENDPOINT_HEADER`) for the node to join there: the node still
+    /// checks that master against the CA its token names.
+    async fn require_leader(&self) -> Result<(), Status> {
+        let Err(mut status) = self.context.require_leader() else {
+            return Ok(());
+        };
+        let leader = self.context.leadership.state().leader;
+        let masters = self.context.masters.list().await.unwrap_or_default();
+        let endpoint = masters
+            .into_iter()
+            .find(|master| Some(&master.master_name) == leader.as_ref())
+            .and_then(|master| master.master_public_endpoint.parse().ok());
+        if let Some(endpoint) = endpoint {
+            status
+                .metadata_mut()
+                .insert(LEADER_PUBLIC_ENDPOINT_HEADER, endpoint);
+        }
+        Err(status)
+    }
+}
+
 fn join_status(error: JoinError) -> Status {
     let message = error.to_string();
     match error {
@@ -90,7 +125,10 @@ fn join_status(error: JoinError) -> Status {
         | JoinError::MeshKeyMissing
         | JoinError::Mesh(MeshError::MasterName(_)) => Status::invalid_argument(message),
         JoinError::Mesh(MeshError::Pool(_)) => Status::resource_exhausted(message),
-        JoinError::NameInUse(_) => Status::already_exists(message),
+        JoinError::NameExists(_) | JoinError::Mesh(MeshError::KeyInUse) => {
+            Status::already_exists(message)
+        }
+        JoinError::NotTheReplacedName { .. } => Status::permission_denied(message),
         JoinError::Token(TokenRegistryError::Token(_)) => Status::unauthenticated(message),
         JoinError::Token(TokenRegistryError::Contended) => Status::unavailable(message),
         JoinError::Token(_) | JoinError::Nodes(_) | JoinError::Mesh(_) => Status::internal(message),

@@ -1,7 +1,12 @@
 //! Join: a node trades a bootstrap token and a certificate request for its identity.
-//! Everything that can be refused is checked before anything is written, so a refused
-//! join leaves no trace but, for a valid token, nothing either: the use is spent last
-//! but one, right before the node's record.
+//! The token is checked first, so a caller without one learns nothing about the
+//! cluster's nodes. Then everything that can be refused is checked before anything is
+//! written, so a refused join leaves no trace and keeps the token's use: it is spent
+//! last but one, right before the node's record.
+//!
+//! An identity cannot be taken at join: a name that exists is refused unless the token
+//! was made to replace that node (`weft token create --replace NAME`), and a WireGuard
+//! key another node or a master holds is refused (nodes route by key).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +18,7 @@ use weft_taskbook::report::unix_ms;
 use super::mesh::{Admission, Mesh, MeshError, NodeVpn};
 use super::node_registry::{cert_sha256_hex, NodeRecord, NodeRegistry, NodeRegistryError};
 use super::pki::{ClusterCa, PkiError};
-use super::token::{TokenCredentials, TokenError};
+use super::token::{TokenCredentials, TokenError, TokenRecord};
 use super::token_registry::{TokenRegistry, TokenRegistryError};
 use crate::store::Store;
 
@@ -30,6 +35,8 @@ pub struct JoinRequest {
 }
 
 pub struct Joined {
+    /// An existing node of this name was replaced (its certificate no longer works).
+    pub replaced: bool,
     pub node_cert_pem: String,
     pub ca_cert_pem: String,
     /// With the mesh on: the node's address and the peers.
@@ -45,10 +52,15 @@ pub enum JoinError {
     #[error("the certificate request was refused: {0}")]
     Csr(#[from] PkiError),
     #[error(
-        "a node named `{0}` is online; pick another name with --name, or remove it first \
-         with `weft node remove {0}`"
+        "node {0} exists; remove it first with `weft node remove {0}`, or create the token \
+         with `--replace {0}`"
     )]
-    NameInUse(String),
+    NameExists(String),
+    #[error(
+        "this token was created to replace node `{replace}` and joins under that name only; \
+         join with --name {replace}, or create another token"
+    )]
+    NotTheReplacedName { replace: String },
     #[error(transparent)]
     Token(#[from] TokenRegistryError),
     #[error(transparent)]
@@ -73,8 +85,9 @@ pub struct Joiner<S> {
     tokens: TokenRegistry<S>,
     nodes: NodeRegistry<S>,
     mesh: Option<Arc<Mesh<S>>>,
-    /// Joins that share one token take turns here rather than racing on its record.
-    redeem_turn: tokio::sync::Mutex<()>,
+    /// Joins take turns, so that two never both find a name or a key free and both take
+    /// it. Joins are served by the leader alone, so this one lock is the cluster's.
+    join_turn: tokio::sync::Mutex<()>,
 }
 
 impl<S: Store + Clone> Joiner<S> {
@@ -84,12 +97,12 @@ impl<S: Store + Clone> Joiner<S> {
             tokens: TokenRegistry::new(store.clone()),
             nodes: NodeRegistry::new(store),
             mesh,
-            redeem_turn: tokio::sync::Mutex::new(()),
+            join_turn: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// `is_online` says whether a node of that name has a session now: a live node's
-    /// name cannot be taken over.
+    /// `is_online` says whether a node of that name has a session now: an online node's
+    /// address is never reclaimed for another.
     pub async fn join(
         &self,
         request: JoinRequest,
@@ -99,24 +112,25 @@ impl<S: Store + Clone> Joiner<S> {
         request.credentials.validate().map_err(TokenError::from)?;
         validate_name(&request.node_name).map_err(JoinError::InvalidName)?;
         validate_labels(&request.node_labels).map_err(JoinError::InvalidLabels)?;
+        // Checked before the turn is taken, so callers without a token never hold it.
+        let token = self.tokens.check(&request.credentials, now).await?;
+        let _turn = self.join_turn.lock().await;
+        let replaced = self.check_name(&request.node_name, &token).await?;
         let signed = self
             .ca
             .sign_node_csr(&request.node_name, &request.node_csr_der, now)?;
-        if is_online(&request.node_name) {
-            return Err(JoinError::NameInUse(request.node_name));
-        }
         let node_vpn = match &self.mesh {
             Some(mesh) => {
                 let node_vpn = node_vpn(&request).ok_or(JoinError::MeshKeyMissing)?;
-                mesh.check_room(&request.node_name, &is_online).await?;
+                self.check_key_free(&request.node_name, &node_vpn.node_vpn_pub_key)
+                    .await?;
+                mesh.check_admission(&request.node_name, &node_vpn, &is_online)
+                    .await?;
                 Some((mesh, node_vpn))
             }
             None => None,
         };
-        {
-            let _turn = self.redeem_turn.lock().await;
-            self.tokens.redeem(&request.credentials, now).await?;
-        }
+        self.tokens.redeem(&request.credentials, now).await?;
         let admission = match node_vpn {
             Some((mesh, node_vpn)) => {
                 let last_seen = self
@@ -165,10 +179,45 @@ impl<S: Store + Clone> Joiner<S> {
         };
         self.nodes.put(&record).await?;
         Ok(Joined {
+            replaced,
             node_cert_pem: signed.cert_pem,
             ca_cert_pem: self.ca.cert_pem().to_string(),
             mesh: admission,
         })
+    }
+
+    /// Whether the join replaces an existing node: only with a token made for that name.
+    async fn check_name(&self, node_name: &str, token: &TokenRecord) -> Result<bool, JoinError> {
+        if let Some(replace) = &token.replace_node_name {
+            if replace != node_name {
+                return Err(JoinError::NotTheReplacedName {
+                    replace: replace.clone(),
+                });
+            }
+        }
+        let exists = self.nodes.get(node_name).await?.is_some();
+        if exists && token.replace_node_name.is_none() {
+            return Err(JoinError::NameExists(node_name.to_string()));
+        }
+        Ok(exists)
+    }
+
+    /// A node out of the mesh (its address reclaimed) still owns its key: it may join
+    /// again with it.
+    async fn check_key_free(
+        &self,
+        node_name: &str,
+        node_vpn_pub_key: &str,
+    ) -> Result<(), JoinError> {
+        let held = self.nodes.list().await?.into_iter().any(|node| {
+            node.node_name != node_name
+                && node.node_vpn_pub_key.as_deref() == Some(node_vpn_pub_key)
+        });
+        if held {
+            tracing::warn!(node = %node_name, "a join presented the WireGuard key of another node; refused");
+            return Err(MeshError::KeyInUse.into());
+        }
+        Ok(())
     }
 }
 
@@ -227,12 +276,22 @@ mod tests {
     }
 
     async fn request(cluster: &Cluster, uses: u32, name: &str) -> JoinRequest {
+        replacing(cluster, uses, name, None).await
+    }
+
+    async fn replacing(
+        cluster: &Cluster,
+        uses: u32,
+        name: &str,
+        replace: Option<&str>,
+    ) -> JoinRequest {
         let token = TokenRegistry::new(cluster.store.clone())
             .create(
                 "127.0.0.1:7443",
                 cluster.ca.ca_cert_sha256(),
                 Duration::from_secs(600),
                 uses,
+                replace.map(str::to_string),
                 SystemTime::now(),
             )
             .await
@@ -274,16 +333,13 @@ mod tests {
         let nodes = NodeRegistry::new(cluster.store.clone());
         let valid = request(&cluster, 1, "web-1").await;
         type Spoil = fn(&mut JoinRequest);
-        let refusals: [(&str, Spoil, bool); 3] = [
-            ("bad name", |r| r.node_name = "Web_1!".into(), false),
-            (
-                "bad request",
-                |r| r.node_csr_der = b"not a request".to_vec(),
-                false,
-            ),
-            ("name online", |_| {}, true),
+        let refusals: [(&str, Spoil); 2] = [
+            ("bad name", |r| r.node_name = "Web_1!".into()),
+            ("bad request", |r| {
+                r.node_csr_der = b"not a request".to_vec()
+            }),
         ];
-        for (what, spoil, online) in refusals {
+        for (what, spoil) in refusals {
             let mut spoiled = JoinRequest {
                 credentials: TokenCredentials {
                     token_id: valid.credentials.token_id.clone(),
@@ -300,7 +356,7 @@ mod tests {
             spoil(&mut spoiled);
             let refused = cluster
                 .joiner
-                .join(spoiled, |_| online, SystemTime::now())
+                .join(spoiled, |_| false, SystemTime::now())
                 .await;
             assert!(refused.is_err(), "{what}");
             assert!(nodes.list().await.unwrap().is_empty(), "{what}");
@@ -312,6 +368,91 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(nodes.list().await.unwrap().len(), 1);
+    }
+
+    async fn uses_left(cluster: &Cluster, request: &JoinRequest) -> u32 {
+        let tokens = TokenRegistry::new(cluster.store.clone())
+            .list()
+            .await
+            .unwrap();
+        tokens
+            .into_iter()
+            .find(|token| token.token_id == request.credentials.token_id)
+            .unwrap()
+            .uses_left
+    }
+
+    #[tokio::test]
+    async fn a_name_that_exists_is_taken_only_with_a_token_made_to_replace_it() {
+        let cluster = cluster();
+        let nodes = NodeRegistry::new(cluster.store.clone());
+        let first = request(&cluster, 1, "web-1").await;
+        cluster
+            .joiner
+            .join(first, |_| false, SystemTime::now())
+            .await
+            .unwrap();
+        let before = nodes.get("web-1").await.unwrap().unwrap();
+
+        // Offline or not, the name is the node's.
+        let thief = request(&cluster, 1, "web-1").await;
+        let refused = cluster
+            .joiner
+            .join(thief.clone_for_test(), |_| false, SystemTime::now())
+            .await;
+        let Err(error) = refused else {
+            panic!("an existing name was taken")
+        };
+        assert_eq!(
+            error.to_string(),
+            "node web-1 exists; remove it first with `weft node remove web-1`, or create the \
+             token with `--replace web-1`"
+        );
+        assert_eq!(
+            uses_left(&cluster, &thief).await,
+            1,
+            "the refusal spent nothing"
+        );
+
+        // A wrong secret for that name hears about the token, not the name.
+        let mut forged = thief.clone_for_test();
+        forged.credentials.token_secret = "a".repeat(forged.credentials.token_secret.len());
+        let refused = cluster
+            .joiner
+            .join(forged, |_| false, SystemTime::now())
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(JoinError::Token(TokenRegistryError::Token(
+                    TokenError::Invalid
+                )))
+            ),
+            "{:?}",
+            refused.err().map(|e| e.to_string())
+        );
+
+        // A replace token joins its own name only.
+        let elsewhere = replacing(&cluster, 1, "web-2", Some("web-1")).await;
+        let refused = cluster
+            .joiner
+            .join(elsewhere, |_| false, SystemTime::now())
+            .await;
+        assert!(matches!(refused, Err(JoinError::NotTheReplacedName { .. })));
+        assert!(nodes.get("web-2").await.unwrap().is_none());
+
+        let replacement = replacing(&cluster, 1, "web-1", Some("web-1")).await;
+        let joined = cluster
+            .joiner
+            .join(replacement, |_| true, SystemTime::now())
+            .await
+            .unwrap();
+        assert!(joined.replaced);
+        let after = nodes.get("web-1").await.unwrap().unwrap();
+        assert_ne!(
+            after.node_cert_sha256, before.node_cert_sha256,
+            "the old certificate is revoked"
+        );
     }
 
     #[tokio::test]
@@ -329,6 +470,24 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    impl JoinRequest {
+        fn clone_for_test(&self) -> JoinRequest {
+            JoinRequest {
+                credentials: TokenCredentials {
+                    token_id: self.credentials.token_id.clone(),
+                    token_secret: self.credentials.token_secret.clone(),
+                },
+                node_name: self.node_name.clone(),
+                node_labels: self.node_labels.clone(),
+                node_csr_der: self.node_csr_der.clone(),
+                node_vpn_pub_key: self.node_vpn_pub_key.clone(),
+                node_public_endpoint: self.node_public_endpoint.clone(),
+                node_vpn_listen_port: self.node_vpn_listen_port,
+                seen_from: self.seen_from,
+            }
+        }
     }
 
     #[tokio::test]

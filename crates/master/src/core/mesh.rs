@@ -33,6 +33,13 @@ pub enum MeshError {
     CidrChanged { stored: String, asked: String },
     #[error("`{0}` is the master's name in the mesh; join the node under another name")]
     MasterName(String),
+    /// Nodes route by public key: a second holder would draw the first one's traffic.
+    #[error(
+        "this WireGuard key already belongs to another node or to a master of this cluster; \
+         each node needs its own key: if this node's data directory was copied from \
+         another, delete its vpn key file and join again"
+    )]
+    KeyInUse,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -169,17 +176,20 @@ impl<S: Store> Mesh<S> {
         self.state.lock().await.0.registry.get(node_name).is_some()
     }
 
-    /// Whether `node_name` could be given an address now, without giving it: Join
-    /// checks before it spends the token.
-    pub async fn check_room(
+    /// Whether `node` could be admitted under `node_name` now, without admitting it:
+    /// Join checks before it spends the token.
+    pub async fn check_admission(
         &self,
         node_name: &str,
+        node: &NodeVpn,
         is_online: impl Fn(&str) -> bool,
     ) -> Result<(), MeshError> {
         if node_name == self.master_name {
             return Err(MeshError::MasterName(node_name.to_string()));
         }
-        let mut pool = self.state.lock().await.0.pool.clone();
+        let state = self.state.lock().await;
+        check_key_free(&state.0.registry, node_name, &node.node_vpn_pub_key)?;
+        let mut pool = state.0.pool.clone();
         pool.assign(node_name, 0, is_online)?;
         Ok(())
     }
@@ -199,6 +209,7 @@ impl<S: Store> Mesh<S> {
         }
         let mut admitted = None;
         self.update(|state| {
+            check_key_free(&state.registry, node_name, &node.node_vpn_pub_key)?;
             for (name, seen) in last_seen {
                 state.pool.touch(&name, seen);
             }
@@ -277,6 +288,25 @@ impl<S: Store> Mesh<S> {
         *state = next;
         self.version.send_replace(state.registry.version());
         Ok(())
+    }
+}
+
+/// The key may be `node_name`'s own already (a rejoin), never another peer's: the
+/// masters are peers of the registry too.
+fn check_key_free(
+    registry: &PeerRegistry,
+    node_name: &str,
+    node_vpn_pub_key: &str,
+) -> Result<(), MeshError> {
+    let holder = registry
+        .peers()
+        .find(|peer| peer.node_vpn_pub_key == node_vpn_pub_key && peer.node_name != node_name);
+    match holder {
+        Some(holder) => {
+            tracing::warn!(node = %node_name, holder = %holder.node_name, "a join presented the WireGuard key of another peer; refused");
+            Err(MeshError::KeyInUse)
+        }
+        None => Ok(()),
     }
 }
 
@@ -373,7 +403,7 @@ mod tests {
                 .unwrap();
         }
         assert!(matches!(
-            mesh.check_room("f", |_| true).await,
+            mesh.check_admission("f", &vpn("f"), |_| true).await,
             Err(MeshError::Pool(IpPoolError::Exhausted { .. }))
         ));
         // a was seen last; b is online; c is the longest idle of the rest.
@@ -390,5 +420,29 @@ mod tests {
         assert_eq!(admitted.reclaimed_from.as_deref(), Some("c"));
         assert_eq!(admitted.node_vpn_ip.to_string(), "10.9.0.4");
         assert!(!mesh.is_member("c").await);
+    }
+
+    #[tokio::test]
+    async fn a_key_held_by_the_master_or_another_node_is_refused_and_changes_nothing() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let mesh = Mesh::open(store, "10.9.0.0/24", vpn("mk"), "m")
+            .await
+            .unwrap();
+        mesh.admit("a", vpn("ka"), 1, |_| false, []).await.unwrap();
+        let version = *mesh.changes().borrow();
+        for stolen in ["mk", "ka"] {
+            assert!(matches!(
+                mesh.check_admission("thief", &vpn(stolen), |_| false).await,
+                Err(MeshError::KeyInUse)
+            ));
+            assert!(matches!(
+                mesh.admit("thief", vpn(stolen), 2, |_| false, []).await,
+                Err(MeshError::KeyInUse)
+            ));
+        }
+        assert_eq!(*mesh.changes().borrow(), version);
+        assert!(!mesh.is_member("thief").await);
+        // A node joining again keeps its own key.
+        mesh.admit("a", vpn("ka"), 3, |_| false, []).await.unwrap();
     }
 }

@@ -10,7 +10,9 @@ use sha2::{Digest, Sha256};
 use weft_taskbook::Vars;
 
 use super::record::{decode, encode, CorruptRecord};
-use crate::store::{Operation, Precondition, Store, StoreError};
+use crate::store::{
+    EventKind, Operation, Precondition, Store, StoreError, WatchEvent, WatchStream,
+};
 
 const NODES_PREFIX: &str = "/nodes/";
 const FACTS_PREFIX: &str = "/facts/";
@@ -63,6 +65,14 @@ impl NodeRecord {
     /// Whether `cert_der` is the certificate this node holds now.
     pub fn holds_cert(&self, cert_der: &[u8]) -> bool {
         cert_sha256_hex(cert_der) == self.node_cert_sha256
+    }
+}
+
+/// The node whose record a change from `watch_removals` deleted.
+pub fn removed_node(change: &WatchEvent) -> Option<&str> {
+    match change.kind {
+        EventKind::Delete => change.key.strip_prefix(NODES_PREFIX),
+        EventKind::Put => None,
     }
 }
 
@@ -140,6 +150,24 @@ impl<S: Store> NodeRegistry<S> {
             )
             .await?;
         Ok(())
+    }
+
+    /// The store's changes to node records from now on (see `removed_node`), and the
+    /// names of the nodes of `online` that have no record now: together they miss no
+    /// removal, whichever master served it.
+    pub async fn watch_removals(
+        &self,
+        online: Vec<String>,
+    ) -> Result<(WatchStream, Vec<String>), NodeRegistryError> {
+        let revision = self.store.current_revision().await?;
+        let changes = self.store.watch(NODES_PREFIX, revision).await?;
+        let mut gone = Vec::new();
+        for node_name in online {
+            if self.get(&node_name).await?.is_none() {
+                gone.push(node_name);
+            }
+        }
+        Ok((changes, gone))
     }
 
     /// Forgets the node and its facts in one write; `false` when there was no such node.

@@ -21,6 +21,10 @@ pub enum TokenError {
     InvalidTtl { ttl: Duration },
     #[error("invalid token uses {uses}: it must be between 1 and {MAX_TOKEN_USES}")]
     InvalidUses { uses: u32 },
+    #[error("invalid --replace node name: {0}")]
+    InvalidReplaceName(String),
+    #[error("a --replace token replaces one node once; drop --uses {uses}")]
+    ReplaceUses { uses: u32 },
     #[error(
         "the bootstrap token is not valid for this cluster (unknown id or wrong secret); \
          check it was copied whole, or create a new one with `weft token create`"
@@ -48,6 +52,10 @@ pub struct TokenRecord {
     /// When the last use was spent; 0 while uses are left.
     #[serde(default)]
     pub used_up_at: u64,
+    /// `weft token create --replace NAME`: the one node name this token joins, and the
+    /// node of that name it may replace. Without it a join never takes an existing name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_node_name: Option<String>,
 }
 
 /// A useless token is kept this long before it is swept, so that a late joiner hears
@@ -60,12 +68,19 @@ impl TokenRecord {
         now: SystemTime,
         ttl: Duration,
         uses: u32,
+        replace_node_name: Option<String>,
     ) -> Result<Self, TokenError> {
         if !(MIN_TOKEN_TTL..=MAX_TOKEN_TTL).contains(&ttl) {
             return Err(TokenError::InvalidTtl { ttl });
         }
         if !(1..=MAX_TOKEN_USES).contains(&uses) {
             return Err(TokenError::InvalidUses { uses });
+        }
+        if let Some(name) = &replace_node_name {
+            weft_taskbook::objects::validate_name(name).map_err(TokenError::InvalidReplaceName)?;
+            if uses != 1 {
+                return Err(TokenError::ReplaceUses { uses });
+            }
         }
         let created_at = unix_secs(now);
         Ok(Self {
@@ -75,6 +90,7 @@ impl TokenRecord {
             expires_at: created_at + ttl.as_secs(),
             uses_left: uses,
             used_up_at: 0,
+            replace_node_name,
         })
     }
 
@@ -84,6 +100,16 @@ impl TokenRecord {
         presented: &TokenCredentials,
         now: SystemTime,
     ) -> Result<(), TokenError> {
+        self.check(presented, now)?;
+        self.uses_left -= 1;
+        if self.uses_left == 0 {
+            self.used_up_at = unix_secs(now);
+        }
+        Ok(())
+    }
+
+    /// Whether `presented` is this token and it has a use left, spending nothing.
+    pub fn check(&self, presented: &TokenCredentials, now: SystemTime) -> Result<(), TokenError> {
         // Authenticate first: only the secret's holder may learn that a token expired
         // or is used up.
         let presented_sha256: [u8; 32] = Sha256::digest(&presented.token_secret).into();
@@ -98,10 +124,6 @@ impl TokenRecord {
         }
         if self.uses_left == 0 {
             return Err(TokenError::UsedUp);
-        }
-        self.uses_left -= 1;
-        if self.uses_left == 0 {
-            self.used_up_at = unix_secs(now);
         }
         Ok(())
     }
@@ -152,24 +174,34 @@ mod tests {
             MAX_TOKEN_TTL + Duration::from_secs(1),
         ] {
             assert_eq!(
-                TokenRecord::new(&token, now, ttl, 1),
+                TokenRecord::new(&token, now, ttl, 1, None),
                 Err(TokenError::InvalidTtl { ttl })
             );
         }
         for uses in [0, MAX_TOKEN_USES + 1] {
             assert_eq!(
-                TokenRecord::new(&token, now, DEFAULT_TOKEN_TTL, uses),
+                TokenRecord::new(&token, now, DEFAULT_TOKEN_TTL, uses, None),
                 Err(TokenError::InvalidUses { uses })
             );
         }
-        TokenRecord::new(&token, now, MIN_TOKEN_TTL, MAX_TOKEN_USES).unwrap();
-        TokenRecord::new(&token, now, MAX_TOKEN_TTL, 1).unwrap();
+        TokenRecord::new(&token, now, MIN_TOKEN_TTL, MAX_TOKEN_USES, None).unwrap();
+        let replace = Some("web-1".to_string());
+        assert_eq!(
+            TokenRecord::new(&token, now, DEFAULT_TOKEN_TTL, 2, replace.clone()),
+            Err(TokenError::ReplaceUses { uses: 2 })
+        );
+        assert!(matches!(
+            TokenRecord::new(&token, now, DEFAULT_TOKEN_TTL, 1, Some("Web 1".into())),
+            Err(TokenError::InvalidReplaceName(_))
+        ));
+        TokenRecord::new(&token, now, DEFAULT_TOKEN_TTL, 1, replace).unwrap();
+        TokenRecord::new(&token, now, MAX_TOKEN_TTL, 1, None).unwrap();
     }
 
     #[test]
     fn record_stores_only_the_secret_hash() {
         let token = new_token();
-        let record = TokenRecord::new(&token, at(1_000), DEFAULT_TOKEN_TTL, 2).unwrap();
+        let record = TokenRecord::new(&token, at(1_000), DEFAULT_TOKEN_TTL, 2, None).unwrap();
         assert_eq!(record.token_id, token.token_id());
         assert_eq!((record.created_at, record.expires_at), (1_000, 1_600));
         let json = serde_json::to_string(&record).unwrap();
@@ -180,7 +212,7 @@ mod tests {
     #[test]
     fn redeem_spends_uses_until_none_are_left() {
         let token = new_token();
-        let mut record = TokenRecord::new(&token, at(1_000), DEFAULT_TOKEN_TTL, 2).unwrap();
+        let mut record = TokenRecord::new(&token, at(1_000), DEFAULT_TOKEN_TTL, 2, None).unwrap();
         let presented = BootstrapToken::parse(&token.encode()).unwrap();
         record.redeem(&presented.credentials(), at(1_001)).unwrap();
         assert_eq!(record.uses_left, 1);
@@ -202,7 +234,7 @@ mod tests {
     #[test]
     fn redeem_refuses_an_expired_token() {
         let token = new_token();
-        let mut record = TokenRecord::new(&token, at(1_000), DEFAULT_TOKEN_TTL, 1).unwrap();
+        let mut record = TokenRecord::new(&token, at(1_000), DEFAULT_TOKEN_TTL, 1, None).unwrap();
         assert!(!record.is_expired(at(1_599)));
         assert!(record.is_expired(at(1_600)));
         let error = record.redeem(&token.credentials(), at(1_600)).unwrap_err();
@@ -221,7 +253,7 @@ mod tests {
     #[test]
     fn redeem_refuses_a_wrong_secret_or_id_before_saying_anything_else() {
         let token = new_token();
-        let mut record = TokenRecord::new(&token, at(1_000), DEFAULT_TOKEN_TTL, 1).unwrap();
+        let mut record = TokenRecord::new(&token, at(1_000), DEFAULT_TOKEN_TTL, 1, None).unwrap();
         let other_secret = new_token().encode();
         let wrong_secret =
             BootstrapToken::parse(&with_field(&other_secret, 1, token.token_id())).unwrap();

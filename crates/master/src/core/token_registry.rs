@@ -44,11 +44,12 @@ impl<S: Store> TokenRegistry<S> {
         ca_cert_sha256: [u8; 32],
         ttl: Duration,
         uses: u32,
+        replace_node_name: Option<String>,
         now: SystemTime,
     ) -> Result<BootstrapToken, TokenRegistryError> {
         let token = BootstrapToken::generate(master_public_endpoint, ca_cert_sha256)
             .map_err(TokenError::from)?;
-        let record = TokenRecord::new(&token, now, ttl, uses)?;
+        let record = TokenRecord::new(&token, now, ttl, uses, replace_node_name)?;
         // A new id never overwrites a live token, however unlikely the collision.
         self.store
             .put(
@@ -58,6 +59,41 @@ impl<S: Store> TokenRegistry<S> {
             )
             .await?;
         Ok(token)
+    }
+
+    /// The presented token's record if it is good for a join now; spends nothing, so a
+    /// join can be judged whole before the use is spent. Same answers as `redeem`.
+    pub async fn check(
+        &self,
+        presented: &TokenCredentials,
+        now: SystemTime,
+    ) -> Result<TokenRecord, TokenRegistryError> {
+        presented.validate().map_err(TokenError::from)?;
+        let Some(entry) = self.store.get(&record_key(&presented.token_id)).await? else {
+            return Err(TokenError::Invalid.into());
+        };
+        let record: TokenRecord = decode(&entry)?;
+        record.check(presented, now)?;
+        Ok(record)
+    }
+
+    /// Every stored token by id, used-up and expired ones until they are swept. Records
+    /// hold no secret.
+    pub async fn list(&self) -> Result<Vec<TokenRecord>, TokenRegistryError> {
+        let entries = self.store.list(TOKENS_PREFIX).await?;
+        Ok(entries.iter().map(decode).collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes a token so it joins nothing more; `false` when there was none.
+    pub async fn delete(&self, token_id: &str) -> Result<bool, TokenRegistryError> {
+        if !weft_proto::bootstrap_token::is_token_id(token_id) {
+            return Ok(false);
+        }
+        Ok(self
+            .store
+            .delete(&record_key(token_id), Precondition::None)
+            .await?
+            .is_some())
     }
 
     /// Spends one use of the presented token. An unknown id reads the same as a wrong
@@ -140,7 +176,14 @@ mod tests {
 
     async fn create(registry: &TokenRegistry<SqliteStore>, uses: u32) -> BootstrapToken {
         registry
-            .create(ENDPOINT, [7; 32], Duration::from_secs(600), uses, now())
+            .create(
+                ENDPOINT,
+                [7; 32],
+                Duration::from_secs(600),
+                uses,
+                None,
+                now(),
+            )
             .await
             .unwrap()
     }
@@ -219,7 +262,7 @@ mod tests {
             .await
             .unwrap();
         let short = registry
-            .create(ENDPOINT, [7; 32], Duration::from_secs(60), 1, now())
+            .create(ENDPOINT, [7; 32], Duration::from_secs(60), 1, None, now())
             .await
             .unwrap();
         let live = create(&registry, 1).await;
