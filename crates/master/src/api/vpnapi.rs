@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Map, Value};
 use tokio::sync::watch;
@@ -22,14 +22,21 @@ use weft_taskbook::Vars;
 use super::MasterContext;
 use crate::core::beacons::BeaconReport;
 use crate::core::events::{types, NewEvent};
-use crate::core::job::{LateReport, StepAssignment};
+use crate::core::job::{LateOutcome, LateReport, StepAssignment};
 use crate::core::mesh::{Departure, Mesh};
 use crate::core::node_registry::FactsRecord;
-use crate::core::sessions::{SessionHandle, StepEvent, ToNode};
+use crate::core::sessions::{MessageBudget, SessionHandle, StepEvent, ToNode};
 use crate::store::Store;
 
 /// A node sends a heartbeat every 10 seconds; three missed and the session is over.
 const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+/// Messages of every kind a session may send: a burst holds a reconnect's resending
+/// (up to 64 steps' results and 1,000 kept beacon events).
+const SESSION_MESSAGE_BURST: u32 = 20_000;
+const SESSION_MESSAGES_PER_SECOND: u32 = 1_000;
+/// Beacon events, each stored: a check reports only transitions, at most one a second.
+const SESSION_EVENT_BURST: u32 = 2_000;
+const SESSION_EVENTS_PER_SECOND: u32 = 20;
 
 pub struct VpnApiService<S> {
     pub context: Arc<MasterContext<S>>,
@@ -174,6 +181,18 @@ async fn serve_session<S: Store + Clone>(
     mut closed: watch::Receiver<bool>,
     mut inbound: Streaming<NodeMessage>,
 ) -> String {
+    let mut budgets = SessionBudgets {
+        messages: MessageBudget::new(
+            SESSION_MESSAGE_BURST,
+            SESSION_MESSAGES_PER_SECOND,
+            Instant::now(),
+        ),
+        events: MessageBudget::new(
+            SESSION_EVENT_BURST,
+            SESSION_EVENTS_PER_SECOND,
+            Instant::now(),
+        ),
+    };
     loop {
         tokio::select! {
             message = tokio::time::timeout(SILENCE_LIMIT, inbound.message()) => {
@@ -183,12 +202,44 @@ async fn serve_session<S: Store + Clone>(
                     Ok(Ok(None)) => return "the node closed its session".to_string(),
                     Ok(Ok(Some(message))) => message,
                 };
+                if let Err(reason) = budgets.spend(&message) {
+                    tracing::warn!(%node, %reason, "a node's session is over its message budget");
+                    return reason;
+                }
                 if let Err(reason) = handle_message(context, node, session_id, message).await {
                     return reason;
                 }
             }
             _ = closed.changed() => return "the master ended the session".to_string(),
         }
+    }
+}
+
+/// A session's message budgets: every message, and beacon events on their own.
+struct SessionBudgets {
+    messages: MessageBudget,
+    events: MessageBudget,
+}
+
+impl SessionBudgets {
+    /// `Err` says why the session ends.
+    fn spend(&mut self, message: &NodeMessage) -> Result<(), String> {
+        let now = Instant::now();
+        if !self.messages.take(now) {
+            return Err(format!(
+                "the node sent messages faster than a session allows ({}); the session is closed",
+                self.messages.describe()
+            ));
+        }
+        if matches!(message.kind, Some(node_message::Kind::BeaconEvent(_)))
+            && !self.events.take(now)
+        {
+            return Err(format!(
+                "the node sent beacon events faster than a session allows ({}); the session is closed",
+                self.events.describe()
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -305,12 +356,21 @@ async fn deliver<S: Store + Clone>(
         StepEvent::Done { failed, .. } => LateReport::Done { failed },
         StepEvent::Lost(_) => return,
     };
-    if let Err(error) = context
+    match context
         .runner
         .record_late(job_id, node, step_index, late, now_ms)
         .await
     {
-        tracing::warn!(%node, job = %job_id, %error, "a late report was not stored");
+        Ok(LateOutcome::Stored) => {
+            tracing::info!(%node, job = %job_id, step = step_index + 1, "a late report was stored")
+        }
+        Ok(LateOutcome::AlreadyStored) => {}
+        Ok(LateOutcome::Refused(refused)) => {
+            tracing::warn!(%node, job = %job_id, step = step_index + 1, %refused, "a late report was refused")
+        }
+        Err(error) => {
+            tracing::warn!(%node, job = %job_id, %error, "a late report was not stored")
+        }
     }
 }
 

@@ -1,7 +1,10 @@
 //! Jobs as stored: a header per job (`/jobs/<id>`), a record per node and step
 //! (`/job-steps/<id>/<node>/<step>`) and every task result
 //! (`/job-results/<id>/<node>/<step>/<seq>`). Keys are idempotent, so a node that
-//! reports a result twice (after a reconnect) stores it once. Writes go through a
+//! reports a result twice (after a reconnect) stores it once. A node's word is bounded:
+//! sequences stay within what its step can produce, a result once stored does not
+//! change, and a step that ended (the node's own end, or the master's verdict) takes
+//! nothing more. Writes go through a
 //! journal that commits them in groups, one transaction (one fsync) per group, so a
 //! thousand nodes answering at once cost a handful of disk syncs.
 
@@ -15,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use weft_modules::bundle::Bundle;
 use weft_taskbook::objects::JobRetention;
 use weft_taskbook::report::{RunReport, TaskResult, TaskStatus};
-use weft_taskbook::Vars;
+use weft_taskbook::{Step, Vars};
 
 use super::record::{decode, encode, CorruptRecord};
 use crate::store::{Operation, Precondition, Store, StoreError, MAX_OPERATIONS};
@@ -112,6 +115,47 @@ impl JobState {
 pub struct JobStepPlan {
     pub name: String,
     pub nodes: Vec<String>,
+    /// The most results a node reports for this step ([`step_result_limit`]); 0 in jobs
+    /// recorded before weft kept it, whose late reports are refused.
+    #[serde(default)]
+    pub max_results: u32,
+}
+
+/// The most results a node reports for `step`: one per task and handler, and the two
+/// it adds when the step cannot start or cannot hand on its registered results.
+pub fn step_result_limit(step: &Step) -> u32 {
+    u32::try_from(step.tasks.len() + step.handlers.len() + 2).unwrap_or(u32::MAX)
+}
+
+/// Why a node's report on a step was not stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportRefused {
+    #[error("result {sequence} is past the {max_results} results this step can have (one per task and handler, and two for a step that could not start or hand on its results)")]
+    OutOfRange { sequence: u32, max_results: u32 },
+    #[error("result {0} was reported already; a step's results stay as first reported")]
+    Repeated(u32),
+    #[error("result {0} was stored with other content; a step's results stay as first reported")]
+    Rewritten(u32),
+    #[error("the step ended `{0}` on this node; an ended step takes no more reports")]
+    StepEnded(&'static str),
+    #[error("the job still runs and stopped waiting for this node's step (its deadline passed, or its session ended)")]
+    GivenUp,
+    #[error("this node was not given that step of the job")]
+    NotAssigned,
+    #[error("no such job (swept since?)")]
+    NoJob,
+}
+
+/// Checks a result's sequence against the step's limit.
+pub fn check_sequence(sequence: u32, max_results: u32) -> Result<(), ReportRefused> {
+    if sequence < max_results {
+        Ok(())
+    } else {
+        Err(ReportRefused::OutOfRange {
+            sequence,
+            max_results,
+        })
+    }
 }
 
 /// `/jobs/<id>`: small, whatever the number of nodes.
@@ -467,8 +511,12 @@ impl<S: Store> JobStore<S> {
         Ok(interrupted)
     }
 
-    /// A node reported on a step nobody waits for any more (the master restarted, or the
-    /// job had given the node up): the report is kept, marked as late.
+    /// A node reported on a step nobody waits for any more: kept, marked as late, only
+    /// while the step is `interrupted` (its master stopped while the node ran it): the
+    /// node finished the step on its own and sends what it has. A result already
+    /// stored is taken as it is when it is the same, refused when it differs; the
+    /// node's end of the step closes it. A step the master gave up on (`unreachable`,
+    /// past its deadline) or that ended keeps its record.
     pub async fn record_late(
         &self,
         job_id: &str,
@@ -476,40 +524,69 @@ impl<S: Store> JobStore<S> {
         step_index: u32,
         late: LateReport,
         now_ms: u64,
-    ) -> Result<(), JobStoreError> {
+    ) -> Result<LateOutcome, JobStoreError> {
         let Some(job_entry) = self.store.get(&job_key(job_id)).await? else {
-            return Ok(());
+            return Ok(LateOutcome::Refused(ReportRefused::NoJob));
         };
         let job: JobRecord = decode(&job_entry)?;
-        let planned = job
+        let Some(plan) = job
             .steps
             .get(step_index as usize)
-            .is_some_and(|step| step.nodes.iter().any(|n| n == node));
-        // A live job that gave the node up has already said why; and a node reports
-        // only on steps it was given.
-        if job.state == JobState::Running || !planned {
-            return Ok(());
+            .filter(|step| step.nodes.iter().any(|n| n == node))
+        else {
+            return Ok(LateOutcome::Refused(ReportRefused::NotAssigned));
+        };
+        if job.state == JobState::Running {
+            return Ok(LateOutcome::Refused(ReportRefused::GivenUp));
         }
         let key = node_step_key(job_id, node, step_index);
-        let mut record = match self.store.get(&key).await? {
-            Some(entry) => decode(&entry)?,
-            None => NodeStepRecord {
-                node: node.to_string(),
-                step_index,
-                state: NodeStepState::Interrupted,
-                dispatched_unix_ms: now_ms,
-                finished_unix_ms: None,
-                note: None,
-            },
+        let (mut record, record_precondition) = match self.store.get(&key).await? {
+            Some(entry) => (
+                decode::<NodeStepRecord>(&entry)?,
+                Precondition::ModRevision(entry.mod_revision),
+            ),
+            // The master stopped before the dispatch was written.
+            None => (
+                NodeStepRecord {
+                    node: node.to_string(),
+                    step_index,
+                    state: NodeStepState::Interrupted,
+                    dispatched_unix_ms: now_ms,
+                    finished_unix_ms: None,
+                    note: None,
+                },
+                Precondition::Absent,
+            ),
         };
-        let note = "reported by the node after the master stopped waiting";
+        if record.state != NodeStepState::Interrupted {
+            return Ok(LateOutcome::Refused(ReportRefused::StepEnded(
+                record.state.as_str(),
+            )));
+        }
         let mut operations = Vec::new();
         match late {
-            LateReport::Result { sequence, result } => {
+            LateReport::Result {
+                sequence,
+                mut result,
+            } => {
+                if let Err(refused) = check_sequence(sequence, plan.max_results) {
+                    return Ok(LateOutcome::Refused(refused));
+                }
+                result.node = node.to_string();
+                result.step = plan.name.clone();
+                let result_key = result_key(job_id, node, step_index, sequence);
+                if let Some(stored) = self.store.get(&result_key).await? {
+                    let stored: TaskResult = decode(&stored)?;
+                    return Ok(if same_result(&stored, &result) {
+                        LateOutcome::AlreadyStored
+                    } else {
+                        LateOutcome::Refused(ReportRefused::Rewritten(sequence))
+                    });
+                }
                 operations.push(Operation::Put {
-                    key: result_key(job_id, node, step_index, sequence),
+                    key: result_key,
                     value: encode(&result),
-                    precondition: Precondition::None,
+                    precondition: Precondition::Absent,
                 });
             }
             LateReport::Done { failed } => {
@@ -521,14 +598,14 @@ impl<S: Store> JobStore<S> {
                 record.finished_unix_ms = Some(now_ms);
             }
         }
-        record.note = Some(note.to_string());
+        record.note = Some("reported by the node after the master stopped waiting".to_string());
         operations.push(Operation::Put {
             key,
             value: encode(&record),
-            precondition: Precondition::None,
+            precondition: record_precondition,
         });
         self.store.transaction(operations).await?;
-        Ok(())
+        Ok(LateOutcome::Stored)
     }
 
     /// Keeps at most `max_jobs` finished jobs, none older than `max_age`. Running jobs
@@ -590,6 +667,21 @@ impl<S: Store> JobStore<S> {
     }
 }
 
+/// What became of a late report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LateOutcome {
+    Stored,
+    /// The same result was stored before (a node sends its results again after a
+    /// reconnect).
+    AlreadyStored,
+    Refused(ReportRefused),
+}
+
+/// Whether two reports of one result say the same, as stored.
+fn same_result(stored: &TaskResult, reported: &TaskResult) -> bool {
+    serde_json::to_value(stored).ok() == serde_json::to_value(reported).ok()
+}
+
 pub enum LateReport {
     Result {
         sequence: u32,
@@ -643,6 +735,7 @@ mod tests {
             steps: vec![JobStepPlan {
                 name: "step 1".into(),
                 nodes: vec!["a".into(), "b".into()],
+                max_results: 3,
             }],
             message: None,
             origin: None,
@@ -720,10 +813,55 @@ mod tests {
             sequence: 0,
             result: Box::new(result("b", "slow")),
         };
-        jobs.record_late("live", "b", 0, late, 10).await.unwrap();
-        jobs.record_late("live", "b", 0, LateReport::Done { failed: false }, 11)
-            .await
-            .unwrap();
+        let late_result = |sequence: u32, task: &str| LateReport::Result {
+            sequence,
+            result: Box::new(result("b", task)),
+        };
+        assert_eq!(
+            jobs.record_late("live", "b", 0, late, 10).await.unwrap(),
+            LateOutcome::Stored
+        );
+        // Sent again after another reconnect: the same is kept once, another is refused.
+        assert_eq!(
+            jobs.record_late("live", "b", 0, late_result(0, "slow"), 10)
+                .await
+                .unwrap(),
+            LateOutcome::AlreadyStored
+        );
+        assert_eq!(
+            jobs.record_late("live", "b", 0, late_result(0, "rewritten"), 10)
+                .await
+                .unwrap(),
+            LateOutcome::Refused(ReportRefused::Rewritten(0))
+        );
+        assert_eq!(
+            jobs.record_late("live", "b", 0, late_result(3, "one too many"), 10)
+                .await
+                .unwrap(),
+            LateOutcome::Refused(ReportRefused::OutOfRange {
+                sequence: 3,
+                max_results: 3
+            })
+        );
+        assert_eq!(
+            jobs.record_late("live", "b", 0, LateReport::Done { failed: false }, 11)
+                .await
+                .unwrap(),
+            LateOutcome::Stored
+        );
+        // The node's end closes the step: nothing more, not even a second end.
+        assert_eq!(
+            jobs.record_late("live", "b", 0, late_result(1, "after the end"), 11)
+                .await
+                .unwrap(),
+            LateOutcome::Refused(ReportRefused::StepEnded("ok"))
+        );
+        assert_eq!(
+            jobs.record_late("live", "b", 0, LateReport::Done { failed: true }, 11)
+                .await
+                .unwrap(),
+            LateOutcome::Refused(ReportRefused::StepEnded("ok"))
+        );
         let detail = jobs.detail("live").await.unwrap();
         assert_eq!(detail.report.results.len(), 1);
         assert_eq!(detail.node_steps[1].state, NodeStepState::Ok);
@@ -737,11 +875,27 @@ mod tests {
             sequence: 5,
             result: Box::new(result("c", "stray")),
         };
-        jobs.record_late("live", "c", 0, stray, 12).await.unwrap();
-        jobs.record_late("live", "a", 7, LateReport::Done { failed: true }, 12)
-            .await
-            .unwrap();
-        assert_eq!(jobs.detail("live").await.unwrap().report.results.len(), 1);
+        assert_eq!(
+            jobs.record_late("live", "c", 0, stray, 12).await.unwrap(),
+            LateOutcome::Refused(ReportRefused::NotAssigned)
+        );
+        assert_eq!(
+            jobs.record_late("live", "a", 7, LateReport::Done { failed: true }, 12)
+                .await
+                .unwrap(),
+            LateOutcome::Refused(ReportRefused::NotAssigned)
+        );
+        // A step that ended before the master stopped keeps its record.
+        assert_eq!(
+            jobs.record_late("live", "a", 0, LateReport::Done { failed: true }, 12)
+                .await
+                .unwrap(),
+            LateOutcome::Refused(ReportRefused::StepEnded("ok"))
+        );
+        let detail = jobs.detail("live").await.unwrap();
+        assert_eq!(detail.report.results.len(), 1);
+        assert_eq!(detail.report.results[0].task, "slow");
+        assert_eq!(detail.node_steps[0].state, NodeStepState::Ok);
         // Nothing more to interrupt on the next restart.
         assert!(jobs.interrupt_unfinished(12).await.unwrap().is_empty());
     }
