@@ -138,7 +138,7 @@ pub enum ReportRefused {
     Rewritten(u32),
     #[error("the step ended `{0}` on this node; an ended step takes no more reports")]
     StepEnded(&'static str),
-    #[error("the job still runs and stopped waiting for this node's step (its deadline passed, or its session ended)")]
+    #[error("the job still runs and no longer waits for this step on this node (the node ended it, its deadline passed, or its session ended)")]
     GivenUp,
     #[error("this node was not given that step of the job")]
     NotAssigned,
