@@ -18,8 +18,8 @@ use weft_modules::state_file;
 use weft_proto::tls::connect_mtls;
 use weft_proto::vpnapi::vpn_api_client::VpnApiClient;
 use weft_proto::vpnapi::{
-    master_message, node_message, BeaconEvent, Facts, Heartbeat, Hello, MasterMessage,
-    NodeMessage, RunStep, StepDone, TaskResult,
+    master_message, node_message, BeaconEvent, Facts, Heartbeat, Hello, MasterMessage, NodeMessage,
+    RunStep, StepDone, TaskResult,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -377,7 +377,10 @@ fn a_nodes_results_are_bounded_final_and_its_step_has_a_deadline() {
     node_a.done(&job_id, 0, true);
     // The second step: heartbeats, never an end.
     let second = rt.block_on(node_a.next_step());
-    assert_eq!((second.job_id.as_str(), second.step_index), (job_id.as_str(), 1));
+    assert_eq!(
+        (second.job_id.as_str(), second.step_index),
+        (job_id.as_str(), 1)
+    );
     node_a.send(node_message::Kind::Heartbeat(Heartbeat { unix_ms: 1 }));
     let output = run.join().unwrap();
     assert_eq!(output.status.code(), Some(2), "the job failed on node-a");
@@ -493,12 +496,10 @@ fn a_node_flooding_its_session_is_cut_off() {
     });
     assert!(ended, "the master kept the session");
     wait_for(&cluster, "the node is lost", || {
-        events(&cluster, &["--type", "node.lost"])
-            .iter()
-            .any(|e| {
-                e["data"]["reason"]
-                    .as_str()
-                    .is_some_and(|r| r.contains("faster than a session allows"))
-            })
+        events(&cluster, &["--type", "node.lost"]).iter().any(|e| {
+            e["data"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("faster than a session allows"))
+        })
     });
 }
