@@ -1360,6 +1360,42 @@ mod tests {
         assert!(!reads_other_nodes("msg: '{{ my_nodes.x }}'"));
     }
 
+    #[test]
+    fn a_steps_deadline_is_its_tasks_timeouts_plus_the_configs_allowance() {
+        let taskbook = TaskBook::from_source(
+            r#"apiVersion: weft/v1
+kind: TaskBook
+metadata: {name: deadlines}
+spec:
+  steps:
+    - tasks:
+        - {shell: "sleep 1", timeout: 10s}
+        - {shell: "curl x", timeout: 5s, retries: 2, delay: 3s}
+        - shell: "no timeout"
+        - {debug: {msg: "{{ item }}"}, loop: [1, 2], timeout: 1h}
+      handlers:
+        - {name: restart, shell: "true", timeout: 20s}
+    - tasks:
+        - shell: "no timeout"
+"#,
+            std::path::Path::new("deadlines.yml"),
+        )
+        .unwrap();
+        let minute = Duration::from_secs(60);
+        // 10s, then three attempts of 5s with two delays of 3s, then the handler's
+        // 20s; the loop counts only in the allowance, as its items are unknown.
+        let tasks = Duration::from_secs(10 + 3 * 5 + 2 * 3 + 20);
+        assert_eq!(
+            step_deadline(&taskbook.steps[0], Some(minute)),
+            minute + tasks
+        );
+        assert_eq!(step_deadline(&taskbook.steps[1], Some(minute)), minute);
+        assert_eq!(
+            step_deadline(&taskbook.steps[1], None),
+            DEFAULT_STEP_TIMEOUT
+        );
+    }
+
     /// Nodes played in memory: each takes `work` per step, those in `failing` fail;
     /// returns how many ran at once when each node started, in start order.
     async fn roll(
