@@ -293,7 +293,15 @@ spec:
         jobs.len() == 2 && jobs.iter().all(|job| job["state"] != "running")
     });
     let jobs = cluster.admin_json(&["jobs"]);
-    assert_eq!(jobs[0]["state"], "failed", "{jobs}");
+    let mut states: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["state"].as_str().unwrap())
+        .collect();
+    // Job ids sort by the second they started in: two in one second, in either order.
+    states.sort();
+    assert_eq!(states, ["failed", "succeeded"], "{jobs}");
     assert!(!cleaned.exists(), "the unchecked path reached the shell");
     assert!(
         !std::path::Path::new(&format!("{out}/on-b")).exists(),
@@ -411,7 +419,6 @@ fn a_nodes_results_are_bounded_final_and_its_step_has_a_deadline() {
     for refusal in [
         "result 0 was reported already",
         "result 3 is past the 3 results",
-        "no longer waits for this step on this node",
         "the step ended `unreachable`",
         "the step ended `ok`",
     ] {

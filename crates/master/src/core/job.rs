@@ -513,10 +513,10 @@ impl<S: Store> JobStore<S> {
 
     /// A node reported on a step nobody waits for any more: kept, marked as late, only
     /// while the step is `interrupted` (its master stopped while the node ran it): the
-    /// node finished the step on its own and sends what it has. A result already
-    /// stored is taken as it is when it is the same, refused when it differs; the
-    /// node's end of the step closes it. A step the master gave up on (`unreachable`,
-    /// past its deadline) or that ended keeps its record.
+    /// node finished the step on its own and sends what it has. The node's end of the
+    /// step closes it. A step the master gave up on (`unreachable`, past its deadline)
+    /// or that ended keeps its record. What is stored already, sent again the same (a
+    /// node does after a reconnect), is no news; sent different, it is refused.
     pub async fn record_late(
         &self,
         job_id: &str,
@@ -536,9 +536,6 @@ impl<S: Store> JobStore<S> {
         else {
             return Ok(LateOutcome::Refused(ReportRefused::NotAssigned));
         };
-        if job.state == JobState::Running {
-            return Ok(LateOutcome::Refused(ReportRefused::GivenUp));
-        }
         let key = node_step_key(job_id, node, step_index);
         let (mut record, record_precondition) = match self.store.get(&key).await? {
             Some(entry) => (
@@ -558,11 +555,13 @@ impl<S: Store> JobStore<S> {
                 Precondition::Absent,
             ),
         };
-        if record.state != NodeStepState::Interrupted {
-            return Ok(LateOutcome::Refused(ReportRefused::StepEnded(
-                record.state.as_str(),
-            )));
-        }
+        // Only an interrupted job's interrupted step takes news; the rest is refused,
+        // unless it is what is stored already (a node sending again after a reconnect).
+        let open = job.state != JobState::Running && record.state == NodeStepState::Interrupted;
+        let refused = match record.state {
+            NodeStepState::Running | NodeStepState::Interrupted => ReportRefused::GivenUp,
+            ended => ReportRefused::StepEnded(ended.as_str()),
+        };
         let mut operations = Vec::new();
         match late {
             LateReport::Result {
@@ -583,6 +582,9 @@ impl<S: Store> JobStore<S> {
                         LateOutcome::Refused(ReportRefused::Rewritten(sequence))
                     });
                 }
+                if !open {
+                    return Ok(LateOutcome::Refused(refused));
+                }
                 operations.push(Operation::Put {
                     key: result_key,
                     value: encode(&result),
@@ -590,11 +592,19 @@ impl<S: Store> JobStore<S> {
                 });
             }
             LateReport::Done { failed } => {
-                record.state = if failed {
+                let state = if failed {
                     NodeStepState::Failed
                 } else {
                     NodeStepState::Ok
                 };
+                if !open {
+                    return Ok(if record.state == state {
+                        LateOutcome::AlreadyStored
+                    } else {
+                        LateOutcome::Refused(refused)
+                    });
+                }
+                record.state = state;
                 record.finished_unix_ms = Some(now_ms);
             }
         }
@@ -849,7 +859,8 @@ mod tests {
                 .unwrap(),
             LateOutcome::Stored
         );
-        // The node's end closes the step: nothing more, not even a second end.
+        // The node's end closes the step: nothing new, not even another end; the
+        // same sent again is no news.
         assert_eq!(
             jobs.record_late("live", "b", 0, late_result(1, "after the end"), 11)
                 .await
@@ -861,6 +872,18 @@ mod tests {
                 .await
                 .unwrap(),
             LateOutcome::Refused(ReportRefused::StepEnded("ok"))
+        );
+        assert_eq!(
+            jobs.record_late("live", "b", 0, late_result(0, "slow"), 11)
+                .await
+                .unwrap(),
+            LateOutcome::AlreadyStored
+        );
+        assert_eq!(
+            jobs.record_late("live", "b", 0, LateReport::Done { failed: false }, 11)
+                .await
+                .unwrap(),
+            LateOutcome::AlreadyStored
         );
         let detail = jobs.detail("live").await.unwrap();
         assert_eq!(detail.report.results.len(), 1);
@@ -898,6 +921,40 @@ mod tests {
         assert_eq!(detail.node_steps[0].state, NodeStepState::Ok);
         // Nothing more to interrupt on the next restart.
         assert!(jobs.interrupt_unfinished(12).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_running_job_and_the_masters_verdict_take_no_late_report() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let journal = JobJournal::start(store.clone());
+        journal.job(&job("live", JobState::Running, 1));
+        journal.node_step("live", &node_step("a", NodeStepState::Running));
+        journal.job(&job("over", JobState::Failed, 2));
+        journal.node_step("over", &node_step("a", NodeStepState::Unreachable));
+        journal.flush().await;
+        let jobs = JobStore::new(store);
+        for (job_id, refused) in [
+            ("live", ReportRefused::GivenUp),
+            ("over", ReportRefused::StepEnded("unreachable")),
+        ] {
+            let late = LateReport::Result {
+                sequence: 0,
+                result: Box::new(result("a", "late")),
+            };
+            assert_eq!(
+                jobs.record_late(job_id, "a", 0, late, 5).await.unwrap(),
+                LateOutcome::Refused(refused.clone())
+            );
+            assert_eq!(
+                jobs.record_late(job_id, "a", 0, LateReport::Done { failed: false }, 5)
+                    .await
+                    .unwrap(),
+                LateOutcome::Refused(refused)
+            );
+            let detail = jobs.detail(job_id).await.unwrap();
+            assert!(detail.report.results.is_empty());
+            assert!(detail.node_steps[0].note.is_none());
+        }
     }
 
     #[tokio::test]
