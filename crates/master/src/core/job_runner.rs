@@ -1042,69 +1042,9 @@ impl<S: Store + Clone> JobRun<S> {
                 );
                 NodeStepState::Unreachable
             }
-            Ok(mut events) => {
-                let max_results = self.job.steps[index].max_results;
-                let mut reported = HashSet::new();
-                let ends_at = tokio::time::Instant::now() + deadline;
-                loop {
-                    let Ok(event) = tokio::time::timeout_at(ends_at, events.recv()).await else {
-                        // The node may be alive and heartbeating: only its step is over.
-                        self.inner.sessions.abandon_step(node, job_id, index as u32);
-                        self.unreachable(
-                            index,
-                            step_name,
-                            node,
-                            &format!(
-                                "no result within the step's deadline of {}; the job went on without this node (see `step_timeout` in the Config)",
-                                humantime::format_duration(deadline)
-                            ),
-                        );
-                        break NodeStepState::Unreachable;
-                    };
-                    match event {
-                        Some(StepEvent::Result {
-                            sequence,
-                            mut result,
-                        }) => {
-                            let checked = check_sequence(sequence, max_results).and_then(|()| {
-                                reported
-                                    .insert(sequence)
-                                    .then_some(())
-                                    .ok_or(ReportRefused::Repeated(sequence))
-                            });
-                            if let Err(refused) = checked {
-                                tracing::warn!(%node, job = %job_id, step = index + 1, %refused, "a task result was refused");
-                                continue;
-                            }
-                            // A node reports for itself only.
-                            result.node = node.to_string();
-                            result.step = step_name.to_string();
-                            self.record(index, sequence, *result);
-                        }
-                        Some(StepEvent::Done {
-                            failed,
-                            mut registered,
-                        }) => {
-                            registered
-                                .values_mut()
-                                .for_each(|value| self.inputs.secret_mask.mask_value(value));
-                            lock(&self.registered).insert(node.to_string(), registered);
-                            break if failed {
-                                NodeStepState::Failed
-                            } else {
-                                NodeStepState::Ok
-                            };
-                        }
-                        Some(StepEvent::Lost(reason)) => {
-                            self.unreachable(index, step_name, node, &reason);
-                            break NodeStepState::Unreachable;
-                        }
-                        None => {
-                            self.unreachable(index, step_name, node, "the node's session ended");
-                            break NodeStepState::Unreachable;
-                        }
-                    }
-                }
+            Ok(events) => {
+                self.follow_step(index, step_name, node, events, deadline)
+                    .await
             }
         };
         record.state = state;
@@ -1115,6 +1055,90 @@ impl<S: Store + Clone> JobRun<S> {
             node: node.to_string(),
             state,
         });
+        state
+    }
+
+    /// Reads a node's reports on a step until it ends it, its session ends or the
+    /// deadline passes. A result is taken once per sequence, within the step's limit;
+    /// the first refusal is logged, the rest counted.
+    async fn follow_step(
+        &self,
+        index: usize,
+        step_name: &str,
+        node: &str,
+        mut events: mpsc::UnboundedReceiver<StepEvent>,
+        deadline: Duration,
+    ) -> NodeStepState {
+        let job_id = &self.job.job_id;
+        let max_results = self.job.steps[index].max_results;
+        let mut reported = HashSet::new();
+        let mut refusals = 0u64;
+        let ends_at = tokio::time::Instant::now() + deadline;
+        let state = loop {
+            let Ok(event) = tokio::time::timeout_at(ends_at, events.recv()).await else {
+                // The node may be alive and heartbeating: only its step is over.
+                self.inner.sessions.abandon_step(node, job_id, index as u32);
+                self.unreachable(
+                    index,
+                    step_name,
+                    node,
+                    &format!(
+                        "no result within the step's deadline of {}; the job went on without this node (see `step_timeout` in the Config)",
+                        humantime::format_duration(deadline)
+                    ),
+                );
+                break NodeStepState::Unreachable;
+            };
+            match event {
+                Some(StepEvent::Result {
+                    sequence,
+                    mut result,
+                }) => {
+                    let checked = check_sequence(sequence, max_results).and_then(|()| {
+                        reported
+                            .insert(sequence)
+                            .then_some(())
+                            .ok_or(ReportRefused::Repeated(sequence))
+                    });
+                    if let Err(refused) = checked {
+                        if refusals == 0 {
+                            tracing::warn!(%node, job = %job_id, step = index + 1, %refused, "a task result was refused");
+                        }
+                        refusals += 1;
+                        continue;
+                    }
+                    // A node reports for itself only.
+                    result.node = node.to_string();
+                    result.step = step_name.to_string();
+                    self.record(index, sequence, *result);
+                }
+                Some(StepEvent::Done {
+                    failed,
+                    mut registered,
+                }) => {
+                    registered
+                        .values_mut()
+                        .for_each(|value| self.inputs.secret_mask.mask_value(value));
+                    lock(&self.registered).insert(node.to_string(), registered);
+                    break if failed {
+                        NodeStepState::Failed
+                    } else {
+                        NodeStepState::Ok
+                    };
+                }
+                Some(StepEvent::Lost(reason)) => {
+                    self.unreachable(index, step_name, node, &reason);
+                    break NodeStepState::Unreachable;
+                }
+                None => {
+                    self.unreachable(index, step_name, node, "the node's session ended");
+                    break NodeStepState::Unreachable;
+                }
+            }
+        };
+        if refusals > 1 {
+            tracing::warn!(%node, job = %job_id, step = index + 1, refusals, "task results were refused on this step");
+        }
         state
     }
 
