@@ -178,8 +178,32 @@ async fn serve_session<S: Store + Clone>(
     context: &MasterContext<S>,
     node: &str,
     session_id: u64,
+    closed: watch::Receiver<bool>,
+    inbound: Streaming<NodeMessage>,
+) -> String {
+    let mut late_refusals = 0;
+    let reason = read_messages(
+        context,
+        node,
+        session_id,
+        closed,
+        inbound,
+        &mut late_refusals,
+    )
+    .await;
+    if late_refusals > 1 {
+        tracing::warn!(%node, late_refusals, "late reports were refused in this session");
+    }
+    reason
+}
+
+async fn read_messages<S: Store + Clone>(
+    context: &MasterContext<S>,
+    node: &str,
+    session_id: u64,
     mut closed: watch::Receiver<bool>,
     mut inbound: Streaming<NodeMessage>,
+    late_refusals: &mut u64,
 ) -> String {
     let mut budgets = SessionBudgets {
         messages: MessageBudget::new(
@@ -206,7 +230,7 @@ async fn serve_session<S: Store + Clone>(
                     tracing::warn!(%node, %reason, "a node's session is over its message budget");
                     return reason;
                 }
-                if let Err(reason) = handle_message(context, node, session_id, message).await {
+                if let Err(reason) = handle_message(context, node, session_id, message, late_refusals).await {
                     return reason;
                 }
             }
@@ -243,12 +267,14 @@ impl SessionBudgets {
     }
 }
 
-/// `Err` is a protocol violation that ends the session.
+/// `Err` is a protocol violation that ends the session. `late_refusals` counts the
+/// session's refused late reports.
 async fn handle_message<S: Store + Clone>(
     context: &MasterContext<S>,
     node: &str,
     session_id: u64,
     message: NodeMessage,
+    late_refusals: &mut u64,
 ) -> Result<(), String> {
     let Some(kind) = message.kind else {
         return Err("an empty message".to_string());
@@ -301,6 +327,7 @@ async fn handle_message<S: Store + Clone>(
                 report.step_index,
                 event,
                 now_ms,
+                late_refusals,
             )
             .await;
         }
@@ -323,6 +350,7 @@ async fn handle_message<S: Store + Clone>(
                 done.step_index,
                 event,
                 now_ms,
+                late_refusals,
             )
             .await;
         }
@@ -330,6 +358,9 @@ async fn handle_message<S: Store + Clone>(
     Ok(())
 }
 
+/// Hands the report to the job waiting for it, or keeps it as late. Only the first
+/// refused late report of a session is a warning: a node cannot flood the log.
+#[allow(clippy::too_many_arguments)]
 async fn deliver<S: Store + Clone>(
     context: &MasterContext<S>,
     node: &str,
@@ -338,6 +369,7 @@ async fn deliver<S: Store + Clone>(
     step_index: u32,
     event: StepEvent,
     now_ms: u64,
+    late_refusals: &mut u64,
 ) {
     let Some(unwaited) = context
         .sessions
@@ -366,7 +398,12 @@ async fn deliver<S: Store + Clone>(
         }
         Ok(LateOutcome::AlreadyStored) => {}
         Ok(LateOutcome::Refused(refused)) => {
-            tracing::warn!(%node, job = %job_id, step = step_index + 1, %refused, "a late report was refused")
+            *late_refusals += 1;
+            if *late_refusals == 1 {
+                tracing::warn!(%node, job = %job_id, step = step_index + 1, %refused, "a late report was refused (the session's next ones are counted when it ends)")
+            } else {
+                tracing::debug!(%node, job = %job_id, step = step_index + 1, %refused, "a late report was refused")
+            }
         }
         Err(error) => {
             tracing::warn!(%node, job = %job_id, %error, "a late report was not stored")
