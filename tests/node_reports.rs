@@ -477,6 +477,69 @@ fn a_minion_past_its_steps_deadline_is_given_up_and_its_late_results_are_refused
     assert_success(&output, "a run after the deadline");
 }
 
+/// Before: a node that took its step and never ended it held a `concurrency: forbid`
+/// CronJob forever: its one job never ended, so no later run started.
+#[test]
+fn a_stalled_node_does_not_hold_a_forbid_cron_job_forever() {
+    let cluster = Cluster::start(&[]);
+    join_silent(&cluster, &["node-a"]);
+    let rt = runtime();
+    let node_a = rt.block_on(RawNode::connect(&cluster, "node-a"));
+    apply(
+        &cluster,
+        "cron.yml",
+        r#"apiVersion: weft/v1
+kind: Config
+metadata: {name: default}
+spec: {step_timeout: 2s}
+---
+apiVersion: weft/v1
+kind: TaskBook
+metadata: {name: ping}
+spec:
+  steps:
+    - tasks:
+        - ping: {}
+---
+apiVersion: weft/v1
+kind: CronJob
+metadata: {name: every-second}
+spec:
+  schedule: "* * * * * *"
+  taskbook: {name: ping}
+  nodes: {names: [node-a]}
+  concurrency: forbid
+"#,
+    );
+    let cron_jobs = || -> Vec<Value> {
+        let mut jobs: Vec<Value> = cluster
+            .admin_json(&["jobs"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|job| job["origin"] == "CronJob default/every-second")
+            .cloned()
+            .collect();
+        jobs.sort_by_key(|job| job["started_unix_ms"].as_u64());
+        jobs
+    };
+    wait_for(&cluster, "a second run of the CronJob", || {
+        cron_jobs().len() >= 2
+    });
+    let first = &cron_jobs()[0];
+    assert_eq!(first["state"], "failed", "{first:#}");
+    let job = job_show(&cluster, first["job_id"].as_str().unwrap());
+    let results = results(&job, "node-a");
+    assert!(
+        results[0]
+            .2
+            .contains("no result within the step's deadline of 2s"),
+        "{results:#?}"
+    );
+    drop(node_a);
+    drop(rt);
+}
+
 /// Before: a node could send as many messages as it liked; every beacon event among
 /// them was a write to the store.
 #[test]
