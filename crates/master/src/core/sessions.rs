@@ -280,6 +280,14 @@ mod tests {
         // Nobody waits for that step any more.
         assert_eq!(
             sessions.deliver("web-1", handle.session_id, "j1", 0, done.clone()),
+            Some(done.clone())
+        );
+
+        // A step given up on: what the node says of it is late.
+        let _given_up = sessions.dispatch("web-1", assignment("j0")).unwrap();
+        sessions.abandon_step("web-1", "j0", 0);
+        assert_eq!(
+            sessions.deliver("web-1", handle.session_id, "j0", 0, done.clone()),
             Some(done)
         );
 
