@@ -125,10 +125,21 @@ impl RawNode {
     }
 
     fn result(&mut self, job_id: &str, step_index: u32, sequence: u32, task: &str) {
+        self.result_with(job_id, step_index, sequence, task, json!({"ping": "pong"}));
+    }
+
+    fn result_with(
+        &mut self,
+        job_id: &str,
+        step_index: u32,
+        sequence: u32,
+        task: &str,
+        output: Value,
+    ) {
         let result = json!({
             "node": "someone-else", "step": "forged", "task": task, "module": "ping",
             "location": "site.yml", "handler": false, "status": "ok", "items": [],
-            "output": {"ping": "pong"}, "attempts": 1, "started_unix_ms": 1, "duration_ms": 1.0
+            "output": output, "attempts": 1, "started_unix_ms": 1, "duration_ms": 1.0
         });
         self.send(node_message::Kind::TaskResult(TaskResult {
             job_id: job_id.into(),
@@ -375,7 +386,9 @@ fn a_nodes_results_are_bounded_final_and_its_step_has_a_deadline() {
     let first = rt.block_on(node_a.next_step());
     let job_id = first.job_id.clone();
     assert_eq!(first.step_index, 0);
-    node_a.result(&job_id, 0, 0, "honest");
+    // Heavier than one store write holds: cut to size, not lost.
+    let heavy = json!({"stdout": "x".repeat(4 * 1024 * 1024)});
+    node_a.result_with(&job_id, 0, 0, "honest", heavy);
     node_a.result(&job_id, 0, 0, "rewritten while running");
     // One task: three results at most (the task's, and two the node adds on failures).
     node_a.result(&job_id, 0, 3, "one too many");
@@ -408,6 +421,15 @@ fn a_nodes_results_are_bounded_final_and_its_step_has_a_deadline() {
     let results = results(&job, "node-a");
     assert_eq!(results.len(), 2, "{results:#?}");
     assert_eq!(results[0].0, "honest");
+    let honest = &job["report"]["results"][0];
+    assert_eq!(honest["node"], "node-a");
+    assert_eq!(honest["step"], "first");
+    assert!(
+        honest["output"]
+            .as_str()
+            .is_some_and(|note| note.starts_with("(output left out")),
+        "{honest}"
+    );
     assert_eq!(results[1].1, "unreachable");
     assert!(
         results[1]

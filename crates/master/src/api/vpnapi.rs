@@ -26,10 +26,13 @@ use crate::core::job::{LateOutcome, LateReport, StepAssignment};
 use crate::core::mesh::{Departure, Mesh};
 use crate::core::node_registry::FactsRecord;
 use crate::core::sessions::{MessageBudget, SessionHandle, StepEvent, ToNode};
-use crate::store::Store;
+use crate::store::{Store, MAX_WRITE_BYTES};
 
 /// A node sends a heartbeat every 10 seconds; three missed and the session is over.
 const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+/// A task result as stored: one store write, with room for its key and the names the
+/// master sets (node, step).
+const STORED_RESULT_BYTES: usize = MAX_WRITE_BYTES - 16 * 1024;
 /// Messages of every kind a session may send: a burst holds a reconnect's resending
 /// (up to 64 steps' results and 1,000 kept beacon events).
 const SESSION_MESSAGE_BURST: u32 = 20_000;
@@ -313,8 +316,13 @@ async fn handle_message<S: Store + Clone>(
             }
         }
         node_message::Kind::TaskResult(report) => {
-            let result: TaskResult = serde_json::from_str(&report.result_json)
+            let mut result: TaskResult = serde_json::from_str(&report.result_json)
                 .map_err(|e| format!("a task result is not weft.run/v1 JSON: {e}"))?;
+            if report.result_json.len() > STORED_RESULT_BYTES {
+                // Cut as a node cuts its own, saying so, rather than fail to store it.
+                result = serde_json::from_str(&result.into_bounded_json(STORED_RESULT_BYTES))
+                    .map_err(|e| format!("a task result could not be cut to size: {e}"))?;
+            }
             let event = StepEvent::Result {
                 sequence: report.sequence,
                 result: Box::new(result),

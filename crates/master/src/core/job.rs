@@ -386,14 +386,17 @@ async fn commit_groups<S: Store>(store: S, mut queue: mpsc::UnboundedReceiver<Jo
     }
 }
 
-/// One transaction, split when the values are over one write's byte limit.
+/// One transaction, split when the values are over one write's byte limit. Each half
+/// is tried whatever became of the other: one record too large to store (a node's
+/// result, say) costs that record only, never the others of its group.
 async fn commit<S: Store>(store: &S, operations: Vec<Operation>) -> Result<(), StoreError> {
     match store.transaction(operations.clone()).await {
         Err(StoreError::TooLarge { .. }) if operations.len() > 1 => {
-            let mut rest = operations;
-            let second = rest.split_off(rest.len() / 2);
-            Box::pin(commit(store, rest)).await?;
-            Box::pin(commit(store, second)).await
+            let mut first = operations;
+            let second = first.split_off(first.len() / 2);
+            let first = Box::pin(commit(store, first)).await;
+            let second = Box::pin(commit(store, second)).await;
+            first.and(second)
         }
         other => other.map(|_| ()),
     }
@@ -799,6 +802,29 @@ mod tests {
             2,
             "both planned nodes are in the recap"
         );
+    }
+
+    #[tokio::test]
+    async fn a_record_too_large_to_store_costs_only_itself() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let journal = JobJournal::start(store.clone());
+        journal.job(&job("j1", JobState::Running, 1));
+        let mut huge = result("a", "huge");
+        huge.output = Value::String("x".repeat(crate::store::MAX_WRITE_BYTES));
+        journal.result("j1", 0, 0, &huge);
+        journal.result("j1", 0, 1, &result("a", "after"));
+        journal.node_step("j1", &node_step("b", NodeStepState::Ok));
+        journal.flush().await;
+
+        let detail = JobStore::new(store).detail("j1").await.unwrap();
+        let tasks: Vec<&str> = detail
+            .report
+            .results
+            .iter()
+            .map(|r| r.task.as_str())
+            .collect();
+        assert_eq!(tasks, ["after"]);
+        assert_eq!(detail.node_steps, [node_step("b", NodeStepState::Ok)]);
     }
 
     #[tokio::test]
