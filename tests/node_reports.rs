@@ -21,6 +21,7 @@ use weft_proto::vpnapi::{
     master_message, node_message, BeaconEvent, Facts, Heartbeat, Hello, MasterMessage, NodeMessage,
     RunStep, StepDone, TaskResult,
 };
+use weft_taskbook::limits::MAX_REGISTERED_BYTES;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -562,6 +563,39 @@ spec:
     drop(rt);
 }
 
+/// The reason of each `node.lost` event, oldest first.
+fn lost_reasons(cluster: &Cluster) -> Vec<String> {
+    events(cluster, &["--type", "node.lost"])
+        .iter()
+        .map(|e| e["data"]["reason"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Before: a node could hand on registered results of any size, which the master
+/// kept and sent on to later steps and, for TaskBooks that read `nodes`, to every
+/// other node.
+#[test]
+fn a_node_handing_on_oversized_registered_results_is_cut_off() {
+    let cluster = Cluster::start(&[]);
+    join_silent(&cluster, &["node-a"]);
+    let rt = runtime();
+    let mut node_a = rt.block_on(RawNode::connect(&cluster, "node-a"));
+    let registered = json!({"blob": "x".repeat(MAX_REGISTERED_BYTES)}).to_string();
+    node_a.send(node_message::Kind::StepDone(StepDone {
+        job_id: "20261205-000000-0000".into(),
+        step_index: 0,
+        failed: false,
+        registered_json: registered,
+    }));
+    wait_for(&cluster, "the session ended", || {
+        lost_reasons(&cluster).iter().any(|reason| {
+            reason.contains("of registered results, more than the 8.0 MiB a step may")
+        })
+    });
+    drop(node_a);
+    drop(rt);
+}
+
 /// Before: a node could send as many messages as it liked; every beacon event among
 /// them was a write to the store.
 #[test]
@@ -592,10 +626,8 @@ fn a_node_flooding_its_session_is_cut_off() {
     });
     assert!(ended, "the master kept the session");
     wait_for(&cluster, "the node is lost", || {
-        events(&cluster, &["--type", "node.lost"]).iter().any(|e| {
-            e["data"]["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("faster than a session allows"))
-        })
+        lost_reasons(&cluster)
+            .iter()
+            .any(|reason| reason.contains("faster than a session allows"))
     });
 }

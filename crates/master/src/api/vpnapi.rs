@@ -15,6 +15,7 @@ use weft_proto::vpnapi::{
     master_message, node_message, Beacons, CheckPeerRequest, CheckPeerResponse, GetPeersRequest,
     LeaveRequest, LeaveResponse, MasterMessage, NodeMessage, RunStep,
 };
+use weft_taskbook::limits::{human_bytes, MAX_REGISTERED_BYTES};
 use weft_taskbook::report::unix_ms;
 use weft_taskbook::report::TaskResult;
 use weft_taskbook::Vars;
@@ -340,6 +341,14 @@ async fn handle_message<S: Store + Clone>(
             .await;
         }
         node_message::Kind::StepDone(done) => {
+            // A minion fails a step that registered more, so this is no minion's doing.
+            if done.registered_json.len() > MAX_REGISTERED_BYTES {
+                return Err(format!(
+                    "the node handed on {} of registered results, more than the {} a step may",
+                    human_bytes(done.registered_json.len()),
+                    human_bytes(MAX_REGISTERED_BYTES)
+                ));
+            }
             let registered: Vars = if done.registered_json.is_empty() {
                 Vars::new()
             } else {
