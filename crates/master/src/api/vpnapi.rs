@@ -177,7 +177,7 @@ fn peer_pushes<S: Store>(
     )
 }
 
-/// Reads the node's messages until the session ends; returns why.
+/// Serves the node's session until it ends; returns why.
 async fn serve_session<S: Store + Clone>(
     context: &MasterContext<S>,
     node: &str,
@@ -201,6 +201,8 @@ async fn serve_session<S: Store + Clone>(
     reason
 }
 
+/// Handles the node's messages in order, within the session's budgets, until the
+/// session ends; returns why.
 async fn read_messages<S: Store + Clone>(
     context: &MasterContext<S>,
     node: &str,
