@@ -189,6 +189,7 @@ fn malformed_objects_are_refused_with_their_place_and_nothing_is_stored() {
         ("apiVersion: weft/v1\nkind: Variables\nmetadata: {name: v, namespace: nowhere}\n", "metadata.namespace", "namespace `nowhere` does not exist"),
         ("apiVersion: weft/v1\nkind: Namespace\nmetadata: {name: Bad_Name}\n", "metadata.name", "not a valid name"),
         ("apiVersion: weft/v1\nkind: Config\nmetadata: {name: c, namespace: prod}\n", "metadata.namespace", "cluster-wide"),
+        ("apiVersion: weft/v1\nkind: Config\nmetadata: {name: c}\nspec: {step_timeout: 100ms}\n", "spec.step_timeout", "`step_timeout` is at least 1s"),
         ("apiVersion: weft/v1\nkind: Secret\nmetadata: {name: s}\nspec: {data: {k: [1, 2]}}\n", "spec.data.k", "expected a string"),
         ("apiVersion: weft/v1\nkind: Node\nmetadata: {name: n}\n", "kind", "registered by `weft minion join`"),
         ("apiVersion: weft/v1\nkind: Namespace\nmetadata: {name: x, resource_version: abc}\n", "metadata.resource_version", "not a number"),

@@ -26,7 +26,9 @@ use weft_proto::vpnapi::{
     master_message, node_message, BeaconEvent, Facts, Heartbeat, Hello, NodeMessage, RunStep,
     StepDone, TaskResult,
 };
-use weft_taskbook::limits::{human_bytes, MAX_MESSAGE_BYTES, MAX_TASK_RESULT_BYTES};
+use weft_taskbook::limits::{
+    human_bytes, MAX_MESSAGE_BYTES, MAX_REGISTERED_BYTES, MAX_TASK_RESULT_BYTES,
+};
 use weft_taskbook::objects::BeaconAssignment;
 use weft_taskbook::report::{unix_ms_now, TaskStatus};
 use weft_taskbook::secrets::SecretMask;
@@ -516,11 +518,11 @@ fn run_step(
     };
     let mut registered_json = Value::Object(registered).to_string();
     // The step's end carries them in one message, beside little else.
-    if registered_json.len() > MAX_MESSAGE_BYTES / 2 {
+    if registered_json.len() > MAX_REGISTERED_BYTES {
         let error = format!(
             "this step's registered results weigh {}, more than the {} a step may hand on; later steps and other nodes cannot read them (register less, or only what later tasks need)",
             human_bytes(registered_json.len()),
-            human_bytes(MAX_MESSAGE_BYTES / 2)
+            human_bytes(MAX_REGISTERED_BYTES)
         );
         emit_result(step_failure(error), emit);
         failed = true;

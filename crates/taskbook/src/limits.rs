@@ -20,6 +20,11 @@ pub const MAX_MESSAGE_BYTES: usize = MAX_BUNDLE_BYTES + MAX_MESSAGE_OVERHEAD_BYT
 /// a node trims a larger one, so many tasks' results fit in what a master keeps.
 pub const MAX_TASK_RESULT_BYTES: usize = 2 * MIB;
 
+/// The most bytes of registered results and set_var values a node hands on at the end
+/// of a step (they travel in one message, beside little else): a node fails a step
+/// that registered more, and the master ends the session of a node that sends more.
+pub const MAX_REGISTERED_BYTES: usize = MAX_MESSAGE_BYTES / 2;
+
 const MIB: usize = 1024 * 1024;
 
 /// `bytes` for people: `20.0 MiB`, `12 KiB`, `300 bytes`.

@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Map, Value};
 use tokio::sync::watch;
@@ -15,6 +15,7 @@ use weft_proto::vpnapi::{
     master_message, node_message, Beacons, CheckPeerRequest, CheckPeerResponse, GetPeersRequest,
     LeaveRequest, LeaveResponse, MasterMessage, NodeMessage, RunStep,
 };
+use weft_taskbook::limits::{human_bytes, MAX_REGISTERED_BYTES};
 use weft_taskbook::report::unix_ms;
 use weft_taskbook::report::TaskResult;
 use weft_taskbook::Vars;
@@ -22,14 +23,24 @@ use weft_taskbook::Vars;
 use super::MasterContext;
 use crate::core::beacons::BeaconReport;
 use crate::core::events::{types, NewEvent};
-use crate::core::job::{LateReport, StepAssignment};
+use crate::core::job::{LateOutcome, LateReport, StepAssignment};
 use crate::core::mesh::{Departure, Mesh};
 use crate::core::node_registry::FactsRecord;
-use crate::core::sessions::{SessionHandle, StepEvent, ToNode};
-use crate::store::Store;
+use crate::core::sessions::{MessageBudget, SessionHandle, StepEvent, ToNode};
+use crate::store::{Store, MAX_WRITE_BYTES};
 
 /// A node sends a heartbeat every 10 seconds; three missed and the session is over.
 const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+/// A task result as stored: one store write, with room for its key and the names the
+/// master sets (node, step).
+const STORED_RESULT_BYTES: usize = MAX_WRITE_BYTES - 16 * 1024;
+/// Messages of every kind a session may send: a burst holds a reconnect's resending
+/// (up to 64 steps' results and 1,000 kept beacon events).
+const SESSION_MESSAGE_BURST: u32 = 20_000;
+const SESSION_MESSAGES_PER_SECOND: u32 = 1_000;
+/// Beacon events, each stored: a check reports only transitions, at most one a second.
+const SESSION_EVENT_BURST: u32 = 2_000;
+const SESSION_EVENTS_PER_SECOND: u32 = 20;
 
 pub struct VpnApiService<S> {
     pub context: Arc<MasterContext<S>>,
@@ -166,14 +177,52 @@ fn peer_pushes<S: Store>(
     )
 }
 
-/// Reads the node's messages until the session ends; returns why.
+/// Serves the node's session until it ends; returns why.
 async fn serve_session<S: Store + Clone>(
+    context: &MasterContext<S>,
+    node: &str,
+    session_id: u64,
+    closed: watch::Receiver<bool>,
+    inbound: Streaming<NodeMessage>,
+) -> String {
+    let mut late_refusals = 0;
+    let reason = read_messages(
+        context,
+        node,
+        session_id,
+        closed,
+        inbound,
+        &mut late_refusals,
+    )
+    .await;
+    if late_refusals > 1 {
+        tracing::warn!(%node, late_refusals, "late reports were refused in this session");
+    }
+    reason
+}
+
+/// Handles the node's messages in order, within the session's budgets, until the
+/// session ends; returns why.
+async fn read_messages<S: Store + Clone>(
     context: &MasterContext<S>,
     node: &str,
     session_id: u64,
     mut closed: watch::Receiver<bool>,
     mut inbound: Streaming<NodeMessage>,
+    late_refusals: &mut u64,
 ) -> String {
+    let mut budgets = SessionBudgets {
+        messages: MessageBudget::new(
+            SESSION_MESSAGE_BURST,
+            SESSION_MESSAGES_PER_SECOND,
+            Instant::now(),
+        ),
+        events: MessageBudget::new(
+            SESSION_EVENT_BURST,
+            SESSION_EVENTS_PER_SECOND,
+            Instant::now(),
+        ),
+    };
     loop {
         tokio::select! {
             message = tokio::time::timeout(SILENCE_LIMIT, inbound.message()) => {
@@ -183,7 +232,11 @@ async fn serve_session<S: Store + Clone>(
                     Ok(Ok(None)) => return "the node closed its session".to_string(),
                     Ok(Ok(Some(message))) => message,
                 };
-                if let Err(reason) = handle_message(context, node, session_id, message).await {
+                if let Err(reason) = budgets.spend(&message) {
+                    tracing::warn!(%node, %reason, "a node's session is over its message budget");
+                    return reason;
+                }
+                if let Err(reason) = handle_message(context, node, session_id, message, late_refusals).await {
                     return reason;
                 }
             }
@@ -192,12 +245,42 @@ async fn serve_session<S: Store + Clone>(
     }
 }
 
-/// `Err` is a protocol violation that ends the session.
+/// A session's message budgets: every message, and beacon events on their own.
+struct SessionBudgets {
+    messages: MessageBudget,
+    events: MessageBudget,
+}
+
+impl SessionBudgets {
+    /// `Err` says why the session ends.
+    fn spend(&mut self, message: &NodeMessage) -> Result<(), String> {
+        let now = Instant::now();
+        if !self.messages.take(now) {
+            return Err(format!(
+                "the node sent messages faster than a session allows ({}); the session is closed",
+                self.messages.describe()
+            ));
+        }
+        if matches!(message.kind, Some(node_message::Kind::BeaconEvent(_)))
+            && !self.events.take(now)
+        {
+            return Err(format!(
+                "the node sent beacon events faster than a session allows ({}); the session is closed",
+                self.events.describe()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `Err` is a protocol violation that ends the session. `late_refusals` counts the
+/// session's refused late reports.
 async fn handle_message<S: Store + Clone>(
     context: &MasterContext<S>,
     node: &str,
     session_id: u64,
     message: NodeMessage,
+    late_refusals: &mut u64,
 ) -> Result<(), String> {
     let Some(kind) = message.kind else {
         return Err("an empty message".to_string());
@@ -236,8 +319,13 @@ async fn handle_message<S: Store + Clone>(
             }
         }
         node_message::Kind::TaskResult(report) => {
-            let result: TaskResult = serde_json::from_str(&report.result_json)
+            let mut result: TaskResult = serde_json::from_str(&report.result_json)
                 .map_err(|e| format!("a task result is not weft.run/v1 JSON: {e}"))?;
+            if report.result_json.len() > STORED_RESULT_BYTES {
+                // Cut as a node cuts its own, saying so, rather than fail to store it.
+                result = serde_json::from_str(&result.into_bounded_json(STORED_RESULT_BYTES))
+                    .map_err(|e| format!("a task result could not be cut to size: {e}"))?;
+            }
             let event = StepEvent::Result {
                 sequence: report.sequence,
                 result: Box::new(result),
@@ -250,10 +338,19 @@ async fn handle_message<S: Store + Clone>(
                 report.step_index,
                 event,
                 now_ms,
+                late_refusals,
             )
             .await;
         }
         node_message::Kind::StepDone(done) => {
+            // A minion fails a step that registered more, so this is no minion's doing.
+            if done.registered_json.len() > MAX_REGISTERED_BYTES {
+                return Err(format!(
+                    "the node handed on {} of registered results, more than the {} a step may",
+                    human_bytes(done.registered_json.len()),
+                    human_bytes(MAX_REGISTERED_BYTES)
+                ));
+            }
             let registered: Vars = if done.registered_json.is_empty() {
                 Vars::new()
             } else {
@@ -272,6 +369,7 @@ async fn handle_message<S: Store + Clone>(
                 done.step_index,
                 event,
                 now_ms,
+                late_refusals,
             )
             .await;
         }
@@ -279,6 +377,9 @@ async fn handle_message<S: Store + Clone>(
     Ok(())
 }
 
+/// Hands the report to the job waiting for it, or keeps it as late. Only the first
+/// refused late report of a session is a warning: a node cannot flood the log.
+#[allow(clippy::too_many_arguments)]
 async fn deliver<S: Store + Clone>(
     context: &MasterContext<S>,
     node: &str,
@@ -287,6 +388,7 @@ async fn deliver<S: Store + Clone>(
     step_index: u32,
     event: StepEvent,
     now_ms: u64,
+    late_refusals: &mut u64,
 ) {
     let Some(unwaited) = context
         .sessions
@@ -305,12 +407,26 @@ async fn deliver<S: Store + Clone>(
         StepEvent::Done { failed, .. } => LateReport::Done { failed },
         StepEvent::Lost(_) => return,
     };
-    if let Err(error) = context
+    match context
         .runner
         .record_late(job_id, node, step_index, late, now_ms)
         .await
     {
-        tracing::warn!(%node, job = %job_id, %error, "a late report was not stored");
+        Ok(LateOutcome::Stored) => {
+            tracing::info!(%node, job = %job_id, step = step_index + 1, "a late report was stored")
+        }
+        Ok(LateOutcome::AlreadyStored) => {}
+        Ok(LateOutcome::Refused(refused)) => {
+            *late_refusals += 1;
+            if *late_refusals == 1 {
+                tracing::warn!(%node, job = %job_id, step = step_index + 1, %refused, "a late report was refused (the session's next ones are counted when it ends)")
+            } else {
+                tracing::debug!(%node, job = %job_id, step = step_index + 1, %refused, "a late report was refused")
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%node, job = %job_id, %error, "a late report was not stored")
+        }
     }
 }
 

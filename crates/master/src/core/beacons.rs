@@ -1,13 +1,15 @@
 //! Which Beacons each node runs (those whose `nodes` select it), and what a node's
 //! beacon report becomes: an Event in the Beacon's namespace, from that node. A node
-//! reports only for a Beacon that exists, under the event type that Beacon names, so
-//! a node cannot make up events that other Triggers react to.
+//! reports only for a Beacon that exists and selects it, under the event type that
+//! Beacon names, so a node cannot make up events that other Triggers react to, nor
+//! speak for a Beacon that runs elsewhere. What the check saw is the node's word: it
+//! goes into the event's data beside `beacon` and `state`, which the master sets.
 
 use serde_json::{Map, Value};
 use weft_taskbook::objects::{cleared_event_type, AnyObject, BeaconAssignment, BeaconSpec};
 
 use super::events::NewEvent;
-use super::node_registry::{NodeRegistry, NodeRegistryError};
+use super::node_registry::{NodeRecord, NodeRegistry, NodeRegistryError};
 use super::objects::{ObjectError, ObjectRegistry, OBJECTS_PREFIX};
 use super::record::CorruptRecord;
 use crate::store::Store;
@@ -37,6 +39,12 @@ pub enum BeaconError {
         namespace: String,
         beacon: String,
     },
+    #[error("node `{node}` reported for Beacon {namespace}/{beacon}, which does not select it (only the nodes a Beacon runs on report for it)")]
+    NotSelected {
+        node: String,
+        namespace: String,
+        beacon: String,
+    },
     #[error(transparent)]
     Objects(#[from] ObjectError),
     #[error(transparent)]
@@ -56,16 +64,44 @@ impl<S: Store + Clone> BeaconPlanner<S> {
         BeaconPlanner { objects, nodes }
     }
 
-    /// The Beacons `node_name` runs, in every namespace.
-    pub async fn beacons_for(&self, node_name: &str) -> Result<Vec<BeaconAssignment>, BeaconError> {
+    /// The node's record and facts, as Beacons select by them; `None` for a node that
+    /// has not joined.
+    async fn node(&self, node_name: &str) -> Result<Option<(NodeRecord, Value)>, BeaconError> {
         let Some(node) = self.nodes.get(node_name).await? else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let facts = self
             .nodes
             .facts(node_name)
             .await?
             .map_or(Value::Null, |f| f.facts);
+        Ok(Some((node, facts)))
+    }
+
+    /// Whether `beacon` runs on `node`: its `nodes` select it. A Beacon for a group
+    /// that does not exist runs nowhere.
+    async fn selects(
+        &self,
+        beacon: &BeaconSpec,
+        (node, facts): &(NodeRecord, Value),
+    ) -> Result<bool, BeaconError> {
+        let group = match &beacon.nodes.group {
+            Some(group) => match self.objects.node_group(group).await? {
+                Some(group) => Some(group),
+                None => return Ok(false),
+            },
+            None => None,
+        };
+        Ok(beacon
+            .nodes
+            .selects(&node.node_name, &node.labels, facts, group.as_ref()))
+    }
+
+    /// The Beacons `node_name` runs, in every namespace.
+    pub async fn beacons_for(&self, node_name: &str) -> Result<Vec<BeaconAssignment>, BeaconError> {
+        let Some(node) = self.node(node_name).await? else {
+            return Ok(Vec::new());
+        };
         let mut assignments = Vec::new();
         for stored in self.objects.list("Beacon", None).await? {
             let AnyObject::Beacon(beacon) = stored.object()? else {
@@ -73,19 +109,7 @@ impl<S: Store + Clone> BeaconPlanner<S> {
             };
             // The stored document may leave the namespace to the default.
             let namespace = stored.record.namespace.clone().unwrap_or_default();
-            let group = match &beacon.spec.nodes.group {
-                Some(group) => match self.objects.node_group(group).await? {
-                    Some(group) => Some(group),
-                    // A Beacon for a group that does not exist runs nowhere.
-                    None => continue,
-                },
-                None => None,
-            };
-            if beacon
-                .spec
-                .nodes
-                .selects(node_name, &node.labels, &facts, group.as_ref())
-            {
+            if self.selects(&beacon.spec, &node).await? {
                 let BeaconSpec {
                     interval,
                     check,
@@ -122,11 +146,23 @@ impl<S: Store + Clone> BeaconPlanner<S> {
                 beacon: report.beacon,
             });
         };
+        let selected = match self.node(node_name).await? {
+            Some(node) => self.selects(&beacon.spec, &node).await?,
+            None => false,
+        };
+        if !selected {
+            return Err(BeaconError::NotSelected {
+                node: node_name.to_string(),
+                namespace: report.namespace,
+                beacon: report.beacon,
+            });
+        }
         let event_type = if report.fired {
             beacon.spec.event.clone()
         } else {
             cleared_event_type(&beacon.spec.event)
         };
+        // The master's own fields go in last: a node cannot set them.
         let mut data = report.data;
         data.insert("beacon".into(), report.beacon.into());
         data.insert(

@@ -42,6 +42,8 @@ pub struct ClusterInputs {
     pub default_rollout: Option<Rollout>,
     /// The Config's job history bounds, over the master's flags.
     pub job_retention: Option<JobRetention>,
+    /// The Config's allowance for what a step's tasks do not bound themselves.
+    pub step_timeout: Option<std::time::Duration>,
 }
 
 fn objects_error(error: ObjectError) -> RunError {
@@ -137,6 +139,10 @@ impl<S: Store + Clone> JobRunner<S> {
                 .configs
                 .iter()
                 .find_map(|(_, config)| config.job_retention.clone()),
+            step_timeout: sources
+                .configs
+                .iter()
+                .find_map(|(_, config)| config.step_timeout.map(|t| t.0)),
             vars_by_node,
             secrets_by_step,
             secret_mask: Arc::new(SecretMask::new(&opened)),

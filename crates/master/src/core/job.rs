@@ -1,7 +1,10 @@
 //! Jobs as stored: a header per job (`/jobs/<id>`), a record per node and step
 //! (`/job-steps/<id>/<node>/<step>`) and every task result
 //! (`/job-results/<id>/<node>/<step>/<seq>`). Keys are idempotent, so a node that
-//! reports a result twice (after a reconnect) stores it once. Writes go through a
+//! reports a result twice (after a reconnect) stores it once. A node's word is bounded:
+//! sequences stay within what its step can produce, a result once stored does not
+//! change, and a step that ended (the node's own end, or the master's verdict) takes
+//! nothing more. Writes go through a
 //! journal that commits them in groups, one transaction (one fsync) per group, so a
 //! thousand nodes answering at once cost a handful of disk syncs.
 
@@ -15,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use weft_modules::bundle::Bundle;
 use weft_taskbook::objects::JobRetention;
 use weft_taskbook::report::{RunReport, TaskResult, TaskStatus};
-use weft_taskbook::Vars;
+use weft_taskbook::{Step, Vars};
 
 use super::record::{decode, encode, CorruptRecord};
 use crate::store::{Operation, Precondition, Store, StoreError, MAX_OPERATIONS};
@@ -112,6 +115,47 @@ impl JobState {
 pub struct JobStepPlan {
     pub name: String,
     pub nodes: Vec<String>,
+    /// The most results a node reports for this step ([`step_result_limit`]); 0 in jobs
+    /// recorded before weft kept it, whose late reports are refused.
+    #[serde(default)]
+    pub max_results: u32,
+}
+
+/// The most results a node reports for `step`: one per task and handler, and the two
+/// it adds when the step cannot start or cannot hand on its registered results.
+pub fn step_result_limit(step: &Step) -> u32 {
+    u32::try_from(step.tasks.len() + step.handlers.len() + 2).unwrap_or(u32::MAX)
+}
+
+/// Why a node's report on a step was not stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportRefused {
+    #[error("result {sequence} is past the {max_results} results this step can have (one per task and handler, and two for a step that could not start or hand on its results)")]
+    OutOfRange { sequence: u32, max_results: u32 },
+    #[error("result {0} was reported already; a step's results stay as first reported")]
+    Repeated(u32),
+    #[error("result {0} was stored with other content; a step's results stay as first reported")]
+    Rewritten(u32),
+    #[error("the step ended `{0}` on this node; an ended step takes no more reports")]
+    StepEnded(&'static str),
+    #[error("the job still runs and no longer waits for this step on this node (the node ended it, its deadline passed, or its session ended)")]
+    GivenUp,
+    #[error("this node was not given that step of the job")]
+    NotAssigned,
+    #[error("no such job (swept since?)")]
+    NoJob,
+}
+
+/// Checks a result's sequence against the step's limit.
+pub fn check_sequence(sequence: u32, max_results: u32) -> Result<(), ReportRefused> {
+    if sequence < max_results {
+        Ok(())
+    } else {
+        Err(ReportRefused::OutOfRange {
+            sequence,
+            max_results,
+        })
+    }
 }
 
 /// `/jobs/<id>`: small, whatever the number of nodes.
@@ -342,14 +386,17 @@ async fn commit_groups<S: Store>(store: S, mut queue: mpsc::UnboundedReceiver<Jo
     }
 }
 
-/// One transaction, split when the values are over one write's byte limit.
+/// One transaction, split when the values are over one write's byte limit. Each half
+/// is tried whatever became of the other: one record too large to store (a node's
+/// result, say) costs that record only, never the others of its group.
 async fn commit<S: Store>(store: &S, operations: Vec<Operation>) -> Result<(), StoreError> {
     match store.transaction(operations.clone()).await {
         Err(StoreError::TooLarge { .. }) if operations.len() > 1 => {
-            let mut rest = operations;
-            let second = rest.split_off(rest.len() / 2);
-            Box::pin(commit(store, rest)).await?;
-            Box::pin(commit(store, second)).await
+            let mut first = operations;
+            let second = first.split_off(first.len() / 2);
+            let first = Box::pin(commit(store, first)).await;
+            let second = Box::pin(commit(store, second)).await;
+            first.and(second)
         }
         other => other.map(|_| ()),
     }
@@ -467,8 +514,12 @@ impl<S: Store> JobStore<S> {
         Ok(interrupted)
     }
 
-    /// A node reported on a step nobody waits for any more (the master restarted, or the
-    /// job had given the node up): the report is kept, marked as late.
+    /// A node reported on a step nobody waits for any more: kept, marked as late, only
+    /// while the step is `interrupted` (its master stopped while the node ran it): the
+    /// node finished the step on its own and sends what it has. The node's end of the
+    /// step closes it. A step the master gave up on (`unreachable`, past its deadline)
+    /// or that ended keeps its record. What is stored already, sent again the same (a
+    /// node does after a reconnect), is no news; sent different, it is refused.
     pub async fn record_late(
         &self,
         job_id: &str,
@@ -476,59 +527,98 @@ impl<S: Store> JobStore<S> {
         step_index: u32,
         late: LateReport,
         now_ms: u64,
-    ) -> Result<(), JobStoreError> {
+    ) -> Result<LateOutcome, JobStoreError> {
         let Some(job_entry) = self.store.get(&job_key(job_id)).await? else {
-            return Ok(());
+            return Ok(LateOutcome::Refused(ReportRefused::NoJob));
         };
         let job: JobRecord = decode(&job_entry)?;
-        let planned = job
+        let Some(plan) = job
             .steps
             .get(step_index as usize)
-            .is_some_and(|step| step.nodes.iter().any(|n| n == node));
-        // A live job that gave the node up has already said why; and a node reports
-        // only on steps it was given.
-        if job.state == JobState::Running || !planned {
-            return Ok(());
-        }
-        let key = node_step_key(job_id, node, step_index);
-        let mut record = match self.store.get(&key).await? {
-            Some(entry) => decode(&entry)?,
-            None => NodeStepRecord {
-                node: node.to_string(),
-                step_index,
-                state: NodeStepState::Interrupted,
-                dispatched_unix_ms: now_ms,
-                finished_unix_ms: None,
-                note: None,
-            },
+            .filter(|step| step.nodes.iter().any(|n| n == node))
+        else {
+            return Ok(LateOutcome::Refused(ReportRefused::NotAssigned));
         };
-        let note = "reported by the node after the master stopped waiting";
+        let key = node_step_key(job_id, node, step_index);
+        let (mut record, record_precondition) = match self.store.get(&key).await? {
+            Some(entry) => (
+                decode::<NodeStepRecord>(&entry)?,
+                Precondition::ModRevision(entry.mod_revision),
+            ),
+            // The master stopped before the dispatch was written.
+            None => (
+                NodeStepRecord {
+                    node: node.to_string(),
+                    step_index,
+                    state: NodeStepState::Interrupted,
+                    dispatched_unix_ms: now_ms,
+                    finished_unix_ms: None,
+                    note: None,
+                },
+                Precondition::Absent,
+            ),
+        };
+        // Only an interrupted job's interrupted step takes news; the rest is refused,
+        // unless it is what is stored already (a node sending again after a reconnect).
+        let open = job.state != JobState::Running && record.state == NodeStepState::Interrupted;
+        let refused = match record.state {
+            NodeStepState::Running | NodeStepState::Interrupted => ReportRefused::GivenUp,
+            ended => ReportRefused::StepEnded(ended.as_str()),
+        };
         let mut operations = Vec::new();
         match late {
-            LateReport::Result { sequence, result } => {
+            LateReport::Result {
+                sequence,
+                mut result,
+            } => {
+                if let Err(refused) = check_sequence(sequence, plan.max_results) {
+                    return Ok(LateOutcome::Refused(refused));
+                }
+                result.node = node.to_string();
+                result.step = plan.name.clone();
+                let result_key = result_key(job_id, node, step_index, sequence);
+                if let Some(stored) = self.store.get(&result_key).await? {
+                    let stored: TaskResult = decode(&stored)?;
+                    return Ok(if same_result(&stored, &result) {
+                        LateOutcome::AlreadyStored
+                    } else {
+                        LateOutcome::Refused(ReportRefused::Rewritten(sequence))
+                    });
+                }
+                if !open {
+                    return Ok(LateOutcome::Refused(refused));
+                }
                 operations.push(Operation::Put {
-                    key: result_key(job_id, node, step_index, sequence),
+                    key: result_key,
                     value: encode(&result),
-                    precondition: Precondition::None,
+                    precondition: Precondition::Absent,
                 });
             }
             LateReport::Done { failed } => {
-                record.state = if failed {
+                let state = if failed {
                     NodeStepState::Failed
                 } else {
                     NodeStepState::Ok
                 };
+                if !open {
+                    return Ok(if record.state == state {
+                        LateOutcome::AlreadyStored
+                    } else {
+                        LateOutcome::Refused(refused)
+                    });
+                }
+                record.state = state;
                 record.finished_unix_ms = Some(now_ms);
             }
         }
-        record.note = Some(note.to_string());
+        record.note = Some("reported by the node after the master stopped waiting".to_string());
         operations.push(Operation::Put {
             key,
             value: encode(&record),
-            precondition: Precondition::None,
+            precondition: record_precondition,
         });
         self.store.transaction(operations).await?;
-        Ok(())
+        Ok(LateOutcome::Stored)
     }
 
     /// Keeps at most `max_jobs` finished jobs, none older than `max_age`. Running jobs
@@ -590,6 +680,21 @@ impl<S: Store> JobStore<S> {
     }
 }
 
+/// What became of a late report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LateOutcome {
+    Stored,
+    /// The same result was stored before (a node sends its results again after a
+    /// reconnect).
+    AlreadyStored,
+    Refused(ReportRefused),
+}
+
+/// Whether two reports of one result say the same, as stored.
+fn same_result(stored: &TaskResult, reported: &TaskResult) -> bool {
+    serde_json::to_value(stored).ok() == serde_json::to_value(reported).ok()
+}
+
 pub enum LateReport {
     Result {
         sequence: u32,
@@ -643,6 +748,7 @@ mod tests {
             steps: vec![JobStepPlan {
                 name: "step 1".into(),
                 nodes: vec!["a".into(), "b".into()],
+                max_results: 3,
             }],
             message: None,
             origin: None,
@@ -699,6 +805,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_record_too_large_to_store_costs_only_itself() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let journal = JobJournal::start(store.clone());
+        journal.job(&job("j1", JobState::Running, 1));
+        let mut huge = result("a", "huge");
+        huge.output = Value::String("x".repeat(crate::store::MAX_WRITE_BYTES));
+        journal.result("j1", 0, 0, &huge);
+        journal.result("j1", 0, 1, &result("a", "after"));
+        journal.node_step("j1", &node_step("b", NodeStepState::Ok));
+        journal.flush().await;
+
+        let detail = JobStore::new(store).detail("j1").await.unwrap();
+        let tasks: Vec<&str> = detail
+            .report
+            .results
+            .iter()
+            .map(|r| r.task.as_str())
+            .collect();
+        assert_eq!(tasks, ["after"]);
+        assert_eq!(detail.node_steps, [node_step("b", NodeStepState::Ok)]);
+    }
+
+    #[tokio::test]
     async fn a_restart_interrupts_running_jobs_and_keeps_late_reports() {
         let store = SqliteStore::open_in_memory().unwrap();
         let journal = JobJournal::start(store.clone());
@@ -720,10 +849,68 @@ mod tests {
             sequence: 0,
             result: Box::new(result("b", "slow")),
         };
-        jobs.record_late("live", "b", 0, late, 10).await.unwrap();
-        jobs.record_late("live", "b", 0, LateReport::Done { failed: false }, 11)
-            .await
-            .unwrap();
+        let late_result = |sequence: u32, task: &str| LateReport::Result {
+            sequence,
+            result: Box::new(result("b", task)),
+        };
+        assert_eq!(
+            jobs.record_late("live", "b", 0, late, 10).await.unwrap(),
+            LateOutcome::Stored
+        );
+        // Sent again after another reconnect: the same is kept once, another is refused.
+        assert_eq!(
+            jobs.record_late("live", "b", 0, late_result(0, "slow"), 10)
+                .await
+                .unwrap(),
+            LateOutcome::AlreadyStored
+        );
+        assert_eq!(
+            jobs.record_late("live", "b", 0, late_result(0, "rewritten"), 10)
+                .await
+                .unwrap(),
+            LateOutcome::Refused(ReportRefused::Rewritten(0))
+        );
+        assert_eq!(
+            jobs.record_late("live", "b", 0, late_result(3, "one too many"), 10)
+                .await
+                .unwrap(),
+            LateOutcome::Refused(ReportRefused::OutOfRange {
+                sequence: 3,
+                max_results: 3
+            })
+        );
+        assert_eq!(
+            jobs.record_late("live", "b", 0, LateReport::Done { failed: false }, 11)
+                .await
+                .unwrap(),
+            LateOutcome::Stored
+        );
+        // The node's end closes the step: nothing new, not even another end; the
+        // same sent again is no news.
+        assert_eq!(
+            jobs.record_late("live", "b", 0, late_result(1, "after the end"), 11)
+                .await
+                .unwrap(),
+            LateOutcome::Refused(ReportRefused::StepEnded("ok"))
+        );
+        assert_eq!(
+            jobs.record_late("live", "b", 0, LateReport::Done { failed: true }, 11)
+                .await
+                .unwrap(),
+            LateOutcome::Refused(ReportRefused::StepEnded("ok"))
+        );
+        assert_eq!(
+            jobs.record_late("live", "b", 0, late_result(0, "slow"), 11)
+                .await
+                .unwrap(),
+            LateOutcome::AlreadyStored
+        );
+        assert_eq!(
+            jobs.record_late("live", "b", 0, LateReport::Done { failed: false }, 11)
+                .await
+                .unwrap(),
+            LateOutcome::AlreadyStored
+        );
         let detail = jobs.detail("live").await.unwrap();
         assert_eq!(detail.report.results.len(), 1);
         assert_eq!(detail.node_steps[1].state, NodeStepState::Ok);
@@ -737,13 +924,63 @@ mod tests {
             sequence: 5,
             result: Box::new(result("c", "stray")),
         };
-        jobs.record_late("live", "c", 0, stray, 12).await.unwrap();
-        jobs.record_late("live", "a", 7, LateReport::Done { failed: true }, 12)
-            .await
-            .unwrap();
-        assert_eq!(jobs.detail("live").await.unwrap().report.results.len(), 1);
+        assert_eq!(
+            jobs.record_late("live", "c", 0, stray, 12).await.unwrap(),
+            LateOutcome::Refused(ReportRefused::NotAssigned)
+        );
+        assert_eq!(
+            jobs.record_late("live", "a", 7, LateReport::Done { failed: true }, 12)
+                .await
+                .unwrap(),
+            LateOutcome::Refused(ReportRefused::NotAssigned)
+        );
+        // A step that ended before the master stopped keeps its record.
+        assert_eq!(
+            jobs.record_late("live", "a", 0, LateReport::Done { failed: true }, 12)
+                .await
+                .unwrap(),
+            LateOutcome::Refused(ReportRefused::StepEnded("ok"))
+        );
+        let detail = jobs.detail("live").await.unwrap();
+        assert_eq!(detail.report.results.len(), 1);
+        assert_eq!(detail.report.results[0].task, "slow");
+        assert_eq!(detail.node_steps[0].state, NodeStepState::Ok);
         // Nothing more to interrupt on the next restart.
         assert!(jobs.interrupt_unfinished(12).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_running_job_and_the_masters_verdict_take_no_late_report() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let journal = JobJournal::start(store.clone());
+        journal.job(&job("live", JobState::Running, 1));
+        journal.node_step("live", &node_step("a", NodeStepState::Running));
+        journal.job(&job("over", JobState::Failed, 2));
+        journal.node_step("over", &node_step("a", NodeStepState::Unreachable));
+        journal.flush().await;
+        let jobs = JobStore::new(store);
+        for (job_id, refused) in [
+            ("live", ReportRefused::GivenUp),
+            ("over", ReportRefused::StepEnded("unreachable")),
+        ] {
+            let late = LateReport::Result {
+                sequence: 0,
+                result: Box::new(result("a", "late")),
+            };
+            assert_eq!(
+                jobs.record_late(job_id, "a", 0, late, 5).await.unwrap(),
+                LateOutcome::Refused(refused.clone())
+            );
+            assert_eq!(
+                jobs.record_late(job_id, "a", 0, LateReport::Done { failed: false }, 5)
+                    .await
+                    .unwrap(),
+                LateOutcome::Refused(refused)
+            );
+            let detail = jobs.detail(job_id).await.unwrap();
+            assert!(detail.report.results.is_empty());
+            assert!(detail.node_steps[0].note.is_none());
+        }
     }
 
     #[tokio::test]

@@ -30,9 +30,9 @@ use super::cluster_inputs::ClusterInputs;
 use super::events::{types, EventCause, EventLog, NewEvent};
 use super::git_repositories::{GitMirrors, RepoId, RepoReader, RepoState};
 use super::job::{
-    new_job_id, unreachable_result, JobJournal, JobOrigin, JobRecord, JobState, JobStepPlan,
-    JobStore, JobStoreError, LateReport, NodeStepRecord, NodeStepState, SecretsRead,
-    StepAssignment,
+    check_sequence, new_job_id, step_result_limit, unreachable_result, JobJournal, JobOrigin,
+    JobRecord, JobState, JobStepPlan, JobStore, JobStoreError, LateOutcome, LateReport,
+    NodeStepRecord, NodeStepState, ReportRefused, SecretsRead, StepAssignment,
 };
 use super::node_registry::{NodeRecord, NodeRegistry, NodeRegistryError};
 use super::objects::{namespace_for, ObjectError, ObjectRegistry, DEFAULT_NAMESPACE};
@@ -210,7 +210,7 @@ impl<S: Store + Clone> JobRunner<S> {
         step_index: u32,
         late: LateReport,
         now_ms: u64,
-    ) -> Result<(), RunError> {
+    ) -> Result<LateOutcome, RunError> {
         let late = match late {
             LateReport::Result { sequence, result } => {
                 let mask = self.secret_mask_of(job_id).await?;
@@ -221,11 +221,11 @@ impl<S: Store + Clone> JobRunner<S> {
             }
             done => done,
         };
-        self.inner
+        Ok(self
+            .inner
             .jobs
             .record_late(job_id, node, step_index, late, now_ms)
-            .await?;
-        Ok(())
+            .await?)
     }
 
     /// The mask of the Secrets job `job_id` read, as they are now.
@@ -342,6 +342,7 @@ impl<S: Store + Clone> JobRunner<S> {
             step_plans.push(JobStepPlan {
                 name: step.display_name(index),
                 nodes,
+                max_results: step_result_limit(step),
             });
         }
         let (inputs, secrets_read) = match &request.scope {
@@ -570,6 +571,45 @@ fn reads_other_nodes(source: &str) -> bool {
     })
 }
 
+/// What a node's step may take beyond its tasks' own `timeout`s when no Config sets
+/// `step_timeout`.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// What a node's step runs with besides the step itself.
+#[derive(Clone, Copy)]
+struct NodeStepOptions<'a> {
+    /// The node `run_once` tasks run on.
+    run_once_node: Option<&'a str>,
+    /// How long the master waits for the node to end the step.
+    deadline: Duration,
+}
+
+/// How long the master waits for a node to end `step`: what its tasks say they may
+/// take (every attempt of every task and handler at its `timeout`, with the `delay`s
+/// between attempts), plus the Config's `step_timeout` for all they do not bound: tasks
+/// with no `timeout` or with a `loop` (whose items are known only when it runs),
+/// unpacking, reporting, waiting behind another job's step on the node. A node that
+/// heartbeats but never ends its step is given up at the deadline, like one that cannot
+/// be reached, so no job (and no `concurrency: forbid` CronJob) waits forever.
+fn step_deadline(step: &Step, step_timeout: Option<Duration>) -> Duration {
+    step.tasks
+        .iter()
+        .chain(&step.handlers)
+        .filter(|task| task.loop_items.is_none())
+        .filter_map(|task| {
+            let timeout = task.timeout?.0;
+            Some(
+                timeout
+                    .saturating_mul(task.retries.saturating_add(1))
+                    .saturating_add(task.delay.0.saturating_mul(task.retries)),
+            )
+        })
+        .fold(
+            step_timeout.unwrap_or(DEFAULT_STEP_TIMEOUT),
+            Duration::saturating_add,
+        )
+}
+
 /// Whether `failed` of a step's `total` nodes is more than the rollout allows.
 fn over_max_fail(rollout: &Rollout, failed: usize, total: usize) -> bool {
     rollout
@@ -680,13 +720,17 @@ impl<S: Store + Clone> JobRun<S> {
                 .any(|t| t.run_once)
                 .then(|| nodes.first().cloned())
                 .flatten();
+            let deadline = step_deadline(step, self.inputs.step_timeout);
             let outcomes = self
                 .roll_out(
                     index,
                     &step_name,
                     &nodes,
                     &rollout,
-                    run_once_node.as_deref(),
+                    NodeStepOptions {
+                        run_once_node: run_once_node.as_deref(),
+                        deadline,
+                    },
                 )
                 .await;
 
@@ -845,7 +889,7 @@ impl<S: Store + Clone> JobRun<S> {
         step_name: &str,
         nodes: &[String],
         rollout: &Rollout,
-        run_once_node: Option<&str>,
+        options: NodeStepOptions<'_>,
     ) -> Vec<(String, NodeStepState)> {
         let sizes = plan_batches(nodes.len(), &rollout.batch);
         let pause = rollout.pause.map(|p| p.0).unwrap_or(Duration::ZERO);
@@ -859,9 +903,7 @@ impl<S: Store + Clone> JobRun<S> {
                     self.skip(index, &node);
                     return (node, NodeStepState::Skipped);
                 }
-                let state = self
-                    .run_node_step(index, step_name, &node, run_once_node)
-                    .await;
+                let state = self.run_node_step(index, step_name, &node, options).await;
                 if matches!(state, NodeStepState::Failed | NodeStepState::Unreachable)
                     && over_max_fail(
                         rollout,
@@ -928,7 +970,10 @@ impl<S: Store + Clone> JobRun<S> {
         index: usize,
         step_name: &str,
         node: &str,
-        run_once_node: Option<&str>,
+        NodeStepOptions {
+            run_once_node,
+            deadline,
+        }: NodeStepOptions<'_>,
     ) -> NodeStepState {
         let job_id = &self.job.job_id;
         let mut record = NodeStepRecord {
@@ -997,41 +1042,10 @@ impl<S: Store + Clone> JobRun<S> {
                 );
                 NodeStepState::Unreachable
             }
-            Ok(mut events) => loop {
-                match events.recv().await {
-                    Some(StepEvent::Result {
-                        sequence,
-                        mut result,
-                    }) => {
-                        // A node reports for itself only.
-                        result.node = node.to_string();
-                        result.step = step_name.to_string();
-                        self.record(index, sequence, *result);
-                    }
-                    Some(StepEvent::Done {
-                        failed,
-                        mut registered,
-                    }) => {
-                        registered
-                            .values_mut()
-                            .for_each(|value| self.inputs.secret_mask.mask_value(value));
-                        lock(&self.registered).insert(node.to_string(), registered);
-                        break if failed {
-                            NodeStepState::Failed
-                        } else {
-                            NodeStepState::Ok
-                        };
-                    }
-                    Some(StepEvent::Lost(reason)) => {
-                        self.unreachable(index, step_name, node, &reason);
-                        break NodeStepState::Unreachable;
-                    }
-                    None => {
-                        self.unreachable(index, step_name, node, "the node's session ended");
-                        break NodeStepState::Unreachable;
-                    }
-                }
-            },
+            Ok(events) => {
+                self.follow_step(index, step_name, node, events, deadline)
+                    .await
+            }
         };
         record.state = state;
         record.finished_unix_ms = Some(unix_ms_now());
@@ -1041,6 +1055,90 @@ impl<S: Store + Clone> JobRun<S> {
             node: node.to_string(),
             state,
         });
+        state
+    }
+
+    /// Reads a node's reports on a step until it ends it, its session ends or the
+    /// deadline passes. A result is taken once per sequence, within the step's limit;
+    /// the first refusal is logged, the rest counted.
+    async fn follow_step(
+        &self,
+        index: usize,
+        step_name: &str,
+        node: &str,
+        mut events: mpsc::UnboundedReceiver<StepEvent>,
+        deadline: Duration,
+    ) -> NodeStepState {
+        let job_id = &self.job.job_id;
+        let max_results = self.job.steps[index].max_results;
+        let mut reported = HashSet::new();
+        let mut refusals = 0u64;
+        let ends_at = tokio::time::Instant::now() + deadline;
+        let state = loop {
+            let Ok(event) = tokio::time::timeout_at(ends_at, events.recv()).await else {
+                // The node may be alive and heartbeating: only its step is over.
+                self.inner.sessions.abandon_step(node, job_id, index as u32);
+                self.unreachable(
+                    index,
+                    step_name,
+                    node,
+                    &format!(
+                        "no result within the step's deadline of {}; the job went on without this node (see `step_timeout` in the Config)",
+                        humantime::format_duration(deadline)
+                    ),
+                );
+                break NodeStepState::Unreachable;
+            };
+            match event {
+                Some(StepEvent::Result {
+                    sequence,
+                    mut result,
+                }) => {
+                    let checked = check_sequence(sequence, max_results).and_then(|()| {
+                        reported
+                            .insert(sequence)
+                            .then_some(())
+                            .ok_or(ReportRefused::Repeated(sequence))
+                    });
+                    if let Err(refused) = checked {
+                        if refusals == 0 {
+                            tracing::warn!(%node, job = %job_id, step = index + 1, %refused, "a task result was refused");
+                        }
+                        refusals += 1;
+                        continue;
+                    }
+                    // A node reports for itself only.
+                    result.node = node.to_string();
+                    result.step = step_name.to_string();
+                    self.record(index, sequence, *result);
+                }
+                Some(StepEvent::Done {
+                    failed,
+                    mut registered,
+                }) => {
+                    registered
+                        .values_mut()
+                        .for_each(|value| self.inputs.secret_mask.mask_value(value));
+                    lock(&self.registered).insert(node.to_string(), registered);
+                    break if failed {
+                        NodeStepState::Failed
+                    } else {
+                        NodeStepState::Ok
+                    };
+                }
+                Some(StepEvent::Lost(reason)) => {
+                    self.unreachable(index, step_name, node, &reason);
+                    break NodeStepState::Unreachable;
+                }
+                None => {
+                    self.unreachable(index, step_name, node, "the node's session ended");
+                    break NodeStepState::Unreachable;
+                }
+            }
+        };
+        if refusals > 1 {
+            tracing::warn!(%node, job = %job_id, step = index + 1, refusals, "task results were refused on this step");
+        }
         state
     }
 
@@ -1284,6 +1382,42 @@ mod tests {
         ));
         assert!(!reads_other_nodes("nodes: {all: true}"));
         assert!(!reads_other_nodes("msg: '{{ my_nodes.x }}'"));
+    }
+
+    #[test]
+    fn a_steps_deadline_is_its_tasks_timeouts_plus_the_configs_allowance() {
+        let taskbook = TaskBook::from_source(
+            r#"apiVersion: weft/v1
+kind: TaskBook
+metadata: {name: deadlines}
+spec:
+  steps:
+    - tasks:
+        - {shell: "sleep 1", timeout: 10s}
+        - {shell: "curl x", timeout: 5s, retries: 2, delay: 3s}
+        - shell: "no timeout"
+        - {debug: {msg: "{{ item }}"}, loop: [1, 2], timeout: 1h}
+      handlers:
+        - {name: restart, shell: "true", timeout: 20s}
+    - tasks:
+        - shell: "no timeout"
+"#,
+            std::path::Path::new("deadlines.yml"),
+        )
+        .unwrap();
+        let minute = Duration::from_secs(60);
+        // 10s, then three attempts of 5s with two delays of 3s, then the handler's
+        // 20s; the loop counts only in the allowance, as its items are unknown.
+        let tasks = Duration::from_secs(10 + 3 * 5 + 2 * 3 + 20);
+        assert_eq!(
+            step_deadline(&taskbook.steps[0], Some(minute)),
+            minute + tasks
+        );
+        assert_eq!(step_deadline(&taskbook.steps[1], Some(minute)), minute);
+        assert_eq!(
+            step_deadline(&taskbook.steps[1], None),
+            DEFAULT_STEP_TIMEOUT
+        );
     }
 
     /// Nodes played in memory: each takes `work` per step, those in `failing` fail;

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 use weft_taskbook::report::TaskResult;
@@ -162,6 +163,14 @@ impl NodeSessions {
         Ok(events)
     }
 
+    /// The job stopped waiting for the node's step (its deadline passed): what the
+    /// node reports on it from now on is late.
+    pub fn abandon_step(&self, node_name: &str, job_id: &str, step_index: u32) {
+        if let Some(session) = self.lock().get_mut(node_name) {
+            session.steps.remove(&(job_id.to_string(), step_index));
+        }
+    }
+
     /// Hands a node's report to the job waiting for it. Returns the event back when no
     /// job waits (the master restarted since, or the job gave the node up).
     pub fn deliver(
@@ -193,9 +202,54 @@ impl NodeSessions {
     }
 }
 
+/// A token bucket: how many messages a session may send, in bursts of `burst` and
+/// `per_second` on average. A node over it is not a weft minion doing its work (whose
+/// busiest moment, a reconnect that sends again what the master may have missed, fits
+/// in a burst), so its session ends.
+#[derive(Debug, Clone)]
+pub struct MessageBudget {
+    burst: f64,
+    per_second: f64,
+    tokens: f64,
+    refilled_at: Instant,
+}
+
+impl MessageBudget {
+    pub fn new(burst: u32, per_second: u32, now: Instant) -> Self {
+        MessageBudget {
+            burst: f64::from(burst),
+            per_second: f64::from(per_second),
+            tokens: f64::from(burst),
+            refilled_at: now,
+        }
+    }
+
+    /// Spends one message; `false` when none is left.
+    pub fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.refilled_at);
+        self.refilled_at = self.refilled_at.max(now);
+        self.tokens = (self.tokens + elapsed.as_secs_f64() * self.per_second).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// What the budget allows, for the message that ends a session over it.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} messages a second on average, {} at once",
+            self.per_second, self.burst
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn assignment(job_id: &str) -> Arc<StepAssignment> {
         Arc::new(StepAssignment {
@@ -226,6 +280,14 @@ mod tests {
         // Nobody waits for that step any more.
         assert_eq!(
             sessions.deliver("web-1", handle.session_id, "j1", 0, done.clone()),
+            Some(done.clone())
+        );
+
+        // A step given up on: what the node says of it is late.
+        let _given_up = sessions.dispatch("web-1", assignment("j0")).unwrap();
+        sessions.abandon_step("web-1", "j0", 0);
+        assert_eq!(
+            sessions.deliver("web-1", handle.session_id, "j0", 0, done.clone()),
             Some(done)
         );
 
@@ -252,5 +314,22 @@ mod tests {
         sessions.kick("web-1", "removed");
         assert!(*new.closed.borrow());
         assert!(!sessions.is_online("web-1"));
+    }
+
+    #[test]
+    fn a_message_budget_allows_its_burst_then_its_rate_and_refills() {
+        let start = Instant::now();
+        let mut budget = MessageBudget::new(10, 5, start);
+        assert!((0..10).all(|_| budget.take(start)));
+        assert!(!budget.take(start), "the burst is spent");
+        // A fifth of a second brings one message back, at five a second.
+        let later = start + Duration::from_millis(200);
+        assert!(budget.take(later));
+        assert!(!budget.take(later));
+        // A long quiet refills the burst, never more.
+        let much_later = later + Duration::from_secs(60);
+        assert_eq!((0..20).filter(|_| budget.take(much_later)).count(), 10);
+        // A clock read out of order takes nothing back.
+        assert!(!budget.take(start));
     }
 }

@@ -23,6 +23,10 @@ pub struct ConfigSpec {
     /// How many events the cluster keeps (the oldest go first); default 10,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_events: Option<u32>,
+    /// What a node's step may take beyond its tasks' own `timeout`s (default 1h): past
+    /// it the master gives the node's step up as unreachable and the job goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_timeout: Option<Duration>,
 }
 
 /// Job history is bounded by count and by age, so it never fills a disk.

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
     validate_git_url, validate_labels, validate_name, AnyObject, BeaconCheck, BeaconSpec,
-    ClusterVariablesBindingSpec, CronJobSpec, NodeGroupSpec, VariablesSpec,
+    ClusterVariablesBindingSpec, ConfigSpec, CronJobSpec, NodeGroupSpec, VariablesSpec,
 };
 use crate::error::{Error, PathSegment, Result};
 use crate::schedule::CronSchedule;
@@ -31,6 +31,7 @@ pub(super) fn validate_spec(root: &Node, object: &AnyObject) -> Result<()> {
         AnyObject::GitRepository(repository) => {
             validate_git_url(&repository.spec.url).map_err(|message| spec.key("url").error(message))
         }
+        AnyObject::Config(config) => config_spec(&spec, &config.spec),
         _ => Ok(()),
     }
 }
@@ -64,6 +65,22 @@ impl<'a> Field<'a> {
             .at(self.node.span)
             .under_path(&self.path)
     }
+}
+
+fn config_spec(spec: &Field, config: &ConfigSpec) -> Result<()> {
+    // Shorter gives up a node before it could unpack a step and answer.
+    if config
+        .step_timeout
+        .is_some_and(|timeout| timeout.0 < std::time::Duration::from_secs(1))
+    {
+        return Err(spec
+            .key("step_timeout")
+            .error("`step_timeout` is at least 1s")
+            .with_hint(
+                "it is what a step may take beyond its tasks' own `timeout`s; the default is 1h",
+            ));
+    }
+    Ok(())
 }
 
 fn node_group(spec: &Field, group: &NodeGroupSpec) -> Result<()> {
