@@ -227,8 +227,9 @@ fn joins_go_to_the_leader_and_a_node_removed_through_a_standby_loses_its_session
         return;
     }
     let etcd = EtcdCluster::start(1);
-    let urls = etcd.client_urls().join(",");
-    let mut cluster = Cluster::init(&["--store", "etcd", "--etcd-endpoints", &urls]);
+    let init_args = etcd.init_args();
+    let init_args: Vec<&str> = init_args.iter().map(String::as_str).collect();
+    let mut cluster = Cluster::init(&init_args);
     cluster.start_master();
     let m1_admin = cluster.admin_config();
     wait_for("m1 leads", Duration::from_secs(20), || {

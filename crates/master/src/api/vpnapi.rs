@@ -58,12 +58,20 @@ impl<S: Store + Clone> VpnApi for VpnApiService<S> {
     ) -> Result<Response<SessionStream>, Status> {
         let node = self.context.require_node(&request).await?;
         self.context.require_leader()?;
-        let inbound = request.into_inner();
         let SessionHandle {
             session_id,
             to_node,
             closed,
         } = self.context.sessions.open(&node);
+        // A removal the leader handled between the check above and the opening found
+        // no session to end: the node's record is looked at again now that one is open.
+        if let Err(refused) = self.context.require_node(&request).await {
+            self.context
+                .sessions
+                .close(&node, session_id, "removed while connecting");
+            return Err(refused);
+        }
+        let inbound = request.into_inner();
         let closed_for_pushes = closed.clone();
         tracing::info!(%node, "node connected");
         let context = self.context.clone();
