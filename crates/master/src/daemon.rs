@@ -12,7 +12,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
+use weft_modules::state_file;
 use weft_proto::adminapi::admin_api_server::AdminApiServer;
+use weft_proto::credentials::ClientCredentials;
 use weft_proto::pubapi::pub_api_server::PubApiServer;
 use weft_proto::tls::server_tls_config;
 use weft_proto::vpnapi::vpn_api_server::VpnApiServer;
@@ -30,6 +32,7 @@ use crate::api::pubapi::PubApiService;
 use crate::api::vpnapi::VpnApiService;
 use crate::api::webhook;
 use crate::api::{admin_callers_only, MasterContext, PUBAPI_MAX_MESSAGE_BYTES};
+use crate::core::admin_registry::AdminRegistry;
 use crate::core::beacons::{beacon_inputs_prefixes, BeaconPlanner};
 use crate::core::cron_jobs::CronJobEngine;
 use crate::core::events::{EventLog, DEFAULT_MAX_EVENTS};
@@ -41,15 +44,15 @@ use crate::core::leadership::{Leadership, MasterRecord, MasterRegistry};
 use crate::core::mesh::{Mesh, NodeVpn};
 use crate::core::node_registry::NodeRegistry;
 use crate::core::objects::{ObjectRegistry, OBJECTS_PREFIX};
-use crate::core::pki::ClusterCa;
+use crate::core::pki::{cert_terms, leaf_der_from_pem, peer_identity, ClusterCa, PeerIdentity};
 use crate::core::secret_box::SecretBox;
 use crate::core::sessions::NodeSessions;
 use crate::core::token_registry::TokenRegistry;
 use crate::core::triggers::{TriggerBook, TriggerEngine};
 use crate::git_mirror::GitMirrorDir;
 use crate::init::{
-    endpoint_host, read_settings, MasterSettings, CA_CERT_FILE, CA_KEY_FILE, CLUSTER_KEY_FILE,
-    MASTER_CERT_FILE, MASTER_KEY_FILE, STORE_FILE,
+    endpoint_host, read_settings, MasterSettings, ADMIN_FILE, CA_CERT_FILE, CA_KEY_FILE,
+    CLUSTER_KEY_FILE, MASTER_CERT_FILE, MASTER_KEY_FILE, STORE_FILE,
 };
 use crate::store::{AnyStore, Store};
 
@@ -178,6 +181,14 @@ pub async fn run(
         .map_err(|e| MasterError::Store(e.to_string()))?;
     let leadership = lead(&store, &settings.master_name).await?;
 
+    let admins = AdminRegistry::new(store.clone());
+    adopt_init_admin(dir, &admins).await?;
+    admins
+        .reload()
+        .await
+        .map_err(|e| MasterError::Store(e.to_string()))?;
+    tokio::spawn(admins.clone().follow());
+
     let sessions = Arc::new(NodeSessions::default());
     let ca = Arc::new(ca);
     let objects = ObjectRegistry::new(store.clone(), secret_box);
@@ -206,6 +217,7 @@ pub async fn run(
         masters,
         sessions,
         nodes: NodeRegistry::new(store.clone()),
+        admins: admins.clone(),
         tokens: TokenRegistry::new(store.clone()),
         joiner: Joiner::new(
             ca,
@@ -313,7 +325,7 @@ pub async fn run(
         AdminApiServer::new(AdminApiService { context })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        admin_callers_only,
+        admin_callers_only(admins),
     );
     let mut public_routes = Routes::new(pubapi).add_service(adminapi);
     // Inside the mesh the vpnapi has a listener of its own, on the master's VPN
@@ -362,6 +374,36 @@ pub async fn run(
     drop(mesh);
     tracing::info!("master stopped");
     Ok(())
+}
+
+/// The admin `weft master init` wrote into the data directory is an admin like those
+/// `weft admin create` makes: listed, so it can be revoked. Listed once, by whichever
+/// master starts first; a revoked one stays revoked.
+async fn adopt_init_admin<S: Store>(
+    dir: &Path,
+    admins: &AdminRegistry<S>,
+) -> Result<(), MasterError> {
+    let path = dir.join(ADMIN_FILE);
+    if !path.exists() {
+        return Ok(());
+    }
+    let unusable = |reason: String| MasterError::Credentials {
+        path: path.display().to_string(),
+        reason,
+    };
+    let credentials: ClientCredentials =
+        state_file::read(&path).map_err(|e| unusable(e.to_string()))?;
+    let cert_der = leaf_der_from_pem(&credentials.cert_pem).map_err(|e| unusable(e.to_string()))?;
+    let PeerIdentity::Admin { name } =
+        peer_identity(&cert_der).map_err(|e| unusable(e.to_string()))?
+    else {
+        return Err(unusable("expected an admin certificate".into()));
+    };
+    let terms = cert_terms(&cert_der).map_err(|e| unusable(e.to_string()))?;
+    admins
+        .adopt(&name, &terms, unix_ms_now())
+        .await
+        .map_err(|e| MasterError::Store(e.to_string()))
 }
 
 fn bind(address: SocketAddr) -> Result<TcpIncoming, MasterError> {

@@ -1,6 +1,12 @@
 //! What a client needs to reach the master: where it is, the cluster CA to trust, and
 //! its own certificate and key. The admin's file (`admin.yaml`) and a node's identity
 //! both hold one.
+//!
+//! Certificates renew themselves: [`ClientCredentials::renewal_due`] says when (two
+//! thirds into the certificate's life), [`RenewalKey`] is the new key and the request
+//! the master signs, and [`ClientCredentials::renewed`] the credentials to write back.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -20,5 +26,66 @@ impl std::fmt::Debug for ClientCredentials {
         f.debug_struct("ClientCredentials")
             .field("master_endpoints", &self.master_endpoints)
             .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("the credentials' certificate is unreadable ({0}); get new credentials")]
+    Certificate(String),
+    #[error("could not make a new key or certificate request: {0}")]
+    Key(String),
+}
+
+impl ClientCredentials {
+    /// When the certificate should be renewed: two thirds into its life, so a third of
+    /// it is left for the renewal to succeed.
+    pub fn renewal_due(&self) -> Result<SystemTime, CredentialsError> {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(self.cert_pem.as_bytes())
+            .map_err(|e| CredentialsError::Certificate(e.to_string()))?;
+        let cert = pem
+            .parse_x509()
+            .map_err(|e| CredentialsError::Certificate(e.to_string()))?;
+        let validity = cert.validity();
+        let at = |timestamp: i64| {
+            UNIX_EPOCH + Duration::from_secs(u64::try_from(timestamp).unwrap_or_default())
+        };
+        let (start, end) = (
+            at(validity.not_before.timestamp()),
+            at(validity.not_after.timestamp()),
+        );
+        let life = end.duration_since(start).unwrap_or_default();
+        Ok(start + life * 2 / 3)
+    }
+
+    /// These credentials with the certificate signed for `key`.
+    pub fn renewed(&self, key: RenewalKey, cert_pem: String) -> ClientCredentials {
+        ClientCredentials {
+            master_endpoints: self.master_endpoints.clone(),
+            ca_cert_pem: self.ca_cert_pem.clone(),
+            cert_pem,
+            key_pem: key.key_pem,
+        }
+    }
+}
+
+/// A fresh key for a renewed certificate and the request the master signs; the key
+/// never leaves this host.
+pub struct RenewalKey {
+    key_pem: String,
+    pub csr_der: Vec<u8>,
+}
+
+impl RenewalKey {
+    pub fn generate() -> Result<RenewalKey, CredentialsError> {
+        let key = rcgen::KeyPair::generate().map_err(|e| CredentialsError::Key(e.to_string()))?;
+        // The master takes only the key from the request: identity and terms are its own.
+        let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+            .and_then(|params| params.serialize_request(&key))
+            .map_err(|e| CredentialsError::Key(e.to_string()))?;
+        Ok(RenewalKey {
+            key_pem: key.serialize_pem(),
+            csr_der: csr.der().to_vec(),
+        })
     }
 }
