@@ -14,9 +14,10 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use weft_modules::state_file;
 use weft_proto::adminapi::admin_api_server::AdminApiServer;
+use weft_proto::credentials::cert_renewal_due;
 use weft_proto::credentials::ClientCredentials;
 use weft_proto::pubapi::pub_api_server::PubApiServer;
-use weft_proto::tls::server_tls_config;
+use weft_proto::tls::ServerTls;
 use weft_proto::vpnapi::vpn_api_server::VpnApiServer;
 use weft_taskbook::limits::MAX_MESSAGE_BYTES;
 use weft_taskbook::objects::JobRetention;
@@ -51,13 +52,15 @@ use crate::core::token_registry::TokenRegistry;
 use crate::core::triggers::{TriggerBook, TriggerEngine};
 use crate::git_mirror::GitMirrorDir;
 use crate::init::{
-    endpoint_host, read_settings, MasterSettings, ADMIN_FILE, CA_CERT_FILE, CA_KEY_FILE,
-    CLUSTER_KEY_FILE, MASTER_CERT_FILE, MASTER_KEY_FILE, STORE_FILE,
+    endpoint_host, read_settings, write_master_cert, MasterSettings, ADMIN_FILE, CA_CERT_FILE,
+    CA_KEY_FILE, CLUSTER_KEY_FILE, MASTER_CERT_FILE, MASTER_KEY_FILE, STORE_FILE,
 };
 use crate::store::{AnyStore, Store};
 
 const TOKEN_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 const EVENT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// A master certificate renewal that failed is tried again after this.
+const MASTER_RENEWAL_RETRY: Duration = Duration::from_secs(15);
 /// How long a stopping master lets open requests finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -295,12 +298,13 @@ pub async fn run(
     let public_address = options
         .listen
         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], port)));
-    let tls = server_tls_config(
-        &read_private(dir, MASTER_CERT_FILE)?,
-        &read_private(dir, MASTER_KEY_FILE)?,
-        &ca_cert_pem,
-    );
-    let tls_public = tls.clone();
+    let tls = master_tls(dir, &settings, &context.ca, &ca_cert_pem)?;
+    tokio::spawn(renew_master_cert(
+        dir.clone(),
+        settings.clone(),
+        context.ca.clone(),
+        tls.clone(),
+    ));
     // Both listeners stop together.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop_signal = || {
@@ -333,8 +337,8 @@ pub async fn run(
     let mesh_listener = match &mesh {
         Some(_) => {
             let address: SocketAddr = master_vpnapi_endpoint.parse().expect("built above");
-            let incoming = bind(address)?;
-            let server = tls_server(tls.clone())?.add_service(vpnapi);
+            let incoming = tls.accept(bind(address)?);
+            let server = server().add_service(vpnapi);
             Some(server.serve_with_incoming_shutdown(incoming, stop_signal()))
         }
         None => {
@@ -344,11 +348,14 @@ pub async fn run(
     };
     // Webhook senders speak HTTP/1.1 as often as not (those that name no ALPN protocol
     // get it; tonic's TLS offers `h2` alone).
-    let public_listener = tls_server(tls_public)?
+    let public_listener = server()
         .accept_http1(true)
         .add_routes(Routes::from(public_routes.into_axum_router().merge(hooks)))
         .serve_with_incoming_shutdown(
-            limit_per_address(bind(public_address)?, options.max_connections_per_address),
+            tls.accept(limit_per_address(
+                bind(public_address)?,
+                options.max_connections_per_address,
+            )),
             stop_signal(),
         );
     tracing::info!(address = %public_address, vpnapi = %master_vpnapi_endpoint, cluster = %settings.cluster_name, endpoint = %settings.master_public_endpoint, "master listening");
@@ -415,12 +422,95 @@ fn bind(address: SocketAddr) -> Result<TcpIncoming, MasterError> {
         .with_nodelay(Some(true)))
 }
 
-fn tls_server(tls: tonic::transport::ServerTlsConfig) -> Result<Server, MasterError> {
-    Ok(Server::builder()
-        .tls_config(tls)
-        .map_err(|e| MasterError::Serve(e.to_string()))?
+/// A server for connections [`ServerTls::accept`] has handshaken.
+fn server() -> Server {
+    Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20))))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+}
+
+/// The master's TLS from its files. A pair that does not load (a renewal cut short
+/// between its two writes, a file lost) is replaced first: the master holds the CA.
+fn master_tls(
+    dir: &Path,
+    settings: &MasterSettings,
+    ca: &ClusterCa,
+    ca_cert_pem: &str,
+) -> Result<ServerTls, MasterError> {
+    let loaded = match (
+        read_private(dir, MASTER_CERT_FILE),
+        read_private(dir, MASTER_KEY_FILE),
+    ) {
+        (Ok(chain_pem), Ok(key_pem)) => {
+            ServerTls::new(&chain_pem, &key_pem, ca_cert_pem).map_err(|e| e.to_string())
+        }
+        (Err(error), _) | (_, Err(error)) => Err(error.to_string()),
+    };
+    let unusable = |reason: String| MasterError::Credentials {
+        path: dir.join(MASTER_CERT_FILE).display().to_string(),
+        reason,
+    };
+    match loaded {
+        Ok(tls) => Ok(tls),
+        Err(reason) => {
+            tracing::warn!(%reason, "the master's certificate does not load; issuing a new one");
+            let written = write_master_cert(
+                dir,
+                ca,
+                &settings.master_name,
+                &settings.master_public_endpoint,
+                SystemTime::now(),
+            )
+            .map_err(|e| unusable(e.to_string()))?;
+            ServerTls::new(&written.chain_pem, &written.key_pem, ca_cert_pem)
+                .map_err(|e| unusable(e.to_string()))
+        }
+    }
+}
+
+/// Each master renews its own certificate at two thirds of its life, from the CA key it
+/// holds: new connections get the new one at once, open ones keep theirs.
+async fn renew_master_cert(
+    dir: PathBuf,
+    settings: MasterSettings,
+    ca: Arc<ClusterCa>,
+    tls: ServerTls,
+) {
+    loop {
+        let due = read_private(&dir, MASTER_CERT_FILE)
+            .map_err(|e| e.to_string())
+            .and_then(|chain_pem| cert_renewal_due(&chain_pem).map_err(|e| e.to_string()));
+        let wait = match due {
+            Ok(due) => due.duration_since(SystemTime::now()).unwrap_or_default(),
+            Err(error) => {
+                tracing::warn!(%error, "the master's certificate is unreadable; renewing it now");
+                Duration::ZERO
+            }
+        };
+        tokio::time::sleep(wait).await;
+        let renewed = write_master_cert(
+            &dir,
+            &ca,
+            &settings.master_name,
+            &settings.master_public_endpoint,
+            SystemTime::now(),
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|written| {
+            tls.replace_cert(&written.chain_pem, &written.key_pem)
+                .map(|()| written.not_after_unix_ms)
+                .map_err(|e| e.to_string())
+        });
+        match renewed {
+            Ok(not_after_unix_ms) => {
+                tracing::info!(not_after_unix_ms, "master certificate renewed")
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in_s = MASTER_RENEWAL_RETRY.as_secs(), "the master's certificate could not be renewed");
+                tokio::time::sleep(MASTER_RENEWAL_RETRY).await;
+            }
+        }
+    }
 }
 
 /// The master's key, its place in the stored mesh, and its own interface, which then

@@ -41,21 +41,7 @@ impl ClientCredentials {
     /// When the certificate should be renewed: two thirds into its life, so a third of
     /// it is left for the renewal to succeed.
     pub fn renewal_due(&self) -> Result<SystemTime, CredentialsError> {
-        let (_, pem) = x509_parser::pem::parse_x509_pem(self.cert_pem.as_bytes())
-            .map_err(|e| CredentialsError::Certificate(e.to_string()))?;
-        let cert = pem
-            .parse_x509()
-            .map_err(|e| CredentialsError::Certificate(e.to_string()))?;
-        let validity = cert.validity();
-        let at = |timestamp: i64| {
-            UNIX_EPOCH + Duration::from_secs(u64::try_from(timestamp).unwrap_or_default())
-        };
-        let (start, end) = (
-            at(validity.not_before.timestamp()),
-            at(validity.not_after.timestamp()),
-        );
-        let life = end.duration_since(start).unwrap_or_default();
-        Ok(start + life * 2 / 3)
+        cert_renewal_due(&self.cert_pem)
     }
 
     /// These credentials with the certificate signed for `key`.
@@ -67,6 +53,31 @@ impl ClientCredentials {
             key_pem: key.key_pem,
         }
     }
+}
+
+/// When the first certificate of `cert_pem` (the leaf of a chain) is two thirds into its
+/// life, the time to renew it.
+pub fn cert_renewal_due(cert_pem: &str) -> Result<SystemTime, CredentialsError> {
+    let (start, end) = cert_validity(cert_pem)?;
+    let life = end.duration_since(start).unwrap_or_default();
+    Ok(start + life * 2 / 3)
+}
+
+/// From when until when the first certificate of `cert_pem` is good.
+pub fn cert_validity(cert_pem: &str) -> Result<(SystemTime, SystemTime), CredentialsError> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+        .map_err(|e| CredentialsError::Certificate(e.to_string()))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| CredentialsError::Certificate(e.to_string()))?;
+    let validity = cert.validity();
+    let at = |timestamp: i64| {
+        UNIX_EPOCH + Duration::from_secs(u64::try_from(timestamp).unwrap_or_default())
+    };
+    Ok((
+        at(validity.not_before.timestamp()),
+        at(validity.not_after.timestamp()),
+    ))
 }
 
 /// A fresh key for a renewed certificate and the request the master signs; the key
