@@ -100,3 +100,53 @@ impl RenewalKey {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_between(not_before: u64, not_after: u64) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["node".to_string()]).unwrap();
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        params.not_before = epoch + Duration::from_secs(not_before);
+        params.not_after = epoch + Duration::from_secs(not_after);
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn renewal_is_due_two_thirds_into_the_life() {
+        let cert_pem = cert_between(1_700_000_000, 1_700_000_300);
+        let at = |seconds: u64| UNIX_EPOCH + Duration::from_secs(seconds);
+        assert_eq!(
+            cert_validity(&cert_pem).unwrap(),
+            (at(1_700_000_000), at(1_700_000_300))
+        );
+        assert_eq!(cert_renewal_due(&cert_pem).unwrap(), at(1_700_000_200));
+        assert!(matches!(
+            cert_renewal_due("not a certificate"),
+            Err(CredentialsError::Certificate(_))
+        ));
+    }
+
+    #[test]
+    fn a_renewal_key_is_new_each_time_and_renewed_credentials_keep_the_rest() {
+        let (first, second) = (
+            RenewalKey::generate().unwrap(),
+            RenewalKey::generate().unwrap(),
+        );
+        assert_ne!(first.key_pem, second.key_pem);
+        let credentials = ClientCredentials {
+            master_endpoints: vec!["192.0.2.1:7443".into()],
+            ca_cert_pem: "ca".into(),
+            cert_pem: "old".into(),
+            key_pem: "old key".into(),
+        };
+        let key_pem = first.key_pem.clone();
+        let renewed = credentials.renewed(first, "new".into());
+        assert_eq!(renewed.master_endpoints, credentials.master_endpoints);
+        assert_eq!(renewed.ca_cert_pem, "ca");
+        assert_eq!(renewed.cert_pem, "new");
+        assert_eq!(renewed.key_pem, key_pem);
+    }
+}

@@ -572,6 +572,32 @@ mod tests {
     }
 
     #[test]
+    fn admin_requests_get_admin_certificates_and_terms_read_back() {
+        let ca = ca();
+        let (key, csr_der) = node_request();
+        let signed = ca.sign_admin_csr("alice", &csr_der, now()).unwrap();
+        assert_eq!(
+            peer_identity(&signed.cert_der).unwrap(),
+            PeerIdentity::Admin {
+                name: "alice".into()
+            }
+        );
+        let cert = parsed(&signed.cert_der);
+        assert_eq!(
+            cert.public_key().subject_public_key.data.as_ref(),
+            key.public_key_raw()
+        );
+        assert_eq!(cert_terms(&signed.cert_der).unwrap(), signed.terms());
+        let expected_end = now().duration_since(UNIX_EPOCH).unwrap() + LEAF_VALIDITY;
+        assert_eq!(signed.not_after_unix_ms, expected_end.as_millis() as u64);
+        assert_eq!(
+            leaf_der_from_pem(&signed.cert_pem).unwrap(),
+            signed.cert_der
+        );
+        assert!(leaf_der_from_pem(&ca.key_pem()).is_err());
+    }
+
+    #[test]
     fn tampered_or_garbage_requests_are_refused() {
         let ca = ca();
         let (_, mut csr_der) = node_request();
