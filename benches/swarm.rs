@@ -227,6 +227,7 @@ pub async fn start_swarm(
     for (index, identity) in identities.into_iter().enumerate() {
         let options = AgentOptions {
             identity,
+            data_dir: dir.join("identities").join(index.to_string()),
             work_dir: dir.join("work").join(index.to_string()),
             facts: facts.clone(),
             mesh: None,

@@ -78,6 +78,12 @@ enum Command {
     Nodes(ListArgs),
     /// List the masters (several share an etcd store) and which one leads.
     Masters(ListArgs),
+    /// Admins: create one (new credentials), revoke one, list them.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  weft admin create alice -f alice.yaml\n  weft admin revoke alice\n  weft admin list"
+    )]
+    Admin(AdminCommand),
     /// One node: show or remove.
     #[command(subcommand)]
     Node(NodeCommand),
@@ -460,6 +466,33 @@ struct ListArgs {
 }
 
 #[derive(Subcommand)]
+enum AdminCommand {
+    /// A new admin: its credentials file is written to --file, or printed.
+    Create(AdminCreateArgs),
+    /// Every certificate of the admin is refused from now on, by every master.
+    Revoke(AdminNameArgs),
+    /// The admins, revoked ones too, and when their certificates expire.
+    List(ListArgs),
+}
+
+#[derive(Args)]
+struct AdminCreateArgs {
+    name: String,
+    /// Where to write the new admin's credentials (not over an existing file).
+    #[arg(short, long)]
+    file: Option<PathBuf>,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Args)]
+struct AdminNameArgs {
+    name: String,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Subcommand)]
 enum NodeCommand {
     /// A node's state, labels and main facts.
     Show(NodeArgs),
@@ -643,6 +676,24 @@ fn main() -> ExitCode {
         }),
         Command::Masters(args) => admin(&args.admin, |mut client| async move {
             weft_cli::masters::list_masters(&mut client, args.output.into()).await
+        }),
+        Command::Admin(AdminCommand::Create(args)) => {
+            let config = args.admin.config.clone();
+            admin(&args.admin, |mut client| async move {
+                weft_cli::admin::create_admin(
+                    &mut client,
+                    config.as_deref(),
+                    &args.name,
+                    args.file.as_deref(),
+                )
+                .await
+            })
+        }
+        Command::Admin(AdminCommand::Revoke(args)) => admin(&args.admin, |mut client| async move {
+            weft_cli::admin::revoke_admin(&mut client, &args.name).await
+        }),
+        Command::Admin(AdminCommand::List(args)) => admin(&args.admin, |mut client| async move {
+            weft_cli::admin::list_admins(&mut client, args.output.into()).await
         }),
         Command::Nodes(args) => admin(&args.admin, |mut client| async move {
             weft_cli::nodes::list_nodes(&mut client, args.output.into()).await
@@ -998,6 +1049,7 @@ fn run_minion(args: MinionArgs) -> ExitCode {
     };
     let options = AgentOptions {
         identity,
+        data_dir: args.data_dir.clone(),
         work_dir: args.data_dir.join("work"),
         facts: FactsSource::Gather,
         mesh,

@@ -12,6 +12,8 @@ use super::weft;
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub endpoint: String,
+    /// Set for every `weft` command but the minions' (`init`, the master, the CLI).
+    env: Vec<(String, String)>,
     master: Option<Child>,
     minions: Vec<(String, Child)>,
 }
@@ -28,7 +30,16 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with more flags for `weft master init` (e.g. the store).
     pub fn start_with(names: &[&str], init_args: &[&str]) -> Cluster {
-        let mut cluster = Self::init(init_args);
+        Self::start_from(Self::init(init_args), names)
+    }
+
+    /// Like [`Cluster::start`], with environment variables for `init`, the master and the
+    /// CLI (e.g. the test-only certificate lifetime).
+    pub fn start_with_env(names: &[&str], env: &[(&str, &str)]) -> Cluster {
+        Self::start_from(Self::init_with_env(&[], env), names)
+    }
+
+    fn start_from(mut cluster: Cluster, names: &[&str]) -> Cluster {
         cluster.start_master();
         if !names.is_empty() {
             let token = cluster.token(names.len() as u32);
@@ -44,10 +55,18 @@ impl Cluster {
 
     /// A master's directory made by `weft master init INIT_ARGS`, with no master running.
     pub fn init(init_args: &[&str]) -> Cluster {
+        Self::init_with_env(init_args, &[])
+    }
+
+    pub fn init_with_env(init_args: &[&str], env: &[(&str, &str)]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = super::free_port();
         let cluster = Cluster {
             endpoint: format!("127.0.0.1:{port}"),
+            env: env
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
             dir,
             master: None,
             minions: Vec::new(),
@@ -83,6 +102,7 @@ impl Cluster {
         command
             .env("HOME", self.dir.path().join("home"))
             .env_remove("WEFT_CONFIG")
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .args(args);
         command
     }

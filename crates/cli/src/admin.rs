@@ -1,16 +1,26 @@
 //! Where the admin's credentials are (`--config`, then `$WEFT_CONFIG`, then
-//! `~/.config/weft/config.yaml`) and a connection to the adminapi with them.
+//! `~/.config/weft/config.yaml`) and a connection to the adminapi with them; the
+//! credentials renew themselves on the way (see [`renew_if_due`]). Also `weft admin
+//! create|revoke|list`, for several admins.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde_json::json;
 
 use tonic::transport::Channel;
 use weft_modules::state_file;
 use weft_proto::adminapi::admin_api_client::AdminApiClient;
-use weft_proto::adminapi::ListMastersRequest;
-use weft_proto::credentials::ClientCredentials;
+use weft_proto::adminapi::{
+    CreateAdminRequest, ListAdminsRequest, ListMastersRequest, RenewAdminCertificateRequest,
+    RevokeAdminRequest,
+};
+use weft_proto::credentials::{ClientCredentials, RenewalKey};
 use weft_proto::tls::connect_mtls;
 use weft_taskbook::limits::MAX_MESSAGE_BYTES;
 
+use crate::output::{print_json, table, timestamp, Output};
 use crate::CliError;
 
 pub type AdminClient = AdminApiClient<Channel>;
@@ -38,7 +48,8 @@ fn config_path(explicit: Option<&Path>) -> Result<PathBuf, CliError> {
 /// leads, and work with nodes (runs) only the leader takes. Where the leader cannot be
 /// reached, the first master's connection serves (reads and applies work on any).
 pub async fn connect(explicit_config: Option<&Path>) -> Result<AdminClient, CliError> {
-    let (credentials, mut client) = connect_any(explicit_config).await?;
+    let (path, credentials, mut client) = connect_any(explicit_config).await?;
+    renew_if_due(&path, &credentials, &mut client).await;
     let Ok(masters) = client.list_masters(ListMastersRequest {}).await else {
         return Ok(client);
     };
@@ -71,10 +82,10 @@ fn admin_client(channel: Channel) -> AdminClient {
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-/// The first master in the credentials' list that answers.
-async fn connect_any(
+/// The admin's credentials file and what it holds.
+pub fn read_credentials(
     explicit_config: Option<&Path>,
-) -> Result<(ClientCredentials, AdminClient), CliError> {
+) -> Result<(PathBuf, ClientCredentials), CliError> {
     let path = config_path(explicit_config)?;
     if !path.exists() {
         return Err(CliError::NoCredentials(format!(
@@ -83,6 +94,166 @@ async fn connect_any(
         )));
     }
     let credentials: ClientCredentials = state_file::read(&path)?;
+    Ok((path, credentials))
+}
+
+/// A certificate two thirds through its life is renewed before the command runs, with
+/// a new key, and the file rewritten whole (keeping its mode). The command itself goes
+/// on with the current certificate, which stays good until it expires; a renewal that
+/// fails only warns, since the next command tries again.
+async fn renew_if_due(path: &Path, credentials: &ClientCredentials, client: &mut AdminClient) {
+    let due = match credentials.renewal_due() {
+        Ok(due) => due,
+        Err(error) => {
+            eprintln!("warning: {}: {error}", path.display());
+            return;
+        }
+    };
+    if SystemTime::now() < due {
+        return;
+    }
+    if let Err(error) = renew(path, credentials, client).await {
+        eprintln!(
+            "warning: the admin certificate in {} is due for renewal, which failed: {error}",
+            path.display()
+        );
+    }
+}
+
+async fn renew(
+    path: &Path,
+    credentials: &ClientCredentials,
+    client: &mut AdminClient,
+) -> Result<(), CliError> {
+    let key = RenewalKey::generate().map_err(|error| CliError::Input(error.to_string()))?;
+    let request = RenewAdminCertificateRequest {
+        csr_der: key.csr_der.clone().into(),
+    };
+    let cert_pem = client
+        .renew_admin_certificate(request)
+        .await?
+        .into_inner()
+        .cert_pem;
+    let io_error = |error: std::io::Error| CliError::Input(format!("{}: {error}", path.display()));
+    let mode = std::fs::metadata(path)
+        .map_err(io_error)?
+        .permissions()
+        .mode()
+        & 0o7777;
+    state_file::write_private(path, &credentials.renewed(key, cert_pem))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_error)?;
+    Ok(())
+}
+
+/// `weft admin create NAME`: the new admin's credentials, written to `file` (never over
+/// an existing one) or printed.
+pub async fn create_admin(
+    client: &mut AdminClient,
+    explicit_config: Option<&Path>,
+    admin_name: &str,
+    file: Option<&Path>,
+) -> Result<(), CliError> {
+    let (_, own) = read_credentials(explicit_config)?;
+    if let Some(file) = file.filter(|file| file.exists()) {
+        return Err(CliError::Input(format!(
+            "{} exists; choose a new file for the credentials of `{admin_name}`",
+            file.display()
+        )));
+    }
+    let created = client
+        .create_admin(CreateAdminRequest {
+            admin_name: admin_name.to_string(),
+        })
+        .await?
+        .into_inner();
+    let credentials = ClientCredentials {
+        master_endpoints: own.master_endpoints,
+        ca_cert_pem: created.ca_cert_pem,
+        cert_pem: created.cert_pem,
+        key_pem: created.key_pem,
+    };
+    match file {
+        Some(file) => {
+            state_file::write_private(file, &credentials)?;
+            eprintln!(
+                "admin {admin_name} created; its credentials are in {} (use them with --config or WEFT_CONFIG)",
+                file.display()
+            );
+        }
+        None => {
+            let value = serde_json::to_value(&credentials).expect("credentials are plain data");
+            print!("{}", state_file::to_yaml(&value));
+        }
+    }
+    Ok(())
+}
+
+pub async fn revoke_admin(client: &mut AdminClient, admin_name: &str) -> Result<(), CliError> {
+    let revoked = client
+        .revoke_admin(RevokeAdminRequest {
+            admin_name: admin_name.to_string(),
+        })
+        .await?
+        .into_inner()
+        .revoked;
+    if !revoked {
+        return Err(CliError::Input(format!(
+            "no admin `{admin_name}` to revoke (or it was revoked already); `weft admin list` shows them"
+        )));
+    }
+    eprintln!("admin {admin_name} revoked: every master refuses its certificates from now on");
+    Ok(())
+}
+
+pub async fn list_admins(client: &mut AdminClient, output: Output) -> Result<(), CliError> {
+    let admins = client
+        .list_admins(ListAdminsRequest {})
+        .await?
+        .into_inner()
+        .admins;
+    match output {
+        Output::Json => print_json(
+            &admins
+                .iter()
+                .map(|admin| {
+                    json!({
+                        "name": admin.admin_name,
+                        "created_unix_ms": admin.created_unix_ms,
+                        "cert_not_after_unix_ms": (admin.cert_not_after_unix_ms != 0).then_some(admin.cert_not_after_unix_ms),
+                        "revoked_unix_ms": admin.revoked_unix_ms,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        ),
+        Output::Text => {
+            let rows: Vec<Vec<String>> = admins
+                .iter()
+                .map(|admin| {
+                    vec![
+                        admin.admin_name.clone(),
+                        match admin.revoked_unix_ms {
+                            Some(at) => format!("revoked {}", timestamp(at)),
+                            None => "active".to_string(),
+                        },
+                        timestamp(admin.created_unix_ms),
+                        timestamp(admin.cert_not_after_unix_ms),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(&["NAME", "STATE", "CREATED", "CERT EXPIRES"], &rows)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The first master in the credentials' list that answers.
+async fn connect_any(
+    explicit_config: Option<&Path>,
+) -> Result<(PathBuf, ClientCredentials, AdminClient), CliError> {
+    let (path, credentials) = read_credentials(explicit_config)?;
     let mut last_error = None;
     for endpoint in &credentials.master_endpoints {
         match connect_mtls(
@@ -93,7 +264,7 @@ async fn connect_any(
         )
         .await
         {
-            Ok(channel) => return Ok((credentials, admin_client(channel))),
+            Ok(channel) => return Ok((path, credentials, admin_client(channel))),
             Err(error) => last_error = Some(error.to_string()),
         }
     }

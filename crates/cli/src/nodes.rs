@@ -40,6 +40,7 @@ fn node_json(node: &Node) -> Value {
         "last_handshake_age_s": node.last_handshake_age_seconds,
         "last_seen_unix_ms": node.last_seen_unix_ms,
         "joined_unix_ms": node.joined_unix_ms,
+        "cert_not_after_unix_ms": (node.cert_not_after_unix_ms != 0).then_some(node.cert_not_after_unix_ms),
     })
 }
 
@@ -69,6 +70,7 @@ pub async fn list_nodes(client: &mut AdminClient, output: Output) -> Result<(), 
                         } else {
                             ago(node.last_seen_unix_ms)
                         },
+                        timestamp(node.cert_not_after_unix_ms),
                         labels_text(node),
                     ]
                 })
@@ -82,6 +84,7 @@ pub async fn list_nodes(client: &mut AdminClient, output: Output) -> Result<(), 
                         "VPN IP",
                         "HANDSHAKE",
                         "LAST SEEN",
+                        "CERT EXPIRES",
                         "LABELS"
                     ],
                     &rows
@@ -138,6 +141,11 @@ pub async fn show_node(
                 }
             );
             println!("last handshake:  {}", handshake_text(&node));
+            // The node renews it at two thirds of its life.
+            println!(
+                "cert expires:    {}",
+                timestamp(node.cert_not_after_unix_ms)
+            );
             println!(
                 "public endpoint: {}",
                 if node.node_public_endpoint.is_empty() {

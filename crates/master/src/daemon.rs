@@ -12,9 +12,12 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
+use weft_modules::state_file;
 use weft_proto::adminapi::admin_api_server::AdminApiServer;
+use weft_proto::credentials::cert_renewal_due;
+use weft_proto::credentials::ClientCredentials;
 use weft_proto::pubapi::pub_api_server::PubApiServer;
-use weft_proto::tls::server_tls_config;
+use weft_proto::tls::ServerTls;
 use weft_proto::vpnapi::vpn_api_server::VpnApiServer;
 use weft_taskbook::limits::MAX_MESSAGE_BYTES;
 use weft_taskbook::objects::JobRetention;
@@ -30,6 +33,7 @@ use crate::api::pubapi::PubApiService;
 use crate::api::vpnapi::VpnApiService;
 use crate::api::webhook;
 use crate::api::{admin_callers_only, MasterContext, PUBAPI_MAX_MESSAGE_BYTES};
+use crate::core::admin_registry::AdminRegistry;
 use crate::core::beacons::{beacon_inputs_prefixes, BeaconPlanner};
 use crate::core::cron_jobs::CronJobEngine;
 use crate::core::events::{EventLog, DEFAULT_MAX_EVENTS};
@@ -41,20 +45,22 @@ use crate::core::leadership::{Leadership, MasterRecord, MasterRegistry};
 use crate::core::mesh::{Mesh, NodeVpn};
 use crate::core::node_registry::{removed_node, NodeRegistry};
 use crate::core::objects::{ObjectRegistry, OBJECTS_PREFIX};
-use crate::core::pki::ClusterCa;
+use crate::core::pki::{cert_terms, leaf_der_from_pem, peer_identity, ClusterCa, PeerIdentity};
 use crate::core::secret_box::SecretBox;
 use crate::core::sessions::NodeSessions;
 use crate::core::token_registry::TokenRegistry;
 use crate::core::triggers::{TriggerBook, TriggerEngine};
 use crate::git_mirror::GitMirrorDir;
 use crate::init::{
-    endpoint_host, read_settings, MasterSettings, CA_CERT_FILE, CA_KEY_FILE, CLUSTER_KEY_FILE,
-    MASTER_CERT_FILE, MASTER_KEY_FILE, STORE_FILE,
+    endpoint_host, read_settings, write_master_cert, MasterSettings, ADMIN_FILE, CA_CERT_FILE,
+    CA_KEY_FILE, CLUSTER_KEY_FILE, MASTER_CERT_FILE, MASTER_KEY_FILE, STORE_FILE,
 };
 use crate::store::{AnyStore, Store};
 
 const TOKEN_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 const EVENT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// A master certificate renewal that failed is tried again after this.
+const MASTER_RENEWAL_RETRY: Duration = Duration::from_secs(15);
 /// How long a stopping master lets open requests finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -178,6 +184,14 @@ pub async fn run(
         .map_err(|e| MasterError::Store(e.to_string()))?;
     let leadership = lead(&store, &settings.master_name).await?;
 
+    let admins = AdminRegistry::new(store.clone());
+    adopt_init_admin(dir, &admins).await?;
+    admins
+        .reload()
+        .await
+        .map_err(|e| MasterError::Store(e.to_string()))?;
+    tokio::spawn(admins.clone().follow());
+
     let sessions = Arc::new(NodeSessions::default());
     let ca = Arc::new(ca);
     let objects = ObjectRegistry::new(store.clone(), secret_box);
@@ -206,6 +220,7 @@ pub async fn run(
         masters,
         sessions,
         nodes: NodeRegistry::new(store.clone()),
+        admins: admins.clone(),
         tokens: TokenRegistry::new(store.clone()),
         joiner: Joiner::new(
             ca,
@@ -289,12 +304,13 @@ pub async fn run(
     let public_address = options
         .listen
         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], port)));
-    let tls = server_tls_config(
-        &read_private(dir, MASTER_CERT_FILE)?,
-        &read_private(dir, MASTER_KEY_FILE)?,
-        &ca_cert_pem,
-    );
-    let tls_public = tls.clone();
+    let tls = master_tls(dir, &settings, &context.ca, &ca_cert_pem)?;
+    tokio::spawn(renew_master_cert(
+        dir.clone(),
+        settings.clone(),
+        context.ca.clone(),
+        tls.clone(),
+    ));
     // Both listeners stop together.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop_signal = || {
@@ -319,7 +335,7 @@ pub async fn run(
         AdminApiServer::new(AdminApiService { context })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        admin_callers_only,
+        admin_callers_only(admins),
     );
     let mut public_routes = Routes::new(pubapi).add_service(adminapi);
     // Inside the mesh the vpnapi has a listener of its own, on the master's VPN
@@ -327,8 +343,8 @@ pub async fn run(
     let mesh_listener = match &mesh {
         Some(_) => {
             let address: SocketAddr = master_vpnapi_endpoint.parse().expect("built above");
-            let incoming = bind(address)?;
-            let server = tls_server(tls.clone())?.add_service(vpnapi);
+            let incoming = tls.accept(bind(address)?);
+            let server = server().add_service(vpnapi);
             Some(server.serve_with_incoming_shutdown(incoming, stop_signal()))
         }
         None => {
@@ -338,11 +354,14 @@ pub async fn run(
     };
     // Webhook senders speak HTTP/1.1 as often as not (those that name no ALPN protocol
     // get it; tonic's TLS offers `h2` alone).
-    let public_listener = tls_server(tls_public)?
+    let public_listener = server()
         .accept_http1(true)
         .add_routes(Routes::from(public_routes.into_axum_router().merge(hooks)))
         .serve_with_incoming_shutdown(
-            limit_per_address(bind(public_address)?, options.max_connections_per_address),
+            tls.accept(limit_per_address(
+                bind(public_address)?,
+                options.max_connections_per_address,
+            )),
             stop_signal(),
         );
     tracing::info!(address = %public_address, vpnapi = %master_vpnapi_endpoint, cluster = %settings.cluster_name, endpoint = %settings.master_public_endpoint, "master listening");
@@ -370,6 +389,36 @@ pub async fn run(
     Ok(())
 }
 
+/// The admin `weft master init` wrote into the data directory is an admin like those
+/// `weft admin create` makes: listed, so it can be revoked. Listed once, by whichever
+/// master starts first; a revoked one stays revoked.
+async fn adopt_init_admin<S: Store>(
+    dir: &Path,
+    admins: &AdminRegistry<S>,
+) -> Result<(), MasterError> {
+    let path = dir.join(ADMIN_FILE);
+    if !path.exists() {
+        return Ok(());
+    }
+    let unusable = |reason: String| MasterError::Credentials {
+        path: path.display().to_string(),
+        reason,
+    };
+    let credentials: ClientCredentials =
+        state_file::read(&path).map_err(|e| unusable(e.to_string()))?;
+    let cert_der = leaf_der_from_pem(&credentials.cert_pem).map_err(|e| unusable(e.to_string()))?;
+    let PeerIdentity::Admin { name } =
+        peer_identity(&cert_der).map_err(|e| unusable(e.to_string()))?
+    else {
+        return Err(unusable("expected an admin certificate".into()));
+    };
+    let terms = cert_terms(&cert_der).map_err(|e| unusable(e.to_string()))?;
+    admins
+        .adopt(&name, &terms, unix_ms_now())
+        .await
+        .map_err(|e| MasterError::Store(e.to_string()))
+}
+
 fn bind(address: SocketAddr) -> Result<TcpIncoming, MasterError> {
     Ok(TcpIncoming::bind(address)
         .map_err(|error| MasterError::Listen {
@@ -379,12 +428,95 @@ fn bind(address: SocketAddr) -> Result<TcpIncoming, MasterError> {
         .with_nodelay(Some(true)))
 }
 
-fn tls_server(tls: tonic::transport::ServerTlsConfig) -> Result<Server, MasterError> {
-    Ok(Server::builder()
-        .tls_config(tls)
-        .map_err(|e| MasterError::Serve(e.to_string()))?
+/// A server for connections [`ServerTls::accept`] has handshaken.
+fn server() -> Server {
+    Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20))))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+}
+
+/// The master's TLS from its files. A pair that does not load (a renewal cut short
+/// between its two writes, a file lost) is replaced first: the master holds the CA.
+fn master_tls(
+    dir: &Path,
+    settings: &MasterSettings,
+    ca: &ClusterCa,
+    ca_cert_pem: &str,
+) -> Result<ServerTls, MasterError> {
+    let loaded = match (
+        read_private(dir, MASTER_CERT_FILE),
+        read_private(dir, MASTER_KEY_FILE),
+    ) {
+        (Ok(chain_pem), Ok(key_pem)) => {
+            ServerTls::new(&chain_pem, &key_pem, ca_cert_pem).map_err(|e| e.to_string())
+        }
+        (Err(error), _) | (_, Err(error)) => Err(error.to_string()),
+    };
+    let unusable = |reason: String| MasterError::Credentials {
+        path: dir.join(MASTER_CERT_FILE).display().to_string(),
+        reason,
+    };
+    match loaded {
+        Ok(tls) => Ok(tls),
+        Err(reason) => {
+            tracing::warn!(%reason, "the master's certificate does not load; issuing a new one");
+            let written = write_master_cert(
+                dir,
+                ca,
+                &settings.master_name,
+                &settings.master_public_endpoint,
+                SystemTime::now(),
+            )
+            .map_err(|e| unusable(e.to_string()))?;
+            ServerTls::new(&written.chain_pem, &written.key_pem, ca_cert_pem)
+                .map_err(|e| unusable(e.to_string()))
+        }
+    }
+}
+
+/// Each master renews its own certificate at two thirds of its life, from the CA key it
+/// holds: new connections get the new one at once, open ones keep theirs.
+async fn renew_master_cert(
+    dir: PathBuf,
+    settings: MasterSettings,
+    ca: Arc<ClusterCa>,
+    tls: ServerTls,
+) {
+    loop {
+        let due = read_private(&dir, MASTER_CERT_FILE)
+            .map_err(|e| e.to_string())
+            .and_then(|chain_pem| cert_renewal_due(&chain_pem).map_err(|e| e.to_string()));
+        let wait = match due {
+            Ok(due) => due.duration_since(SystemTime::now()).unwrap_or_default(),
+            Err(error) => {
+                tracing::warn!(%error, "the master's certificate is unreadable; renewing it now");
+                Duration::ZERO
+            }
+        };
+        tokio::time::sleep(wait).await;
+        let renewed = write_master_cert(
+            &dir,
+            &ca,
+            &settings.master_name,
+            &settings.master_public_endpoint,
+            SystemTime::now(),
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|written| {
+            tls.replace_cert(&written.chain_pem, &written.key_pem)
+                .map(|()| written.not_after_unix_ms)
+                .map_err(|e| e.to_string())
+        });
+        match renewed {
+            Ok(not_after_unix_ms) => {
+                tracing::info!(not_after_unix_ms, "master certificate renewed")
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in_s = MASTER_RENEWAL_RETRY.as_secs(), "the master's certificate could not be renewed");
+                tokio::time::sleep(MASTER_RENEWAL_RETRY).await;
+            }
+        }
+    }
 }
 
 /// The master's key, its place in the stored mesh, and its own interface, which then

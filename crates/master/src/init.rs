@@ -191,18 +191,15 @@ pub async fn init(options: &InitOptions) -> Result<Initialized, InitError> {
     // The mode above applies only to a directory made here, not to one made beforehand.
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(dir_error)?;
 
-    let host = endpoint_host(&options.master_public_endpoint);
-    let master_cert = ca.issue_master_cert(
-        &options.master_name,
-        &[MASTER_SERVER_NAME.to_string(), host],
-        now,
-    )?;
     state_file::write_private_bytes(&dir.join(CA_CERT_FILE), ca.cert_pem().as_bytes())?;
     state_file::write_private_bytes(&dir.join(CA_KEY_FILE), ca.key_pem().as_bytes())?;
-    // The chain, so a node that knows only the CA's hash finds the CA in the handshake.
-    let chain = format!("{}{}", master_cert.cert_pem, ca.cert_pem());
-    state_file::write_private_bytes(&dir.join(MASTER_CERT_FILE), chain.as_bytes())?;
-    state_file::write_private_bytes(&dir.join(MASTER_KEY_FILE), master_cert.key_pem.as_bytes())?;
+    write_master_cert(
+        dir,
+        &ca,
+        &options.master_name,
+        &options.master_public_endpoint,
+        now,
+    )?;
     let cluster_key_file = dir.join(CLUSTER_KEY_FILE);
     let secret_box = match &base.cluster_key {
         Some(key) => {
@@ -269,6 +266,38 @@ pub async fn init(options: &InitOptions) -> Result<Initialized, InitError> {
         store: settings.store,
         user_config,
     })
+}
+
+/// A new certificate and key for this master, written to its directory (at init, and
+/// when it renews): the chain (leaf, then CA) as `master.pem` and the key as
+/// `master.key`. Returns both as written.
+pub fn write_master_cert(
+    dir: &Path,
+    ca: &ClusterCa,
+    master_name: &str,
+    master_public_endpoint: &str,
+    now: SystemTime,
+) -> Result<MasterCertFiles, InitError> {
+    let host = endpoint_host(master_public_endpoint);
+    let master_cert =
+        ca.issue_master_cert(master_name, &[MASTER_SERVER_NAME.to_string(), host], now)?;
+    // The chain, so a node that knows only the CA's hash finds the CA in the handshake.
+    let chain_pem = format!("{}{}", master_cert.cert_pem, ca.cert_pem());
+    // A master stopped between the two writes finds a key that does not match its
+    // certificate, and issues itself a new pair at its next start.
+    state_file::write_private_bytes(&dir.join(MASTER_KEY_FILE), master_cert.key_pem.as_bytes())?;
+    state_file::write_private_bytes(&dir.join(MASTER_CERT_FILE), chain_pem.as_bytes())?;
+    Ok(MasterCertFiles {
+        chain_pem,
+        key_pem: master_cert.key_pem,
+        not_after_unix_ms: master_cert.not_after_unix_ms,
+    })
+}
+
+pub struct MasterCertFiles {
+    pub chain_pem: String,
+    pub key_pem: String,
+    pub not_after_unix_ms: u64,
 }
 
 /// `--store`, `--etcd-endpoints` and `--etcd-insecure` as settings, refused before

@@ -7,7 +7,7 @@
 //! restart is not met by every node at the same instant.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use weft_modules::bundle::Bundle;
 use weft_modules::facts::{add_installed_package_count, gather_facts, same_facts};
 use weft_modules::sync::SYNCED_VAR;
 use weft_modules::ModuleDirs;
+use weft_proto::credentials::ClientCredentials;
 use weft_proto::tls::mtls_endpoint;
 use weft_proto::vpnapi::vpn_api_client::VpnApiClient;
 use weft_proto::vpnapi::{
@@ -44,6 +45,8 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 const FACTS_INTERVAL: Duration = Duration::from_secs(60);
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A renewal that failed is tried again after this, while the certificate still works.
+const RENEWAL_RETRY: Duration = Duration::from_secs(15);
 /// A session that lasted this long was a good one: the next reconnect starts fresh.
 const SESSION_SETTLED: Duration = Duration::from_secs(30);
 /// A step finished this long before its session ended is taken as received.
@@ -80,6 +83,8 @@ impl FactsSource {
 
 pub struct AgentOptions {
     pub identity: MinionIdentity,
+    /// Where the identity is kept: a renewed certificate is written there.
+    pub data_dir: PathBuf,
     /// Where step bundles are unpacked while they run.
     pub work_dir: PathBuf,
     pub facts: FactsSource,
@@ -244,23 +249,8 @@ pub async fn run_agent(
     options: AgentOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), MinionError> {
-    let identity = &options.identity;
-    let credentials = &identity.credentials;
-    let endpoints = credentials
-        .master_endpoints
-        .iter()
-        .map(|endpoint| {
-            mtls_endpoint(
-                endpoint,
-                &credentials.ca_cert_pem,
-                &credentials.cert_pem,
-                &credentials.key_pem,
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if endpoints.is_empty() {
-        return Err(MinionError::NoMaster);
-    }
+    let mut identity = options.identity.clone();
+    let mut endpoints = session_endpoints(&identity.credentials)?;
     std::fs::create_dir_all(&options.work_dir)
         .map_err(|e| MinionError::Io(format!("{}: {e}", options.work_dir.display())))?;
 
@@ -295,6 +285,7 @@ pub async fn run_agent(
     let sessions = async {
         let mut attempt: u32 = 0;
         let mut session_id = 0;
+        let mut renewed = None;
         loop {
             let endpoint = &endpoints[attempt as usize % endpoints.len()];
             session_id += 1;
@@ -307,10 +298,24 @@ pub async fn run_agent(
                 beacons: &beacons,
                 mesh,
                 connection: &connection,
+                identity: &identity,
+                data_dir: &options.data_dir,
+                renewed: &mut renewed,
             };
             let ended = session(endpoint.clone(), link).await;
             connection.send_replace(None);
             outbox.detach(session_id);
+            if let Some(identity_renewed) = renewed.take() {
+                match session_endpoints(&identity_renewed.credentials) {
+                    Ok(renewed_endpoints) => {
+                        tracing::info!(node = %identity.node_name, "node certificate renewed; reconnecting with it");
+                        identity = identity_renewed;
+                        endpoints = renewed_endpoints;
+                        continue;
+                    }
+                    Err(error) => tracing::error!(%error, "the renewed credentials are unusable"),
+                }
+            }
             if started.elapsed() >= SESSION_SETTLED {
                 attempt = 0;
             }
@@ -326,6 +331,28 @@ pub async fn run_agent(
         _ = sessions => unreachable!("the session loop never ends"),
         _ = shutdown => Ok(()),
     }
+}
+
+/// Where sessions go, with the node's current certificate.
+fn session_endpoints(
+    credentials: &ClientCredentials,
+) -> Result<Vec<tonic::transport::Endpoint>, MinionError> {
+    let endpoints = credentials
+        .master_endpoints
+        .iter()
+        .map(|endpoint| {
+            mtls_endpoint(
+                endpoint,
+                &credentials.ca_cert_pem,
+                &credentials.cert_pem,
+                &credentials.key_pem,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if endpoints.is_empty() {
+        return Err(MinionError::NoMaster);
+    }
+    Ok(endpoints)
 }
 
 /// Exponential backoff with full jitter: a random delay up to the doubled cap.
@@ -346,6 +373,10 @@ struct SessionLink<'a> {
     beacons: &'a Mutex<BeaconRunner>,
     mesh: Option<&'a Arc<NodeMesh>>,
     connection: &'a watch::Sender<Option<Channel>>,
+    identity: &'a MinionIdentity,
+    data_dir: &'a Path,
+    /// Set when the session ended to renew the node's certificate.
+    renewed: &'a mut Option<MinionIdentity>,
 }
 
 /// One session, until it ends; returns why.
@@ -358,6 +389,9 @@ async fn session(endpoint: tonic::transport::Endpoint, link: SessionLink<'_>) ->
         beacons,
         mesh,
         connection,
+        identity,
+        data_dir,
+        renewed,
     } = link;
     let channel = match endpoint.connect().await {
         Ok(channel) => channel,
@@ -382,8 +416,25 @@ async fn session(endpoint: tonic::transport::Endpoint, link: SessionLink<'_>) ->
         Err(status) => return format!("the master refused the session: {}", status.message()),
     };
     tracing::info!(endpoint = %endpoint.uri(), "session with the master");
+    let mut renewal_due = identity.renewal_due();
     loop {
-        match inbound.message().await {
+        let message = tokio::select! {
+            message = inbound.message() => message,
+            () = sleep_until_due(renewal_due) => {
+                match identity.renew(&channel, data_dir).await {
+                    Ok(identity_renewed) => {
+                        *renewed = Some(identity_renewed);
+                        return "the node's certificate was renewed".to_string();
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, retry_in_s = RENEWAL_RETRY.as_secs(), "the node's certificate could not be renewed");
+                        renewal_due = Some(Instant::now() + RENEWAL_RETRY);
+                        continue;
+                    }
+                }
+            }
+        };
+        match message {
             Ok(Some(message)) => match message.kind {
                 Some(master_message::Kind::RunStep(step)) => {
                     let _ = steps.send(step);
@@ -411,6 +462,13 @@ async fn session(endpoint: tonic::transport::Endpoint, link: SessionLink<'_>) ->
             Ok(None) => return "the master ended the session".to_string(),
             Err(status) => return format!("the session failed: {}", status.message()),
         }
+    }
+}
+
+async fn sleep_until_due(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,22 +1,25 @@
 //! TLS on the wire, in one place. The master serves every API on one listener with its
-//! certificate chain (leaf, then the cluster CA) and asks for, but does not require,
+//! certificate chain (leaf, then the cluster CA; replaced in place when it renews, see
+//! [`ServerTls`]) and asks for, but does not require,
 //! client certificates: Join comes without one, and the vpnapi and adminapi handlers
 //! check the peer certificate themselves. Clients verify the master against the
 //! cluster CA and the name [`MASTER_SERVER_NAME`]; a joining node, which knows only the
 //! CA's hash from its token, pins that hash ([`connect_pinned`]).
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256};
-use tonic::transport::{
-    Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig,
-};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Request;
 
 /// Every master certificate carries this DNS name; clients verify it instead of the
@@ -26,6 +29,10 @@ pub const MASTER_SERVER_NAME: &str = "master.weft";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// A client that has not finished its TLS handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections handshaken and not yet taken by the server.
+const ACCEPTED_BACKLOG: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -51,15 +58,139 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-pub fn server_tls_config(
-    cert_chain_pem: &str,
-    key_pem: &str,
-    client_ca_pem: &str,
-) -> ServerTlsConfig {
-    ServerTlsConfig::new()
-        .identity(Identity::from_pem(cert_chain_pem, key_pem))
-        .client_ca_root(Certificate::from_pem(client_ca_pem))
-        .client_auth_optional(true)
+/// The master's side of TLS, whose certificate can be replaced while it serves: a
+/// renewed certificate ([`ServerTls::replace_cert`]) is shown to every connection from
+/// then on, and connections already open keep going. Client certificates are asked
+/// for, not required, and verified against the cluster CA.
+#[derive(Clone)]
+pub struct ServerTls {
+    current: Arc<CurrentCert>,
+    config: Arc<rustls::ServerConfig>,
+}
+
+#[derive(Debug)]
+struct CurrentCert(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for CurrentCert {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.0
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+    }
+}
+
+impl ServerTls {
+    /// `cert_chain_pem`: the master's certificate, then the CA's.
+    pub fn new(cert_chain_pem: &str, key_pem: &str, client_ca_pem: &str) -> Result<Self, TlsError> {
+        let mut roots = RootCertStore::empty();
+        for ca in pem_certificates(client_ca_pem)? {
+            roots
+                .add(ca)
+                .map_err(|e| TlsError::Config(format!("the CA certificate: {e}")))?;
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let current = Arc::new(CurrentCert(RwLock::new(certified_key(
+            cert_chain_pem,
+            key_pem,
+        )?)));
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(current.clone());
+        // Webhook senders may speak HTTP/1.1 (the public listener accepts it).
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(ServerTls {
+            current,
+            config: Arc::new(config),
+        })
+    }
+
+    pub fn replace_cert(&self, cert_chain_pem: &str, key_pem: &str) -> Result<(), TlsError> {
+        let certified = certified_key(cert_chain_pem, key_pem)?;
+        *self
+            .current
+            .0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = certified;
+        Ok(())
+    }
+
+    /// TLS over each accepted connection, handshakes side by side (one slow client
+    /// holds up no other); a failed or timed-out handshake just closes its connection.
+    pub fn accept<S, IO>(
+        &self,
+        incoming: S,
+    ) -> impl Stream<Item = std::io::Result<tokio_rustls::server::TlsStream<IO>>> + Send + 'static
+    where
+        S: Stream<Item = std::io::Result<IO>> + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.config.clone());
+        let (handshaken, receiver) = tokio::sync::mpsc::channel(ACCEPTED_BACKLOG);
+        tokio::spawn(async move {
+            tokio::pin!(incoming);
+            while let Some(accepted) = incoming.next().await {
+                let Ok(io) = accepted else { continue };
+                let (acceptor, sender) = (acceptor.clone(), handshaken.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = sender.send(Ok(tls)).await;
+                        }
+                        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                });
+                if handshaken.is_closed() {
+                    return;
+                }
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(receiver)
+    }
+}
+
+fn pem_certificates(pem_text: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let blocks = pem::parse_many(pem_text).map_err(|e| TlsError::Config(e.to_string()))?;
+    let certs: Vec<_> = blocks
+        .into_iter()
+        .filter(|block| block.tag() == "CERTIFICATE")
+        .map(|block| CertificateDer::from(block.into_contents()))
+        .collect();
+    if certs.is_empty() {
+        return Err(TlsError::Config("expected a PEM CERTIFICATE".into()));
+    }
+    Ok(certs)
+}
+
+fn certified_key(cert_chain_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = pem_certificates(cert_chain_pem)?;
+    let key = pem::parse(key_pem).map_err(|e| TlsError::Config(format!("the key: {e}")))?;
+    let key_der = match key.tag() {
+        "PRIVATE KEY" => PrivateKeyDer::Pkcs8(key.into_contents().into()),
+        "EC PRIVATE KEY" => PrivateKeyDer::Sec1(key.into_contents().into()),
+        other => {
+            return Err(TlsError::Config(format!(
+                "expected a PEM PRIVATE KEY, found {other}"
+            )))
+        }
+    };
+    let signing_key = provider()
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| TlsError::Config(format!("the key: {e}")))?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    certified.keys_match().map_err(|e| {
+        TlsError::Config(format!("the key does not belong to the certificate: {e}"))
+    })?;
+    Ok(Arc::new(certified))
 }
 
 /// The leaf certificate the request's client presented, if any.

@@ -22,7 +22,10 @@ use weft_proto::adminapi::{
     SetNodeVarsResponse, StepStarted, StoredObject,
 };
 use weft_proto::adminapi::{
-    DeleteTokenRequest, DeleteTokenResponse, ListTokensRequest, ListTokensResponse, TokenInfo,
+    Admin, CreateAdminRequest, CreateAdminResponse, DeleteTokenRequest, DeleteTokenResponse,
+    ListAdminsRequest, ListAdminsResponse, ListTokensRequest, ListTokensResponse,
+    RenewAdminCertificateRequest, RenewAdminCertificateResponse, RevokeAdminRequest,
+    RevokeAdminResponse, TokenInfo,
 };
 use weft_taskbook::objects::{kind_named, parse_objects, validate_labels, AnyObject, KINDS};
 use weft_taskbook::selector::NodeSelector;
@@ -32,6 +35,7 @@ use weft_taskbook::Vars;
 use weft_taskbook::report::unix_ms;
 
 use super::MasterContext;
+use crate::core::admin_registry::AdminRegistryError;
 use crate::core::cron_jobs::CronJobError;
 use crate::core::events::{EventFilter, EventRecord};
 use crate::core::git_repositories::{GitError, RepoId};
@@ -42,6 +46,7 @@ use crate::core::node_registry::NodeRecord;
 use crate::core::objects::{
     namespace_for, ApplyAction, ObjectError, StoredObject as CoreStoredObject, DEFAULT_NAMESPACE,
 };
+use crate::core::pki::{CertTerms, PkiError};
 use crate::core::token::{TokenRecord, DEFAULT_TOKEN_TTL};
 use crate::core::token_registry::TokenRegistryError;
 use crate::store::Store;
@@ -116,6 +121,7 @@ impl<S: Store + Clone> AdminApiService<S> {
             last_seen_unix_ms: record.last_seen_unix_ms,
             joined_unix_ms: record.joined_unix_ms,
             facts_json: String::new(),
+            cert_not_after_unix_ms: record.node_cert_not_after_unix_ms,
         }
     }
 
@@ -801,6 +807,100 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
         }
         tracing::info!(kind, namespace = namespace.unwrap_or(""), name = %request.name, "object deleted");
         Ok(Response::new(DeleteObjectResponse {}))
+    }
+
+    async fn create_admin(
+        &self,
+        request: Request<CreateAdminRequest>,
+    ) -> Result<Response<CreateAdminResponse>, Status> {
+        MasterContext::<S>::require_admin(&request)?;
+        let admin_name = request.into_inner().admin_name;
+        let now = SystemTime::now();
+        let issued =
+            self.context
+                .ca
+                .issue_admin_cert(&admin_name, now)
+                .map_err(|error| match error {
+                    PkiError::InvalidName { .. } => Status::invalid_argument(error.to_string()),
+                    other => internal(other),
+                })?;
+        let terms = CertTerms {
+            serial: issued.serial.clone(),
+            not_after_unix_ms: issued.not_after_unix_ms,
+        };
+        self.context
+            .admins
+            .create(&admin_name, &terms, unix_ms(now))
+            .await
+            .map_err(admin_status)?;
+        tracing::info!(admin = %admin_name, serial = %issued.serial, "admin created");
+        Ok(Response::new(CreateAdminResponse {
+            ca_cert_pem: self.context.ca.cert_pem().to_string(),
+            cert_pem: issued.cert_pem,
+            key_pem: issued.key_pem,
+        }))
+    }
+
+    async fn revoke_admin(
+        &self,
+        request: Request<RevokeAdminRequest>,
+    ) -> Result<Response<RevokeAdminResponse>, Status> {
+        MasterContext::<S>::require_admin(&request)?;
+        let admin_name = request.into_inner().admin_name;
+        let revoked = self
+            .context
+            .admins
+            .revoke(&admin_name, unix_ms(SystemTime::now()))
+            .await
+            .map_err(admin_status)?;
+        if revoked {
+            tracing::info!(admin = %admin_name, "admin revoked; its certificates are refused from now on");
+        }
+        Ok(Response::new(RevokeAdminResponse { revoked }))
+    }
+
+    async fn list_admins(
+        &self,
+        request: Request<ListAdminsRequest>,
+    ) -> Result<Response<ListAdminsResponse>, Status> {
+        MasterContext::<S>::require_admin(&request)?;
+        let admins = self
+            .context
+            .admins
+            .list()
+            .await
+            .map_err(admin_status)?
+            .into_iter()
+            .map(|record| Admin {
+                cert_not_after_unix_ms: record.not_after_unix_ms().unwrap_or_default(),
+                admin_name: record.admin_name,
+                created_unix_ms: record.created_unix_ms,
+                revoked_unix_ms: record.revoked_unix_ms,
+            })
+            .collect();
+        Ok(Response::new(ListAdminsResponse { admins }))
+    }
+
+    async fn renew_admin_certificate(
+        &self,
+        request: Request<RenewAdminCertificateRequest>,
+    ) -> Result<Response<RenewAdminCertificateResponse>, Status> {
+        let cert_pem = self
+            .context
+            .renew_admin_cert(&request, &request.get_ref().csr_der)
+            .await?;
+        Ok(Response::new(RenewAdminCertificateResponse { cert_pem }))
+    }
+}
+
+fn admin_status(error: AdminRegistryError) -> Status {
+    match error {
+        AdminRegistryError::Exists(_) => Status::already_exists(error.to_string()),
+        AdminRegistryError::TooMany => Status::resource_exhausted(error.to_string()),
+        AdminRegistryError::Conflict(_) => Status::aborted(error.to_string()),
+        AdminRegistryError::Unknown(_) => Status::not_found(error.to_string()),
+        AdminRegistryError::Revoked(_) => Status::permission_denied(error.to_string()),
+        AdminRegistryError::Store(_) | AdminRegistryError::Corrupt(_) => internal(error),
     }
 }
 

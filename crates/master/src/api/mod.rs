@@ -8,10 +8,13 @@ pub mod vpnapi;
 pub mod webhook;
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use tonic::{Request, Status};
 use weft_proto::tls::peer_cert_der;
+use weft_taskbook::report::unix_ms;
 
+use crate::core::admin_registry::{AdminRefusal, AdminRegistry};
 use crate::core::beacons::BeaconPlanner;
 use crate::core::cron_jobs::CronJobEngine;
 use crate::core::events::{EventLog, NewEvent};
@@ -21,7 +24,7 @@ use crate::core::leadership::{Leadership, MasterRegistry};
 use crate::core::mesh::{Departure, Mesh};
 use crate::core::node_registry::NodeRegistry;
 use crate::core::objects::ObjectRegistry;
-use crate::core::pki::{peer_identity, ClusterCa, PeerIdentity};
+use crate::core::pki::{cert_terms, peer_identity, ClusterCa, PeerIdentity, PkiError, SignedCert};
 use crate::core::sessions::{NodeSessions, ToNode};
 use crate::core::token_registry::TokenRegistry;
 use crate::store::Store;
@@ -30,6 +33,9 @@ use crate::store::Store;
 /// request. The vpnapi and adminapi carry runs and use weft's one message bound,
 /// `weft_taskbook::limits::MAX_MESSAGE_BYTES`, as the CLI and the nodes do.
 pub const PUBAPI_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// A certificate request is a key and a signature; anything much larger is not one.
+const MAX_CSR_BYTES: usize = 16 * 1024;
 
 /// What every service reaches.
 pub struct MasterContext<S> {
@@ -43,6 +49,9 @@ pub struct MasterContext<S> {
     pub masters: MasterRegistry<S>,
     pub sessions: Arc<NodeSessions>,
     pub nodes: NodeRegistry<S>,
+    /// The admins and their certificates that are still good; every adminapi call is
+    /// checked against it ([`admin_callers_only`]).
+    pub admins: AdminRegistry<S>,
     pub tokens: TokenRegistry<S>,
     pub joiner: Joiner<S>,
     pub runner: JobRunner<S>,
@@ -150,7 +159,70 @@ impl<S: Store + Clone> MasterContext<S> {
     }
 
     fn require_admin<T>(request: &Request<T>) -> Result<(), Status> {
-        require_admin_role(request)
+        require_admin_role(request).map(|_| ())
+    }
+
+    /// A new certificate for the calling node (a node speaks for itself only), for the
+    /// key in its request. Once stored, the certificate the call came with is refused:
+    /// the node reconnects with the new one.
+    pub async fn renew_node_cert<T>(
+        &self,
+        request: &Request<T>,
+        csr_der: &[u8],
+    ) -> Result<String, Status> {
+        let node_name = self.require_node(request).await?;
+        let old_cert_der = peer_cert_der(request).expect("require_node() found it");
+        let signed = self.sign_request(csr_der, |csr_der, now| {
+            self.ca.sign_node_csr(&node_name, csr_der, now)
+        })?;
+        let swapped = self
+            .nodes
+            .swap_cert(&node_name, &old_cert_der, &signed.cert_der, &signed.terms())
+            .await
+            .map_err(|error| Status::unavailable(error.to_string()))?;
+        if !swapped {
+            return Err(Status::permission_denied(format!(
+                "the certificate of node `{node_name}` was replaced or revoked meanwhile; join it again with a new token if it keeps failing"
+            )));
+        }
+        tracing::info!(node = %node_name, serial = %signed.serial, "node certificate renewed; the previous one is refused from now on");
+        Ok(signed.cert_pem)
+    }
+
+    /// A new certificate for the calling admin, for the key in its request. The
+    /// admin's earlier certificates stay good until they expire.
+    pub async fn renew_admin_cert<T>(
+        &self,
+        request: &Request<T>,
+        csr_der: &[u8],
+    ) -> Result<String, Status> {
+        let (admin_name, _) = require_listed_admin(&self.admins, request)?;
+        let signed = self.sign_request(csr_der, |csr_der, now| {
+            self.ca.sign_admin_csr(&admin_name, csr_der, now)
+        })?;
+        self.admins
+            .renewed(&admin_name, &signed.terms(), unix_ms(SystemTime::now()))
+            .await
+            .map_err(|error| Status::failed_precondition(error.to_string()))?;
+        tracing::info!(admin = %admin_name, serial = %signed.serial, "admin certificate renewed");
+        Ok(signed.cert_pem)
+    }
+
+    fn sign_request(
+        &self,
+        csr_der: &[u8],
+        sign: impl FnOnce(&[u8], SystemTime) -> Result<SignedCert, PkiError>,
+    ) -> Result<SignedCert, Status> {
+        if csr_der.len() > MAX_CSR_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "a certificate request of {} bytes is over the limit of {MAX_CSR_BYTES}",
+                csr_der.len()
+            )));
+        }
+        sign(csr_der, SystemTime::now()).map_err(|error| match error {
+            PkiError::Parse { .. } => Status::invalid_argument(error.to_string()),
+            _ => Status::internal(error.to_string()),
+        })
     }
 
     /// A node's name, if the certificate is the one it holds now: a removed node's, or
@@ -182,18 +254,44 @@ fn identity<T>(request: &Request<T>) -> Result<PeerIdentity, Status> {
         .map_err(|e| Status::unauthenticated(format!("unusable client certificate: {e}")))
 }
 
-fn require_admin_role<T>(request: &Request<T>) -> Result<(), Status> {
+/// The caller's admin name and certificate.
+fn require_admin_role<T>(request: &Request<T>) -> Result<(String, Vec<u8>), Status> {
     match identity(request)? {
-        PeerIdentity::Admin { .. } => Ok(()),
+        PeerIdentity::Admin { name } => {
+            let cert_der = peer_cert_der(request).expect("identity() found it");
+            Ok((name, cert_der))
+        }
         other => Err(Status::permission_denied(format!(
             "the adminapi takes the admin's certificate, not {other}'s"
         ))),
     }
 }
 
+/// An admin certificate that is listed (not revoked, not replaced): its name and DER.
+pub fn require_listed_admin<S: Store, T>(
+    admins: &AdminRegistry<S>,
+    request: &Request<T>,
+) -> Result<(String, Vec<u8>), Status> {
+    let (name, cert_der) = require_admin_role(request)?;
+    let serial = cert_terms(&cert_der)
+        .map_err(|e| Status::unauthenticated(format!("unusable client certificate: {e}")))?
+        .serial;
+    admins
+        .check(&name, &serial)
+        .map_err(|refusal| match refusal {
+            AdminRefusal::ListUnavailable => Status::unavailable(refusal.to_string()),
+            _ => Status::permission_denied(refusal.to_string()),
+        })?;
+    Ok((name, cert_der))
+}
+
 /// The adminapi's interceptor: it sees the call's headers and connection before the
-/// message is read.
-pub fn admin_callers_only(request: Request<()>) -> Result<Request<()>, Status> {
-    require_admin_role(&request)?;
-    Ok(request)
+/// message is read, and refuses all but listed admin certificates, on every call.
+pub fn admin_callers_only<S: Store + Clone>(
+    admins: AdminRegistry<S>,
+) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |request| {
+        require_listed_admin(&admins, &request)?;
+        Ok(request)
+    }
 }

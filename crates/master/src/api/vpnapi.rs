@@ -13,7 +13,8 @@ use weft_proto::mesh::PeerUpdate;
 use weft_proto::vpnapi::vpn_api_server::VpnApi;
 use weft_proto::vpnapi::{
     master_message, node_message, Beacons, CheckPeerRequest, CheckPeerResponse, GetPeersRequest,
-    LeaveRequest, LeaveResponse, MasterMessage, NodeMessage, RunStep,
+    LeaveRequest, LeaveResponse, MasterMessage, NodeMessage, RenewCertificateRequest,
+    RenewCertificateResponse, RunStep,
 };
 use weft_taskbook::limits::{human_bytes, MAX_REGISTERED_BYTES};
 use weft_taskbook::report::unix_ms;
@@ -153,6 +154,17 @@ impl<S: Store + Clone> VpnApi for VpnApiService<S> {
         let node = self.context.require_node(&request).await?;
         self.context.forget_node(&node, Departure::Left).await?;
         Ok(Response::new(LeaveResponse {}))
+    }
+
+    async fn renew_certificate(
+        &self,
+        request: Request<RenewCertificateRequest>,
+    ) -> Result<Response<RenewCertificateResponse>, Status> {
+        let cert_pem = self
+            .context
+            .renew_node_cert(&request, &request.get_ref().csr_der)
+            .await?;
+        Ok(Response::new(RenewCertificateResponse { cert_pem }))
     }
 }
 

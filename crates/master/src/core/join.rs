@@ -168,6 +168,7 @@ impl<S: Store + Clone> Joiner<S> {
         let record = NodeRecord {
             node_cert_sha256: cert_sha256_hex(&signed.cert_der),
             node_cert_serial: signed.serial,
+            node_cert_not_after_unix_ms: signed.not_after_unix_ms,
             node_name: request.node_name,
             labels: request.node_labels,
             node_vpn_ip: admission.as_ref().map(|a| a.node_vpn_ip.to_string()),

@@ -1,5 +1,6 @@
 //! The master's logic, free of gRPC, SQL and etcd.
 
+pub mod admin_registry;
 pub mod beacons;
 pub mod cluster_inputs;
 pub mod cron_jobs;

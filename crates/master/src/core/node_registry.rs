@@ -9,6 +9,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use weft_taskbook::Vars;
 
+use super::pki::CertTerms;
 use super::record::{decode, encode, CorruptRecord};
 use crate::store::{
     EventKind, Operation, Precondition, Store, StoreError, WatchEvent, WatchStream,
@@ -16,6 +17,8 @@ use crate::store::{
 
 const NODES_PREFIX: &str = "/nodes/";
 const FACTS_PREFIX: &str = "/facts/";
+
+const SWAP_CERT_ATTEMPTS: usize = 3;
 
 /// Facts are bounded so that one node cannot fill the store.
 pub const MAX_FACTS_BYTES: usize = 256 * 1024;
@@ -28,6 +31,9 @@ pub struct NodeRecord {
     /// so removing the record (or a rejoin) revokes what was issued before.
     pub node_cert_sha256: String,
     pub node_cert_serial: String,
+    /// When the current certificate ends (0 in records from before it was kept).
+    #[serde(default)]
+    pub node_cert_not_after_unix_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_vpn_ip: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -51,6 +57,7 @@ impl NodeRecord {
             labels: BTreeMap::new(),
             node_cert_sha256: String::new(),
             node_cert_serial: String::new(),
+            node_cert_not_after_unix_ms: 0,
             node_vpn_ip: None,
             node_vpn_pub_key: None,
             node_public_endpoint: None,
@@ -224,6 +231,45 @@ impl<S: Store> NodeRegistry<S> {
             .collect()
     }
 
+    /// A renewed certificate replaces the node's current one, which stops working; only
+    /// if `old_cert_der` is still the current one (a rejoin or removal meanwhile wins).
+    /// `false` when it was not.
+    pub async fn swap_cert(
+        &self,
+        node_name: &str,
+        old_cert_der: &[u8],
+        new_cert_der: &[u8],
+        new_cert: &CertTerms,
+    ) -> Result<bool, NodeRegistryError> {
+        // Heartbeats rewrite the record too: a write lost to one is tried again.
+        for _ in 0..SWAP_CERT_ATTEMPTS {
+            let Some(entry) = self.store.get(&node_key(node_name)).await? else {
+                return Ok(false);
+            };
+            let mut record: NodeRecord = decode(&entry)?;
+            if !record.holds_cert(old_cert_der) {
+                return Ok(false);
+            }
+            record.node_cert_sha256 = cert_sha256_hex(new_cert_der);
+            record.node_cert_serial = new_cert.serial.clone();
+            record.node_cert_not_after_unix_ms = new_cert.not_after_unix_ms;
+            let written = self
+                .store
+                .put(
+                    &entry.key,
+                    encode(&record),
+                    Precondition::ModRevision(entry.mod_revision),
+                )
+                .await;
+            match written {
+                Ok(_) => return Ok(true),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Ok(false)
+    }
+
     /// Records when the node was last heard from, if it is still registered.
     pub async fn set_last_seen(
         &self,
@@ -272,6 +318,7 @@ mod tests {
             labels: [("role".to_string(), "web".to_string())].into(),
             node_cert_sha256: cert_sha256_hex(name.as_bytes()),
             node_cert_serial: "01".into(),
+            node_cert_not_after_unix_ms: 0,
             node_vpn_ip: None,
             node_vpn_pub_key: None,
             node_public_endpoint: None,

@@ -10,6 +10,10 @@
 //! Chain verification belongs to rustls, with the CA certificate as the only root of
 //! every mTLS listener and client: [`peer_identity`] assumes a verified chain.
 //! [`ClusterCa::has_issued`] checks one signature, for files read from disk and tests.
+//!
+//! Lifetimes: the CA lives ten years, leaves one year ([`leaf_validity`]); nodes, admins
+//! and masters renew their leaves at two thirds of their life, so no leaf is ever near
+//! its end while the cluster runs.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -27,6 +31,11 @@ use x509_parser::extensions::GeneralName;
 
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// TEST ONLY: the lifetime of leaves the master issues, in seconds (`60` or `60s`), so
+/// tests can watch certificates renew and expire. Never set it on a real cluster.
+pub const TEST_CERT_LIFETIME_ENV: &str = "WEFT_TEST_CERT_LIFETIME";
+/// The shortest test lifetime taken: shorter ones would expire before a renewal lands.
+const MIN_TEST_LEAF_VALIDITY: Duration = Duration::from_secs(10);
 /// Certificates start this far in the past, so that a peer whose clock is a little
 /// behind the master's accepts a certificate issued a moment ago.
 const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(5 * 60);
@@ -102,6 +111,7 @@ pub struct IssuedCert {
     pub key_pem: String,
     /// Lowercase hex, as the certificate carries it; the handle for revocation.
     pub serial: String,
+    pub not_after_unix_ms: u64,
 }
 
 /// A certificate signed for a key the master never saw (from a certificate request).
@@ -110,6 +120,76 @@ pub struct SignedCert {
     pub cert_pem: String,
     pub cert_der: Vec<u8>,
     pub serial: String,
+    pub not_after_unix_ms: u64,
+}
+
+impl SignedCert {
+    pub fn terms(&self) -> CertTerms {
+        CertTerms {
+            serial: self.serial.clone(),
+            not_after_unix_ms: self.not_after_unix_ms,
+        }
+    }
+}
+
+/// What the master records of a certificate it accepts: which one, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertTerms {
+    /// Lowercase hex, as [`IssuedCert::serial`].
+    pub serial: String,
+    pub not_after_unix_ms: u64,
+}
+
+/// How long the leaves issued now live: a year, or the test-only
+/// [`TEST_CERT_LIFETIME_ENV`] when it is set to a number of seconds.
+pub fn leaf_validity() -> Duration {
+    static VALIDITY: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *VALIDITY.get_or_init(|| {
+        let Ok(text) = std::env::var(TEST_CERT_LIFETIME_ENV) else {
+            return LEAF_VALIDITY;
+        };
+        match text.trim_end_matches('s').parse::<u64>() {
+            Ok(seconds) => Duration::from_secs(seconds).clamp(MIN_TEST_LEAF_VALIDITY, LEAF_VALIDITY),
+            Err(_) => {
+                tracing::warn!(value = %text, "{TEST_CERT_LIFETIME_ENV} is not a number of seconds; leaves live a year");
+                LEAF_VALIDITY
+            }
+        }
+    })
+}
+
+/// The serial and end of a certificate.
+pub fn cert_terms(cert_der: &[u8]) -> Result<CertTerms, PkiError> {
+    let cert = parse_der(cert_der)?;
+    Ok(CertTerms {
+        serial: serial_hex(cert.raw_serial()),
+        not_after_unix_ms: unix_ms(cert.validity().not_after.timestamp()),
+    })
+}
+
+/// The first certificate of a PEM file (a leaf, before its chain).
+pub fn leaf_der_from_pem(cert_pem: &str) -> Result<Vec<u8>, PkiError> {
+    match x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()) {
+        Ok((_, pem)) if pem.label == "CERTIFICATE" => Ok(pem.contents),
+        Ok(_) => Err(PkiError::Parse {
+            what: "certificate",
+            reason: "expected a PEM CERTIFICATE block".into(),
+        }),
+        Err(error) => Err(PkiError::Parse {
+            what: "certificate",
+            reason: error.to_string(),
+        }),
+    }
+}
+
+fn unix_ms(timestamp_seconds: i64) -> u64 {
+    u64::try_from(timestamp_seconds)
+        .unwrap_or_default()
+        .saturating_mul(1000)
+}
+
+fn serial_hex(serial: &[u8]) -> String {
+    serial.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 pub struct ClusterCa {
@@ -232,9 +312,9 @@ impl ClusterCa {
     }
 
     /// A node's certificate for the key in its certificate request, so the node's private
-    /// key never leaves the node (Join). Only the public key is taken from the request,
-    /// after its signature proves the node holds the key; the identity, usages and
-    /// validity are the master's, whatever the request asked for.
+    /// key never leaves the node (Join, and renewal). Only the public key is taken from
+    /// the request, after its signature proves the node holds the key; the identity,
+    /// usages and validity are the master's, whatever the request asked for.
     pub fn sign_node_csr(
         &self,
         node_name: &str,
@@ -244,6 +324,28 @@ impl ClusterCa {
         let identity = PeerIdentity::Node {
             name: node_name.to_owned(),
         };
+        self.sign_csr(identity, csr_der, now)
+    }
+
+    /// An admin's renewed certificate, on the terms of [`Self::sign_node_csr`].
+    pub fn sign_admin_csr(
+        &self,
+        admin_name: &str,
+        csr_der: &[u8],
+        now: SystemTime,
+    ) -> Result<SignedCert, PkiError> {
+        let identity = PeerIdentity::Admin {
+            name: admin_name.to_owned(),
+        };
+        self.sign_csr(identity, csr_der, now)
+    }
+
+    fn sign_csr(
+        &self,
+        identity: PeerIdentity,
+        csr_der: &[u8],
+        now: SystemTime,
+    ) -> Result<SignedCert, PkiError> {
         let request =
             CertificateSigningRequestParams::from_der(&csr_der.to_vec().into()).map_err(|e| {
                 PkiError::Parse {
@@ -252,11 +354,13 @@ impl ClusterCa {
                 }
             })?;
         let (params, serial) = self.leaf_params(identity, Vec::new(), vec![ClientAuth], now)?;
+        let not_after_unix_ms = unix_ms(params.not_after.unix_timestamp());
         let cert = params.signed_by(&request.public_key, &self.issuer)?;
         Ok(SignedCert {
             cert_pem: cert.pem(),
             cert_der: cert.der().to_vec(),
             serial,
+            not_after_unix_ms,
         })
     }
 
@@ -278,6 +382,7 @@ impl ClusterCa {
     ) -> Result<IssuedCert, PkiError> {
         let (params, serial) =
             self.leaf_params(identity, subject_alt_names, extended_key_usages, now)?;
+        let not_after_unix_ms = unix_ms(params.not_after.unix_timestamp());
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(IssuedCert {
@@ -285,6 +390,7 @@ impl ClusterCa {
             cert_der: cert.der().to_vec(),
             key_pem: key.serialize_pem(),
             serial,
+            not_after_unix_ms,
         })
     }
 
@@ -306,11 +412,8 @@ impl ClusterCa {
         params.extended_key_usages = extended_key_usages;
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(SerialNumber::from_slice(&serial));
-        set_validity(&mut params, now, LEAF_VALIDITY);
-        Ok((
-            params,
-            serial.iter().map(|byte| format!("{byte:02x}")).collect(),
-        ))
+        set_validity(&mut params, now, leaf_validity());
+        Ok((params, serial_hex(&serial)))
     }
 }
 
@@ -384,7 +487,10 @@ fn set_validity(params: &mut CertificateParams, now: SystemTime, validity: Durat
     // rcgen's time crate is built without `std`, so count from the epoch ourselves.
     let epoch = rcgen::date_time_ymd(1970, 1, 1);
     let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    params.not_before = epoch + since_epoch.saturating_sub(CLOCK_SKEW_ALLOWANCE);
+    // A tenth at most, so that a (test) lifetime of seconds is not mostly in the past
+    // and renewal, due at two thirds of the whole span, does not come at once.
+    let skew_allowance = CLOCK_SKEW_ALLOWANCE.min(validity / 10);
+    params.not_before = epoch + since_epoch.saturating_sub(skew_allowance);
     params.not_after = epoch + since_epoch + validity;
 }
 
@@ -463,6 +569,32 @@ mod tests {
             .general_names
             .iter()
             .all(|name| matches!(name, GeneralName::URI(_))));
+    }
+
+    #[test]
+    fn admin_requests_get_admin_certificates_and_terms_read_back() {
+        let ca = ca();
+        let (key, csr_der) = node_request();
+        let signed = ca.sign_admin_csr("alice", &csr_der, now()).unwrap();
+        assert_eq!(
+            peer_identity(&signed.cert_der).unwrap(),
+            PeerIdentity::Admin {
+                name: "alice".into()
+            }
+        );
+        let cert = parsed(&signed.cert_der);
+        assert_eq!(
+            cert.public_key().subject_public_key.data.as_ref(),
+            key.public_key_raw()
+        );
+        assert_eq!(cert_terms(&signed.cert_der).unwrap(), signed.terms());
+        let expected_end = now().duration_since(UNIX_EPOCH).unwrap() + LEAF_VALIDITY;
+        assert_eq!(signed.not_after_unix_ms, expected_end.as_millis() as u64);
+        assert_eq!(
+            leaf_der_from_pem(&signed.cert_pem).unwrap(),
+            signed.cert_der
+        );
+        assert!(leaf_der_from_pem(&ca.key_pem()).is_err());
     }
 
     #[test]
