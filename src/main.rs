@@ -674,9 +674,13 @@ fn main() -> ExitCode {
         Command::Token(TokenCommand::Delete(args)) => admin(&args.admin, |mut client| async move {
             weft_cli::token::delete_token(&mut client, &args.id).await
         }),
-        Command::Masters(args) => admin(&args.admin, |mut client| async move {
-            weft_cli::masters::list_masters(&mut client, args.output.into()).await
-        }),
+        Command::Masters(args) => {
+            let config = args.admin.config.clone();
+            admin(&args.admin, |mut client| async move {
+                let (_, credentials) = weft_cli::admin::read_credentials(config.as_deref())?;
+                weft_cli::masters::list_masters(&mut client, &credentials, args.output.into()).await
+            })
+        }
         Command::Admin(AdminCommand::Create(args)) => {
             let config = args.admin.config.clone();
             admin(&args.admin, |mut client| async move {

@@ -314,3 +314,164 @@ fn joins_go_to_the_leader_and_a_node_removed_through_a_standby_loses_its_session
         cluster.master_log()
     );
 }
+
+fn credentials_endpoints(admin: &std::path::Path) -> Vec<String> {
+    let credentials: weft_proto::credentials::ClientCredentials =
+        weft_modules::state_file::read(admin).unwrap();
+    credentials.master_endpoints
+}
+
+/// Before, the credentials `weft master init` wrote listed only the first master, and
+/// masters added later never reached them: with the first master dead every admin
+/// command failed ("cannot connect to the master at ...") while two healthy masters,
+/// one of them the new leader, were running. Now the file learns every master on each
+/// command, the leader's first, and the CLI goes on to the next one that answers.
+#[test]
+fn admin_commands_go_on_through_the_other_masters_when_the_first_dies() {
+    if let Some(reason) = missing_etcd() {
+        eprintln!(
+            "SKIPPED admin_commands_go_on_through_the_other_masters_when_the_first_dies: {reason}"
+        );
+        return;
+    }
+    let etcd = EtcdCluster::start(1);
+    let init_args = etcd.init_args();
+    let init_args: Vec<&str> = init_args.iter().map(String::as_str).collect();
+    let mut cluster = Cluster::init(&init_args);
+    cluster.start_master();
+    let admin = cluster.admin_config();
+    std::fs::set_permissions(&admin, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    assert_eq!(credentials_endpoints(&admin), [cluster.endpoint.clone()]);
+    wait_for("m1 leads", Duration::from_secs(20), || {
+        leader(&cluster, &admin).as_deref() == Some("m1")
+    });
+    let _m2 = standby(&cluster, "m2", &cluster.master_dir());
+    let _m3 = standby(&cluster, "m3", &cluster.master_dir());
+    wait_for("three masters registered", Duration::from_secs(20), || {
+        masters(&cluster, &admin).is_some_and(|m| m.as_array().unwrap().len() == 3)
+    });
+    // The next command records them, the leader's first, and keeps the file's mode and
+    // its credentials.
+    assert_success(&cluster.admin(&["nodes"]), "weft nodes");
+    let endpoints = credentials_endpoints(&admin);
+    assert_eq!(endpoints.len(), 3, "{endpoints:?}");
+    assert_eq!(endpoints[0], cluster.endpoint);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&admin).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o640);
+
+    let token = cluster.token(1);
+    cluster.join("node-a", &token, "");
+    cluster.start_minion("node-a");
+    cluster.wait_online(&["node-a"]);
+
+    cluster.kill_master();
+    wait_for(
+        "`weft nodes` through another master",
+        Duration::from_secs(20),
+        || cluster.admin(&["nodes"]).status.success(),
+    );
+    wait_for("a new leader", Duration::from_secs(30), || {
+        matches!(leader(&cluster, &admin).as_deref(), Some("m2" | "m3"))
+    });
+    cluster.wait_online(&["node-a"]);
+    // The leader now comes first, so the next command need not wait on the dead one.
+    let endpoints = credentials_endpoints(&admin);
+    assert_ne!(endpoints[0], cluster.endpoint, "{endpoints:?}");
+    assert!(
+        endpoints.contains(&cluster.endpoint),
+        "m1 is still a master: {endpoints:?}"
+    );
+    let listed = masters(&cluster, &admin).unwrap();
+    for master in listed.as_array().unwrap() {
+        let expected = master["name"] != "m1";
+        assert_eq!(master["reachable"], expected, "{listed}");
+    }
+
+    let ping = taskbook(
+        cluster.dir.path(),
+        "ping",
+        "apiVersion: weft/v1\nkind: TaskBook\nmetadata: {name: ping}\nspec:\n  steps:\n    - tasks:\n        - ping: {}\n",
+    );
+    let (_, run) = cluster.run(&ping, &[]);
+    assert_success(&run, "a run with the first master dead");
+    let group = cluster.dir.path().join("group.yml");
+    std::fs::write(
+        &group,
+        "apiVersion: weft/v1\nkind: NodeGroup\nmetadata: {name: edge}\nspec: {nodes: [node-a]}\n",
+    )
+    .unwrap();
+    assert_success(
+        &cluster.admin(&["apply", "-f", group.to_str().unwrap()]),
+        "apply with the first master dead",
+    );
+
+    // Back, it stands by; every command keeps working.
+    cluster.start_master();
+    wait_for("m1 reachable again", Duration::from_secs(20), || {
+        masters(&cluster, &admin).is_some_and(|listed| {
+            listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|master| master["reachable"] == true)
+        })
+    });
+    let (_, run) = cluster.run(&ping, &[]);
+    assert_success(&run, "a run after the first master came back");
+}
+
+/// A credentials file the CLI cannot rewrite (here on a read-only mount) is left as it
+/// was: the command still runs, and says why the masters were not recorded.
+#[test]
+fn a_refresh_that_cannot_be_written_leaves_the_credentials_as_they_were() {
+    if let Some(reason) = missing_etcd() {
+        eprintln!("SKIPPED a_refresh_that_cannot_be_written_leaves_the_credentials_as_they_were: {reason}");
+        return;
+    }
+    let etcd = EtcdCluster::start(1);
+    let init_args = etcd.init_args();
+    let init_args: Vec<&str> = init_args.iter().map(String::as_str).collect();
+    let mut cluster = Cluster::init(&init_args);
+    cluster.start_master();
+    let admin_dir = cluster.dir.path().join("admin");
+    std::fs::create_dir(&admin_dir).unwrap();
+    let admin = admin_dir.join("admin.yaml");
+    std::fs::copy(cluster.admin_config(), &admin).unwrap();
+    let before = std::fs::read(&admin).unwrap();
+    let _m2 = standby(&cluster, "m2", &cluster.master_dir());
+    wait_for("two masters registered", Duration::from_secs(20), || {
+        cluster
+            .admin_json(&["masters"])
+            .as_array()
+            .is_some_and(|listed| listed.len() == 2)
+    });
+    let script = format!(
+        "mount --bind {dir} {dir} && mount -o remount,bind,ro {dir} && exec \"$0\" nodes --config {dir}/admin.yaml",
+        dir = admin_dir.display()
+    );
+    let output = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .arg(env!("CARGO_BIN_EXE_weft"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if stderr.contains("mount:") {
+        eprintln!("SKIPPED a_refresh_that_cannot_be_written_leaves_the_credentials_as_they_were: no read-only bind mount here: {stderr}");
+        return;
+    }
+    assert_success(&output, "weft nodes with read-only credentials");
+    assert!(
+        stderr.contains("could not be recorded"),
+        "the failed refresh is reported: {stderr}"
+    );
+    assert_eq!(std::fs::read(&admin).unwrap(), before);
+    // Writable again, the next command records both masters.
+    assert_success(
+        &admin_command(&cluster, &admin, &["nodes"])
+            .output()
+            .unwrap(),
+        "weft nodes",
+    );
+    assert_eq!(credentials_endpoints(&admin).len(), 2);
+}

@@ -5,7 +5,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
@@ -13,11 +13,11 @@ use tonic::transport::Channel;
 use weft_modules::state_file;
 use weft_proto::adminapi::admin_api_client::AdminApiClient;
 use weft_proto::adminapi::{
-    CreateAdminRequest, ListAdminsRequest, ListMastersRequest, RenewAdminCertificateRequest,
-    RevokeAdminRequest,
+    CreateAdminRequest, ListAdminsRequest, ListMastersRequest, ListMastersResponse,
+    RenewAdminCertificateRequest, RevokeAdminRequest,
 };
 use weft_proto::credentials::{ClientCredentials, RenewalKey};
-use weft_proto::tls::connect_mtls;
+use weft_proto::tls::mtls_endpoint;
 use weft_taskbook::limits::MAX_MESSAGE_BYTES;
 
 use crate::output::{print_json, table, timestamp, Output};
@@ -44,16 +44,23 @@ fn config_path(explicit: Option<&Path>) -> Result<PathBuf, CliError> {
     })
 }
 
+/// How long the CLI waits for one master before it tries the next: an admin waiting
+/// on a dead master's timeout while others are up is an admin locked out.
+const MASTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A connection to the cluster's leading master: the first master reachable says who
 /// leads, and work with nodes (runs) only the leader takes. Where the leader cannot be
-/// reached, the first master's connection serves (reads and applies work on any).
+/// reached, the first master's connection serves (reads and applies work on any). On
+/// the way the credentials renew themselves and learn the cluster's masters.
 pub async fn connect(explicit_config: Option<&Path>) -> Result<AdminClient, CliError> {
-    let (path, credentials, mut client) = connect_any(explicit_config).await?;
+    let (path, credentials) = read_credentials(explicit_config)?;
+    let mut client = connect_first_answering(&path, &credentials).await?;
     renew_if_due(&path, &credentials, &mut client).await;
     let Ok(masters) = client.list_masters(ListMastersRequest {}).await else {
         return Ok(client);
     };
     let masters = masters.into_inner();
+    learn_masters(&path, &masters);
     if masters.leader_name.is_empty() || masters.leader_name == masters.answered_by {
         return Ok(client);
     }
@@ -62,18 +69,88 @@ pub async fn connect(explicit_config: Option<&Path>) -> Result<AdminClient, CliE
         .iter()
         .find(|master| master.master_name == masters.leader_name);
     if let Some(leader) = leader {
-        if let Ok(channel) = connect_mtls(
-            &leader.master_public_endpoint,
-            &credentials.ca_cert_pem,
-            &credentials.cert_pem,
-            &credentials.key_pem,
-        )
-        .await
-        {
+        if let Ok(channel) = connect_master(&leader.master_public_endpoint, &credentials).await {
             return Ok(admin_client(channel));
         }
     }
     Ok(client)
+}
+
+/// A connection to one master with these credentials, given up after
+/// [`MASTER_CONNECT_TIMEOUT`].
+pub async fn connect_master(
+    endpoint: &str,
+    credentials: &ClientCredentials,
+) -> Result<Channel, String> {
+    mtls_endpoint(
+        endpoint,
+        &credentials.ca_cert_pem,
+        &credentials.cert_pem,
+        &credentials.key_pem,
+    )
+    .map_err(|error| error.to_string())?
+    .connect_timeout(MASTER_CONNECT_TIMEOUT)
+    .connect()
+    .await
+    .map_err(|error| match std::error::Error::source(&error) {
+        Some(source) => format!("{error}: {source}"),
+        None => error.to_string(),
+    })
+}
+
+/// The masters' endpoints as the credentials should list them: the leader's first (the
+/// next command tries it first), then the others as the cluster lists them.
+fn master_endpoints(masters: &ListMastersResponse) -> Vec<String> {
+    let (leaders, others): (Vec<_>, Vec<_>) = masters
+        .masters
+        .iter()
+        .partition(|master| master.master_name == masters.leader_name);
+    leaders
+        .into_iter()
+        .chain(others)
+        .map(|master| master.master_public_endpoint.clone())
+        .filter(|endpoint| !endpoint.is_empty())
+        .collect()
+}
+
+/// Records the cluster's masters in the credentials file when they changed, so that a
+/// file written on the first master learns those added later and forgets removed ones.
+/// The file is read again (a renewal may have just rewritten it) and replaced whole; a
+/// failure only warns and leaves the file as it was.
+fn learn_masters(path: &Path, masters: &ListMastersResponse) {
+    let endpoints = master_endpoints(masters);
+    if endpoints.is_empty() {
+        return;
+    }
+    let learned = state_file::read::<ClientCredentials>(path)
+        .map_err(CliError::from)
+        .and_then(|mut credentials| {
+            if credentials.master_endpoints == endpoints {
+                return Ok(());
+            }
+            credentials.master_endpoints = endpoints;
+            rewrite_credentials(path, &credentials)
+        });
+    if let Err(error) = learned {
+        eprintln!(
+            "warning: the cluster's masters could not be recorded in {}: {error}",
+            path.display()
+        );
+    }
+}
+
+/// Replaces the credentials file whole (a crash leaves the old one or the new one),
+/// keeping the mode its owner gave it.
+fn rewrite_credentials(path: &Path, credentials: &ClientCredentials) -> Result<(), CliError> {
+    let io_error = |error: std::io::Error| CliError::Input(format!("{}: {error}", path.display()));
+    let mode = std::fs::metadata(path)
+        .map_err(io_error)?
+        .permissions()
+        .mode()
+        & 0o7777;
+    state_file::write_private(path, credentials)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_error)?;
+    Ok(())
 }
 
 fn admin_client(channel: Channel) -> AdminClient {
@@ -134,15 +211,7 @@ async fn renew(
         .await?
         .into_inner()
         .cert_pem;
-    let io_error = |error: std::io::Error| CliError::Input(format!("{}: {error}", path.display()));
-    let mode = std::fs::metadata(path)
-        .map_err(io_error)?
-        .permissions()
-        .mode()
-        & 0o7777;
-    state_file::write_private(path, &credentials.renewed(key, cert_pem))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_error)?;
-    Ok(())
+    rewrite_credentials(path, &credentials.renewed(key, cert_pem))
 }
 
 /// `weft admin create NAME`: the new admin's credentials, written to `file` (never over
@@ -249,26 +318,26 @@ pub async fn list_admins(client: &mut AdminClient, output: Output) -> Result<(),
     Ok(())
 }
 
-/// The first master in the credentials' list that answers.
-async fn connect_any(
-    explicit_config: Option<&Path>,
-) -> Result<(PathBuf, ClientCredentials, AdminClient), CliError> {
-    let (path, credentials) = read_credentials(explicit_config)?;
-    let mut last_error = None;
+/// The first master in the credentials' list that answers; when none does, the error
+/// names each one tried and why it failed.
+async fn connect_first_answering(
+    path: &Path,
+    credentials: &ClientCredentials,
+) -> Result<AdminClient, CliError> {
+    let mut tried = Vec::new();
     for endpoint in &credentials.master_endpoints {
-        match connect_mtls(
-            endpoint,
-            &credentials.ca_cert_pem,
-            &credentials.cert_pem,
-            &credentials.key_pem,
-        )
-        .await
-        {
-            Ok(channel) => return Ok((path, credentials, admin_client(channel))),
-            Err(error) => last_error = Some(error.to_string()),
+        match connect_master(endpoint, credentials).await {
+            Ok(channel) => return Ok(admin_client(channel)),
+            Err(error) => tried.push(format!("{endpoint} ({error})")),
         }
     }
-    Err(CliError::Master(last_error.unwrap_or_else(|| {
+    Err(CliError::Master(if tried.is_empty() {
         format!("{} lists no master endpoint", path.display())
-    })))
+    } else {
+        format!(
+            "no master answered; tried {} (the masters listed in {})",
+            tried.join(", "),
+            path.display()
+        )
+    }))
 }
