@@ -104,13 +104,9 @@ fn wait_for(what: &str, within: Duration, mut check: impl FnMut() -> bool) -> Du
     started.elapsed()
 }
 
-#[test]
-fn another_master_takes_over_when_the_leader_dies_mid_run() {
-    if let Some(reason) = missing_etcd() {
-        eprintln!("SKIPPED another_master_takes_over_when_the_leader_dies_mid_run: {reason}");
-        return;
-    }
-    let etcd = EtcdCluster::start(3);
+/// An etcd of `members` members and the cluster's first master, m1, leading on it.
+fn first_master(members: usize) -> (EtcdCluster, Cluster) {
+    let etcd = EtcdCluster::start(members);
     let init_args = etcd.init_args();
     let init_args: Vec<&str> = init_args.iter().map(String::as_str).collect();
     let mut cluster = Cluster::init(&init_args);
@@ -119,6 +115,16 @@ fn another_master_takes_over_when_the_leader_dies_mid_run() {
     wait_for("m1 leads", Duration::from_secs(20), || {
         leader(&cluster, &m1_admin).as_deref() == Some("m1")
     });
+    (etcd, cluster)
+}
+
+#[test]
+fn another_master_takes_over_when_the_leader_dies_mid_run() {
+    if let Some(reason) = missing_etcd() {
+        eprintln!("SKIPPED another_master_takes_over_when_the_leader_dies_mid_run: {reason}");
+        return;
+    }
+    let (etcd, mut cluster) = first_master(3);
     let m2 = standby(&cluster, "m2", &cluster.master_dir());
     let m3 = standby(&cluster, "m3", &m2.dir);
     // m3's credentials list every master: m3, m2, m1.
@@ -226,15 +232,7 @@ fn joins_go_to_the_leader_and_a_node_removed_through_a_standby_loses_its_session
         eprintln!("SKIPPED joins_go_to_the_leader_and_a_node_removed_through_a_standby_loses_its_session: {reason}");
         return;
     }
-    let etcd = EtcdCluster::start(1);
-    let init_args = etcd.init_args();
-    let init_args: Vec<&str> = init_args.iter().map(String::as_str).collect();
-    let mut cluster = Cluster::init(&init_args);
-    cluster.start_master();
-    let m1_admin = cluster.admin_config();
-    wait_for("m1 leads", Duration::from_secs(20), || {
-        leader(&cluster, &m1_admin).as_deref() == Some("m1")
-    });
+    let (_etcd, mut cluster) = first_master(1);
     let m2 = standby(&cluster, "m2", &cluster.master_dir());
     let m2_admin = m2.dir.join("admin.yaml");
     let mut m2_endpoint = String::new();
@@ -334,17 +332,10 @@ fn admin_commands_go_on_through_the_other_masters_when_the_first_dies() {
         );
         return;
     }
-    let etcd = EtcdCluster::start(1);
-    let init_args = etcd.init_args();
-    let init_args: Vec<&str> = init_args.iter().map(String::as_str).collect();
-    let mut cluster = Cluster::init(&init_args);
-    cluster.start_master();
+    let (_etcd, mut cluster) = first_master(1);
     let admin = cluster.admin_config();
     std::fs::set_permissions(&admin, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
     assert_eq!(credentials_endpoints(&admin), [cluster.endpoint.clone()]);
-    wait_for("m1 leads", Duration::from_secs(20), || {
-        leader(&cluster, &admin).as_deref() == Some("m1")
-    });
     let _m2 = standby(&cluster, "m2", &cluster.master_dir());
     let _m3 = standby(&cluster, "m3", &cluster.master_dir());
     wait_for("three masters registered", Duration::from_secs(20), || {
@@ -429,11 +420,7 @@ fn a_refresh_that_cannot_be_written_leaves_the_credentials_as_they_were() {
         eprintln!("SKIPPED a_refresh_that_cannot_be_written_leaves_the_credentials_as_they_were: {reason}");
         return;
     }
-    let etcd = EtcdCluster::start(1);
-    let init_args = etcd.init_args();
-    let init_args: Vec<&str> = init_args.iter().map(String::as_str).collect();
-    let mut cluster = Cluster::init(&init_args);
-    cluster.start_master();
+    let (_etcd, cluster) = first_master(1);
     let admin_dir = cluster.dir.path().join("admin");
     std::fs::create_dir(&admin_dir).unwrap();
     let admin = admin_dir.join("admin.yaml");
