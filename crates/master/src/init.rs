@@ -279,10 +279,11 @@ pub fn write_master_cert(
     now: SystemTime,
 ) -> Result<MasterCertFiles, InitError> {
     let host = endpoint_host(master_public_endpoint);
+    let issuer = ca.master_issuer();
     let master_cert =
-        ca.issue_master_cert(master_name, &[MASTER_SERVER_NAME.to_string(), host], now)?;
+        issuer.issue_master_cert(master_name, &[MASTER_SERVER_NAME.to_string(), host], now)?;
     // The chain, so a node that knows only the CA's hash finds the CA in the handshake.
-    let chain_pem = format!("{}{}", master_cert.cert_pem, ca.cert_pem());
+    let chain_pem = format!("{}{}", master_cert.cert_pem, issuer.cert_pem());
     // A master stopped between the two writes finds a key that does not match its
     // certificate, and issues itself a new pair at its next start.
     state_file::write_private_bytes(&dir.join(MASTER_KEY_FILE), master_cert.key_pem.as_bytes())?;

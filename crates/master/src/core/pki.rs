@@ -196,6 +196,10 @@ pub struct ClusterCa {
     cert_pem: String,
     cert_der: Vec<u8>,
     issuer: Issuer<'static, KeyPair>,
+    /// During a CA rotation, the CA being replaced: still trusted, and still the issuer
+    /// of the masters' own certificates, so that clients which have not renewed yet
+    /// (and trust only it) keep reaching the masters.
+    previous: Option<Box<ClusterCa>>,
 }
 
 impl ClusterCa {
@@ -214,6 +218,7 @@ impl ClusterCa {
             cert_pem: cert.pem(),
             cert_der: cert.der().to_vec(),
             issuer: Issuer::new(params, key),
+            previous: None,
         })
     }
 
@@ -244,7 +249,31 @@ impl ClusterCa {
             cert_pem: cert_pem.to_owned(),
             cert_der: pem.contents,
             issuer,
+            previous: None,
         })
+    }
+
+    /// This CA in the overlap of a rotation away from `previous`: leaves for nodes and
+    /// admins come from this one, masters' from `previous`, and both are trusted.
+    pub fn rotating_from(self, previous: ClusterCa) -> Self {
+        Self {
+            previous: Some(Box::new(previous)),
+            ..self
+        }
+    }
+
+    /// The CA that issues the masters' certificates and whose hash bootstrap tokens pin:
+    /// the one every client trusts, the previous one while a rotation overlaps.
+    pub fn master_issuer(&self) -> &ClusterCa {
+        self.previous.as_deref().unwrap_or(self)
+    }
+
+    /// What clients and masters trust: this CA, and the previous one during a rotation.
+    pub fn trust_bundle_pem(&self) -> String {
+        match &self.previous {
+            Some(previous) => format!("{}{}", self.cert_pem, previous.cert_pem),
+            None => self.cert_pem.clone(),
+        }
     }
 
     pub fn cert_pem(&self) -> &str {
