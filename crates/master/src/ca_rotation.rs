@@ -47,7 +47,10 @@ fn read_text(dir: &Path, file: &str) -> Result<String, CaRotationError> {
 /// The cluster CA of a master's data directory, with the previous one while a rotation
 /// overlaps.
 pub fn load_cluster_ca(dir: &Path) -> Result<ClusterCa, CaRotationError> {
-    let ca = ClusterCa::from_pem(&read_text(dir, CA_CERT_FILE)?, &read_text(dir, CA_KEY_FILE)?)?;
+    let ca = ClusterCa::from_pem(
+        &read_text(dir, CA_CERT_FILE)?,
+        &read_text(dir, CA_KEY_FILE)?,
+    )?;
     if !dir.join(CA_PREVIOUS_CERT_FILE).exists() {
         return Ok(ca);
     }
@@ -100,4 +103,61 @@ fn write(dir: &Path, file: &str, text: &str) -> Result<(), CaRotationError> {
             reason: error.to_string(),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init::{write_master_cert, MasterSettings, SETTINGS_FILE};
+    use crate::store::StoreSettings;
+
+    fn master_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = MasterSettings {
+            cluster_name: "prod".into(),
+            master_name: "m1".into(),
+            master_public_endpoint: "127.0.0.1:7443".into(),
+            vpn_cidr: "10.77.0.0/16".into(),
+            store: StoreSettings::Sqlite,
+        };
+        state_file::write_private(&dir.path().join(SETTINGS_FILE), &settings).unwrap();
+        let ca = ClusterCa::generate("prod", SystemTime::now()).unwrap();
+        write(dir.path(), CA_KEY_FILE, &ca.key_pem()).unwrap();
+        write(dir.path(), CA_CERT_FILE, ca.cert_pem()).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_rotation_keeps_the_previous_ca_until_it_is_finished() {
+        let dir = master_dir();
+        let first = load_cluster_ca(dir.path()).unwrap();
+        assert!(matches!(
+            finish_ca_rotation(dir.path()),
+            Err(CaRotationError::NotRotating(_))
+        ));
+        rotate_ca(dir.path(), SystemTime::now()).unwrap();
+        assert!(matches!(
+            rotate_ca(dir.path(), SystemTime::now()),
+            Err(CaRotationError::AlreadyRotating(_))
+        ));
+        let rotating = load_cluster_ca(dir.path()).unwrap();
+        assert_ne!(rotating.cert_der(), first.cert_der());
+        assert_eq!(rotating.master_issuer().cert_der(), first.cert_der());
+        assert_eq!(rotating.master_issuer().key_pem(), first.key_pem());
+        let written = write_master_cert(
+            dir.path(),
+            &rotating,
+            "m1",
+            "127.0.0.1:7443",
+            SystemTime::now(),
+        )
+        .unwrap();
+        assert!(written.chain_pem.ends_with(first.cert_pem()));
+
+        finish_ca_rotation(dir.path()).unwrap();
+        let finished = load_cluster_ca(dir.path()).unwrap();
+        assert_eq!(finished.cert_der(), rotating.cert_der());
+        assert_eq!(finished.master_issuer().cert_der(), rotating.cert_der());
+        assert_eq!(finished.trust_bundle_pem(), finished.cert_pem());
+    }
 }

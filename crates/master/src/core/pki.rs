@@ -682,6 +682,24 @@ mod tests {
     }
 
     #[test]
+    fn a_rotating_ca_trusts_both_and_masters_stay_under_the_previous_one() {
+        let (previous, next) = (ca(), ca());
+        let (previous_der, next_der) = (previous.cert_der().to_vec(), next.cert_der().to_vec());
+        assert_eq!(next.master_issuer().cert_der(), next_der);
+        assert_eq!(next.trust_bundle_pem(), next.cert_pem());
+        let rotating = next.rotating_from(previous);
+        assert_eq!(rotating.cert_der(), next_der);
+        assert_eq!(rotating.master_issuer().cert_der(), previous_der);
+        let bundle = rotating.trust_bundle_pem();
+        assert!(bundle.starts_with(rotating.cert_pem()));
+        assert!(bundle.ends_with(rotating.master_issuer().cert_pem()));
+        let (_, csr_der) = node_request();
+        let node = rotating.sign_node_csr("web-1", &csr_der, now()).unwrap();
+        assert!(rotating.has_issued(&node.cert_der));
+        assert!(!rotating.master_issuer().has_issued(&node.cert_der));
+    }
+
+    #[test]
     fn from_pem_refuses_mixed_up_or_wrong_files() {
         let (ca, other) = (ca(), ca());
         let leaf = ca.issue_node_cert("edge-1", now()).unwrap();
