@@ -311,7 +311,7 @@ enum VpnMode {
 #[derive(Subcommand)]
 enum MasterCommand {
     /// Create the cluster: CA, master certificate, admin credentials, store.
-    Init(MasterInitArgs),
+    Init(Box<MasterInitArgs>),
     /// Replace the cluster CA, with an overlap: run it on the master's host (the master
     /// running or not), then restart the master; once nodes and admins have renewed,
     /// run it with `--finish` and restart again.
@@ -668,7 +668,7 @@ fn main() -> ExitCode {
         Command::Master(MasterArgs {
             init: Some(MasterCommand::Init(args)),
             ..
-        }) => master_init(args),
+        }) => master_init(*args),
         Command::Master(MasterArgs {
             init: Some(MasterCommand::RotateCa(args)),
             ..
