@@ -12,6 +12,7 @@ use weft_proto::credentials::ClientCredentials;
 use weft_proto::tls::MASTER_SERVER_NAME;
 use weft_taskbook::Error;
 
+use crate::ca_rotation::CA_PREVIOUS_CERT_FILE;
 use crate::core::pki::{ClusterCa, PkiError};
 use crate::core::secret_box::{SecretBox, SecretBoxError};
 use crate::store::{EtcdSettings, EtcdTlsFiles, SqliteStore, StoreError, StoreSettings};
@@ -132,6 +133,11 @@ fn base_from_master(dir: &Path) -> Result<ClusterBase, InitError> {
     let read = |file: &str| fs::read(dir.join(file)).map_err(|e| refuse(format!("{file}: {e}")));
     let text =
         |file: &str| String::from_utf8(read(file)?).map_err(|e| refuse(format!("{file}: {e}")));
+    if dir.join(CA_PREVIOUS_CERT_FILE).exists() {
+        return Err(refuse(
+            "its CA is being rotated; add the master after `weft master rotate-ca --finish`".into(),
+        ));
+    }
     let ca = ClusterCa::from_pem(&text(CA_CERT_FILE)?, &text(CA_KEY_FILE)?)?;
     let admin: ClientCredentials =
         state_file::read(&dir.join(ADMIN_FILE)).map_err(|e| refuse(e.to_string()))?;
