@@ -13,7 +13,9 @@
 //!
 //! Lifetimes: the CA lives ten years, leaves one year ([`leaf_validity`]); nodes, admins
 //! and masters renew their leaves at two thirds of their life, so no leaf is ever near
-//! its end while the cluster runs.
+//! its end while the cluster runs. The CA itself is replaced by `weft master rotate-ca`
+//! (`crate::ca_rotation`), with an overlap in which [`ClusterCa::rotating_from`] trusts
+//! both CAs.
 
 use std::fmt;
 use std::net::IpAddr;
