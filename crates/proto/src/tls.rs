@@ -427,3 +427,28 @@ impl ServerCertVerifier for PinnedCaVerifier {
 fn pem_certificate(der: &[u8]) -> String {
     pem::encode(&pem::Pem::new("CERTIFICATE", der))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn self_signed() -> rcgen::Certificate {
+        let key = rcgen::KeyPair::generate().unwrap();
+        rcgen::CertificateParams::new(vec!["ca.example".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_pem_bundle_holds_a_certificate_by_its_der_hash() {
+        let (first, second, other) = (self_signed(), self_signed(), self_signed());
+        let bundle = format!("{}{}", first.pem(), second.pem());
+        let hash = |cert: &rcgen::Certificate| <[u8; 32]>::from(Sha256::digest(cert.der()));
+        assert!(pem_bundle_holds(&bundle, hash(&first)));
+        assert!(pem_bundle_holds(&bundle, hash(&second)));
+        assert!(!pem_bundle_holds(&bundle, hash(&other)));
+        assert!(!pem_bundle_holds("", hash(&first)));
+        assert!(!pem_bundle_holds("not pem", hash(&first)));
+    }
+}
