@@ -311,7 +311,22 @@ enum VpnMode {
 #[derive(Subcommand)]
 enum MasterCommand {
     /// Create the cluster: CA, master certificate, admin credentials, store.
-    Init(MasterInitArgs),
+    Init(Box<MasterInitArgs>),
+    /// Replace the cluster CA, with an overlap: run it on the master's host (the master
+    /// running or not), then restart the master; once nodes and admins have renewed,
+    /// run it with `--finish` and restart again.
+    RotateCa(MasterRotateCaArgs),
+}
+
+#[derive(Args)]
+struct MasterRotateCaArgs {
+    /// The master's data directory.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_MASTER_DIR)]
+    data_dir: PathBuf,
+    /// End the rotation: drop the previous CA, whose certificates are refused from the
+    /// master's next start.
+    #[arg(long)]
+    finish: bool,
 }
 
 #[derive(Args)]
@@ -653,7 +668,11 @@ fn main() -> ExitCode {
         Command::Master(MasterArgs {
             init: Some(MasterCommand::Init(args)),
             ..
-        }) => master_init(args),
+        }) => master_init(*args),
+        Command::Master(MasterArgs {
+            init: Some(MasterCommand::RotateCa(args)),
+            ..
+        }) => master_rotate_ca(args),
         Command::Master(args) => run_master(args),
         Command::Minion(MinionArgs {
             join: Some(MinionCommand::Join(args)),
@@ -907,6 +926,35 @@ fn show_local_facts() -> ExitCode {
 /// Node and master names default to the host name, as a valid name.
 fn host_name() -> String {
     weft_modules::facts::host_name().to_ascii_lowercase()
+}
+
+fn master_rotate_ca(args: MasterRotateCaArgs) -> ExitCode {
+    use weft_master::ca_rotation::{finish_ca_rotation, rotate_ca};
+    let (done, next) = if args.finish {
+        (
+            finish_ca_rotation(&args.data_dir),
+            "the previous CA is dropped: restart the master; its certificates (nodes and \
+             admins that did not renew) are refused from then on",
+        )
+    } else {
+        (
+            rotate_ca(&args.data_dir, std::time::SystemTime::now()),
+            "a new CA is made and the previous one kept beside it: restart the master, \
+             let nodes and admins renew (each admin file renews at its next use once due), \
+             make bootstrap tokens again after `--finish`, then run \
+             `weft master rotate-ca --finish`",
+        )
+    };
+    match done {
+        Ok(()) => {
+            println!("{next}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn master_init(args: MasterInitArgs) -> ExitCode {

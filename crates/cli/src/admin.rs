@@ -206,12 +206,11 @@ async fn renew(
     let request = RenewAdminCertificateRequest {
         csr_der: key.csr_der.clone().into(),
     };
-    let cert_pem = client
-        .renew_admin_certificate(request)
-        .await?
-        .into_inner()
-        .cert_pem;
-    rewrite_credentials(path, &credentials.renewed(key, cert_pem))
+    let renewed = client.renew_admin_certificate(request).await?.into_inner();
+    rewrite_credentials(
+        path,
+        &credentials.renewed(key, renewed.cert_pem, renewed.ca_cert_pem),
+    )
 }
 
 /// `weft admin create NAME`: the new admin's credentials, written to `file` (never over

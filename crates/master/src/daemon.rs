@@ -33,6 +33,7 @@ use crate::api::pubapi::PubApiService;
 use crate::api::vpnapi::VpnApiService;
 use crate::api::webhook;
 use crate::api::{admin_callers_only, MasterContext, PUBAPI_MAX_MESSAGE_BYTES};
+use crate::ca_rotation::load_cluster_ca;
 use crate::core::admin_registry::AdminRegistry;
 use crate::core::beacons::{beacon_inputs_prefixes, BeaconPlanner};
 use crate::core::cron_jobs::CronJobEngine;
@@ -53,7 +54,7 @@ use crate::core::triggers::{TriggerBook, TriggerEngine};
 use crate::git_mirror::GitMirrorDir;
 use crate::init::{
     endpoint_host, read_settings, write_master_cert, MasterSettings, ADMIN_FILE, CA_CERT_FILE,
-    CA_KEY_FILE, CLUSTER_KEY_FILE, MASTER_CERT_FILE, MASTER_KEY_FILE, STORE_FILE,
+    CLUSTER_KEY_FILE, MASTER_CERT_FILE, MASTER_KEY_FILE, STORE_FILE,
 };
 use crate::store::{AnyStore, Store};
 
@@ -131,13 +132,11 @@ pub async fn run(
 ) -> Result<(), MasterError> {
     let dir = &options.data_dir;
     let settings = read_settings(dir)?;
-    let ca_cert_pem = read_private(dir, CA_CERT_FILE)?;
-    let ca = ClusterCa::from_pem(&ca_cert_pem, &read_private(dir, CA_KEY_FILE)?).map_err(|e| {
-        MasterError::Credentials {
-            path: dir.join(CA_CERT_FILE).display().to_string(),
-            reason: e.to_string(),
-        }
+    let ca = load_cluster_ca(dir).map_err(|e| MasterError::Credentials {
+        path: dir.join(CA_CERT_FILE).display().to_string(),
+        reason: e.to_string(),
     })?;
+    let ca_cert_pem = ca.trust_bundle_pem();
     let cluster_key_file = dir.join(CLUSTER_KEY_FILE);
     let secret_box = SecretBox::load(&cluster_key_file)?;
     let store = AnyStore::open(&settings.store, &dir.join(STORE_FILE))
@@ -448,7 +447,14 @@ fn master_tls(
         read_private(dir, MASTER_KEY_FILE),
     ) {
         (Ok(chain_pem), Ok(key_pem)) => {
-            ServerTls::new(&chain_pem, &key_pem, ca_cert_pem).map_err(|e| e.to_string())
+            // After a CA rotation is finished, a certificate of the dropped CA.
+            let issued_here = leaf_der_from_pem(&chain_pem)
+                .is_ok_and(|leaf_der| ca.master_issuer().has_issued(&leaf_der));
+            if issued_here {
+                ServerTls::new(&chain_pem, &key_pem, ca_cert_pem).map_err(|e| e.to_string())
+            } else {
+                Err("it was not issued by the CA that issues masters' certificates".into())
+            }
         }
         (Err(error), _) | (_, Err(error)) => Err(error.to_string()),
     };

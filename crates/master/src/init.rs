@@ -12,6 +12,7 @@ use weft_proto::credentials::ClientCredentials;
 use weft_proto::tls::MASTER_SERVER_NAME;
 use weft_taskbook::Error;
 
+use crate::ca_rotation::CA_PREVIOUS_CERT_FILE;
 use crate::core::pki::{ClusterCa, PkiError};
 use crate::core::secret_box::{SecretBox, SecretBoxError};
 use crate::store::{EtcdSettings, EtcdTlsFiles, SqliteStore, StoreError, StoreSettings};
@@ -132,6 +133,11 @@ fn base_from_master(dir: &Path) -> Result<ClusterBase, InitError> {
     let read = |file: &str| fs::read(dir.join(file)).map_err(|e| refuse(format!("{file}: {e}")));
     let text =
         |file: &str| String::from_utf8(read(file)?).map_err(|e| refuse(format!("{file}: {e}")));
+    if dir.join(CA_PREVIOUS_CERT_FILE).exists() {
+        return Err(refuse(
+            "its CA is being rotated; add the master after `weft master rotate-ca --finish`".into(),
+        ));
+    }
     let ca = ClusterCa::from_pem(&text(CA_CERT_FILE)?, &text(CA_KEY_FILE)?)?;
     let admin: ClientCredentials =
         state_file::read(&dir.join(ADMIN_FILE)).map_err(|e| refuse(e.to_string()))?;
@@ -279,10 +285,11 @@ pub fn write_master_cert(
     now: SystemTime,
 ) -> Result<MasterCertFiles, InitError> {
     let host = endpoint_host(master_public_endpoint);
+    let issuer = ca.master_issuer();
     let master_cert =
-        ca.issue_master_cert(master_name, &[MASTER_SERVER_NAME.to_string(), host], now)?;
+        issuer.issue_master_cert(master_name, &[MASTER_SERVER_NAME.to_string(), host], now)?;
     // The chain, so a node that knows only the CA's hash finds the CA in the handshake.
-    let chain_pem = format!("{}{}", master_cert.cert_pem, ca.cert_pem());
+    let chain_pem = format!("{}{}", master_cert.cert_pem, issuer.cert_pem());
     // A master stopped between the two writes finds a key that does not match its
     // certificate, and issues itself a new pair at its next start.
     state_file::write_private_bytes(&dir.join(MASTER_KEY_FILE), master_cert.key_pem.as_bytes())?;

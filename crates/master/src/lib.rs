@@ -5,6 +5,7 @@
 //! git plumbing behind GitRepository objects.
 
 pub mod api;
+pub mod ca_rotation;
 pub mod core;
 pub mod daemon;
 pub mod git_mirror;

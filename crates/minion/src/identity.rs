@@ -83,14 +83,15 @@ impl MinionIdentity {
         let request = RenewCertificateRequest {
             csr_der: key.csr_der.clone().into(),
         };
-        let cert_pem = VpnApiClient::new(channel.clone())
+        let response = VpnApiClient::new(channel.clone())
             .renew_certificate(request)
             .await
             .map_err(|status| format!("the master refused to renew: {}", status.message()))?
-            .into_inner()
-            .cert_pem;
+            .into_inner();
         let renewed = MinionIdentity {
-            credentials: self.credentials.renewed(key, cert_pem),
+            credentials: self
+                .credentials
+                .renewed(key, response.cert_pem, response.ca_cert_pem),
             ..self.clone()
         };
         renewed

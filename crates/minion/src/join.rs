@@ -10,7 +10,7 @@ use weft_proto::bootstrap_token::{is_endpoint, BootstrapToken, LEADER_PUBLIC_END
 use weft_proto::credentials::ClientCredentials;
 use weft_proto::pubapi::pub_api_client::PubApiClient;
 use weft_proto::pubapi::{JoinRequest, JoinResponse};
-use weft_proto::tls::connect_pinned;
+use weft_proto::tls::{connect_pinned, pem_bundle_holds};
 
 use weft_vpn::peer_registry::PeerUpdate;
 use weft_vpn::peer_set::PeerSet;
@@ -84,8 +84,14 @@ pub async fn join(options: &JoinOptions) -> Result<MinionIdentity, MinionError> 
             } else {
                 response.master_vpnapi_endpoints
             },
-            // The CA this node verified, not whatever the answer says.
-            ca_cert_pem,
+            // The CA this node verified; or the CAs the answer hands out (both during a
+            // CA rotation), which came over the channel that CA verified, as long as
+            // they include it.
+            ca_cert_pem: if pem_bundle_holds(&response.ca_cert_pem, token.ca_cert_sha256()) {
+                response.ca_cert_pem
+            } else {
+                ca_cert_pem
+            },
             cert_pem: response.node_cert_pem,
             key_pem: key.serialize_pem(),
         },

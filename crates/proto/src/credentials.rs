@@ -44,11 +44,22 @@ impl ClientCredentials {
         cert_renewal_due(&self.cert_pem)
     }
 
-    /// These credentials with the certificate signed for `key`.
-    pub fn renewed(&self, key: RenewalKey, cert_pem: String) -> ClientCredentials {
+    /// These credentials with the certificate signed for `key`, trusting the CA
+    /// certificates the renewal handed out (they change in a CA rotation); an empty
+    /// `ca_cert_pem` keeps the current ones.
+    pub fn renewed(
+        &self,
+        key: RenewalKey,
+        cert_pem: String,
+        ca_cert_pem: String,
+    ) -> ClientCredentials {
+        let ca_cert_pem = match ca_cert_pem.is_empty() {
+            true => self.ca_cert_pem.clone(),
+            false => ca_cert_pem,
+        };
         ClientCredentials {
             master_endpoints: self.master_endpoints.clone(),
-            ca_cert_pem: self.ca_cert_pem.clone(),
+            ca_cert_pem,
             cert_pem,
             key_pem: key.key_pem,
         }
@@ -143,10 +154,12 @@ mod tests {
             key_pem: "old key".into(),
         };
         let key_pem = first.key_pem.clone();
-        let renewed = credentials.renewed(first, "new".into());
+        let renewed = credentials.renewed(first, "new".into(), String::new());
         assert_eq!(renewed.master_endpoints, credentials.master_endpoints);
         assert_eq!(renewed.ca_cert_pem, "ca");
         assert_eq!(renewed.cert_pem, "new");
         assert_eq!(renewed.key_pem, key_pem);
+        let rotated = renewed.renewed(second, "newer".into(), "ca bundle".into());
+        assert_eq!(rotated.ca_cert_pem, "ca bundle");
     }
 }

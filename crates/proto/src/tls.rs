@@ -170,6 +170,16 @@ fn pem_certificates(pem_text: &str) -> Result<Vec<CertificateDer<'static>>, TlsE
     Ok(certs)
 }
 
+/// Whether `bundle_pem` holds the certificate whose DER hashes to `cert_sha256` (the
+/// CA a token pins, among the CAs a master hands out during a rotation).
+pub fn pem_bundle_holds(bundle_pem: &str, cert_sha256: [u8; 32]) -> bool {
+    pem_certificates(bundle_pem).is_ok_and(|certs| {
+        certs
+            .iter()
+            .any(|cert| <[u8; 32]>::from(Sha256::digest(cert.as_ref())) == cert_sha256)
+    })
+}
+
 fn certified_key(cert_chain_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, TlsError> {
     let chain = pem_certificates(cert_chain_pem)?;
     let key = pem::parse(key_pem).map_err(|e| TlsError::Config(format!("the key: {e}")))?;
@@ -416,4 +426,29 @@ impl ServerCertVerifier for PinnedCaVerifier {
 
 fn pem_certificate(der: &[u8]) -> String {
     pem::encode(&pem::Pem::new("CERTIFICATE", der))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn self_signed() -> rcgen::Certificate {
+        let key = rcgen::KeyPair::generate().unwrap();
+        rcgen::CertificateParams::new(vec!["ca.example".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_pem_bundle_holds_a_certificate_by_its_der_hash() {
+        let (first, second, other) = (self_signed(), self_signed(), self_signed());
+        let bundle = format!("{}{}", first.pem(), second.pem());
+        let hash = |cert: &rcgen::Certificate| <[u8; 32]>::from(Sha256::digest(cert.der()));
+        assert!(pem_bundle_holds(&bundle, hash(&first)));
+        assert!(pem_bundle_holds(&bundle, hash(&second)));
+        assert!(!pem_bundle_holds(&bundle, hash(&other)));
+        assert!(!pem_bundle_holds("", hash(&first)));
+        assert!(!pem_bundle_holds("not pem", hash(&first)));
+    }
 }

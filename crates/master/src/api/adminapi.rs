@@ -255,7 +255,7 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
             .tokens
             .create(
                 &self.context.master_public_endpoint,
-                self.context.ca.ca_cert_sha256(),
+                self.context.ca.master_issuer().ca_cert_sha256(),
                 ttl,
                 request.uses.max(1),
                 (!request.replace_node_name.is_empty()).then_some(request.replace_node_name),
@@ -835,7 +835,7 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
             .map_err(admin_status)?;
         tracing::info!(admin = %admin_name, serial = %issued.serial, "admin created");
         Ok(Response::new(CreateAdminResponse {
-            ca_cert_pem: self.context.ca.cert_pem().to_string(),
+            ca_cert_pem: self.context.ca.trust_bundle_pem(),
             cert_pem: issued.cert_pem,
             key_pem: issued.key_pem,
         }))
@@ -889,7 +889,10 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
             .context
             .renew_admin_cert(&request, &request.get_ref().csr_der)
             .await?;
-        Ok(Response::new(RenewAdminCertificateResponse { cert_pem }))
+        Ok(Response::new(RenewAdminCertificateResponse {
+            cert_pem,
+            ca_cert_pem: self.context.ca.trust_bundle_pem(),
+        }))
     }
 }
 

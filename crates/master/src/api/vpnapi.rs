@@ -164,7 +164,10 @@ impl<S: Store + Clone> VpnApi for VpnApiService<S> {
             .context
             .renew_node_cert(&request, &request.get_ref().csr_der)
             .await?;
-        Ok(Response::new(RenewCertificateResponse { cert_pem }))
+        Ok(Response::new(RenewCertificateResponse {
+            cert_pem,
+            ca_cert_pem: self.context.ca.trust_bundle_pem(),
+        }))
     }
 }
 

@@ -182,7 +182,7 @@ impl<S: Store + Clone> Joiner<S> {
         Ok(Joined {
             replaced,
             node_cert_pem: signed.cert_pem,
-            ca_cert_pem: self.ca.cert_pem().to_string(),
+            ca_cert_pem: self.ca.trust_bundle_pem(),
             mesh: admission,
         })
     }

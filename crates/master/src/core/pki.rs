@@ -13,7 +13,9 @@
 //!
 //! Lifetimes: the CA lives ten years, leaves one year ([`leaf_validity`]); nodes, admins
 //! and masters renew their leaves at two thirds of their life, so no leaf is ever near
-//! its end while the cluster runs.
+//! its end while the cluster runs. The CA itself is replaced by `weft master rotate-ca`
+//! (`crate::ca_rotation`), with an overlap in which [`ClusterCa::rotating_from`] trusts
+//! both CAs.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -196,6 +198,10 @@ pub struct ClusterCa {
     cert_pem: String,
     cert_der: Vec<u8>,
     issuer: Issuer<'static, KeyPair>,
+    /// During a CA rotation, the CA being replaced: still trusted, and still the issuer
+    /// of the masters' own certificates, so that clients which have not renewed yet
+    /// (and trust only it) keep reaching the masters.
+    previous: Option<Box<ClusterCa>>,
 }
 
 impl ClusterCa {
@@ -214,6 +220,7 @@ impl ClusterCa {
             cert_pem: cert.pem(),
             cert_der: cert.der().to_vec(),
             issuer: Issuer::new(params, key),
+            previous: None,
         })
     }
 
@@ -244,7 +251,31 @@ impl ClusterCa {
             cert_pem: cert_pem.to_owned(),
             cert_der: pem.contents,
             issuer,
+            previous: None,
         })
+    }
+
+    /// This CA in the overlap of a rotation away from `previous`: leaves for nodes and
+    /// admins come from this one, masters' from `previous`, and both are trusted.
+    pub fn rotating_from(self, previous: ClusterCa) -> Self {
+        Self {
+            previous: Some(Box::new(previous)),
+            ..self
+        }
+    }
+
+    /// The CA that issues the masters' certificates and whose hash bootstrap tokens pin:
+    /// the one every client trusts, the previous one while a rotation overlaps.
+    pub fn master_issuer(&self) -> &ClusterCa {
+        self.previous.as_deref().unwrap_or(self)
+    }
+
+    /// What clients and masters trust: this CA, and the previous one during a rotation.
+    pub fn trust_bundle_pem(&self) -> String {
+        match &self.previous {
+            Some(previous) => format!("{}{}", self.cert_pem, previous.cert_pem),
+            None => self.cert_pem.clone(),
+        }
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -650,6 +681,24 @@ mod tests {
         assert!(ca.has_issued(&node.cert_der));
         let issuer = parsed(&node.cert_der).issuer().as_raw().to_vec();
         assert_eq!(issuer, parsed(ca.cert_der()).subject().as_raw());
+    }
+
+    #[test]
+    fn a_rotating_ca_trusts_both_and_masters_stay_under_the_previous_one() {
+        let (previous, next) = (ca(), ca());
+        let (previous_der, next_der) = (previous.cert_der().to_vec(), next.cert_der().to_vec());
+        assert_eq!(next.master_issuer().cert_der(), next_der);
+        assert_eq!(next.trust_bundle_pem(), next.cert_pem());
+        let rotating = next.rotating_from(previous);
+        assert_eq!(rotating.cert_der(), next_der);
+        assert_eq!(rotating.master_issuer().cert_der(), previous_der);
+        let bundle = rotating.trust_bundle_pem();
+        assert!(bundle.starts_with(rotating.cert_pem()));
+        assert!(bundle.ends_with(rotating.master_issuer().cert_pem()));
+        let (_, csr_der) = node_request();
+        let node = rotating.sign_node_csr("web-1", &csr_der, now()).unwrap();
+        assert!(rotating.has_issued(&node.cert_der));
+        assert!(!rotating.master_issuer().has_issued(&node.cert_der));
     }
 
     #[test]
