@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::cluster::{assert_success, taskbook, Cluster};
+use common::cluster::{assert_one_task_runs_on_node_a, assert_success, Cluster};
 use weft_master::core::pki::{leaf_der_from_pem, ClusterCa};
 use weft_minion::identity::MinionIdentity;
 use weft_modules::state_file;
@@ -60,28 +60,6 @@ fn admin_nodes(cluster: &Cluster, admin_file: &Path) -> std::process::Output {
 fn restart_master(cluster: &mut Cluster) {
     cluster.kill_master();
     cluster.start_master();
-}
-
-fn run_works(cluster: &Cluster, what: &str) {
-    let book = taskbook(
-        cluster.dir.path(),
-        "hello",
-        r#"apiVersion: weft/v1
-kind: TaskBook
-metadata: {name: hello}
-spec:
-  steps:
-    - name: hello
-      nodes: {names: [node-a]}
-      tasks:
-        - name: say
-          command: echo rotated
-"#,
-    );
-    let (report, output) = cluster.run(&book, &[]);
-    assert_success(&output, what);
-    assert_eq!(report["failed"], false, "{what}: {report:#}");
-    assert_eq!(report["results"].as_array().unwrap().len(), 1, "{report:#}");
 }
 
 /// Polls (each poll an admin call, which renews the admin's certificate when due)
@@ -142,7 +120,7 @@ fn the_cluster_ca_rotates_with_an_overlap_and_the_old_ca_is_refused_after_finish
         assert!(credentials.ca_cert_pem.contains(new_ca.cert_pem()));
         assert!(credentials.ca_cert_pem.contains(old_ca.cert_pem()));
     }
-    run_works(&cluster, "run during the overlap");
+    assert_one_task_runs_on_node_a(&cluster, "run during the overlap");
     // A certificate the old CA issues now for the listed admin passes the handshake
     // during the overlap, and is refused only because the master never listed it.
     let fresh_of_old_ca = old_ca.issue_admin_cert("admin", SystemTime::now()).unwrap();
@@ -176,7 +154,7 @@ fn the_cluster_ca_rotates_with_an_overlap_and_the_old_ca_is_refused_after_finish
     assert!(issued_by(&new_ca, &master_pem));
     assert!(!issued_by(&old_ca, &master_pem));
     cluster.wait_online(&["node-a", "node-b"]);
-    run_works(&cluster, "run after the finish");
+    assert_one_task_runs_on_node_a(&cluster, "run after the finish");
 
     // The saved admin file of the old CA is refused, and so is a certificate the old CA
     // issued during the overlap for the listed admin: refused in the handshake, before the

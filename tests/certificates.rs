@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::cluster::{assert_success, taskbook, Cluster};
+use common::cluster::{assert_one_task_runs_on_node_a, assert_success, Cluster};
 use serde_json::Value;
 use weft_minion::identity::MinionIdentity;
 use weft_modules::state_file;
@@ -172,25 +172,7 @@ fn nodes_admins_and_the_master_renew_and_the_cluster_outlives_its_first_certific
     assert!(cluster.master_log().contains("master certificate renewed"));
 
     // A run works with nothing but renewed certificates.
-    let book = taskbook(
-        cluster.dir.path(),
-        "hello",
-        r#"apiVersion: weft/v1
-kind: TaskBook
-metadata: {name: hello}
-spec:
-  steps:
-    - name: hello
-      nodes: {names: [node-a]}
-      tasks:
-        - name: say
-          command: echo renewed
-"#,
-    );
-    let (report, output) = cluster.run(&book, &[]);
-    assert_success(&output, "run after the first certificates expired");
-    assert_eq!(report["failed"], false, "{report:#}");
-    assert_eq!(report["results"].as_array().unwrap().len(), 1, "{report:#}");
+    assert_one_task_runs_on_node_a(&cluster, "run after the first certificates expired");
 
     // The old admin file has expired: refused.
     let old_admin = cluster

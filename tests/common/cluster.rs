@@ -429,3 +429,26 @@ pub fn assert_interrupted_once(job: &Value, out: &Path, nodes: &[&str]) {
         );
     }
 }
+
+/// A one-task TaskBook run on node-a succeeds: the cluster's certificates all work.
+pub fn assert_one_task_runs_on_node_a(cluster: &Cluster, what: &str) {
+    let book = taskbook(
+        cluster.dir.path(),
+        "hello",
+        r#"apiVersion: weft/v1
+kind: TaskBook
+metadata: {name: hello}
+spec:
+  steps:
+    - name: hello
+      nodes: {names: [node-a]}
+      tasks:
+        - name: say
+          command: echo hello
+"#,
+    );
+    let (report, output) = cluster.run(&book, &[]);
+    assert_success(&output, what);
+    assert_eq!(report["failed"], false, "{what}: {report:#}");
+    assert_eq!(report["results"].as_array().unwrap().len(), 1, "{report:#}");
+}
