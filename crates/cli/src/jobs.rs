@@ -102,6 +102,16 @@ pub async fn show_job(
             println!("commit:   {repo} {}", commit.as_str().unwrap_or_default());
         }
     }
+    // The internal jobs the run started for its inputs (computed variables, `sync`).
+    for input in detail["input_jobs"].as_array().into_iter().flatten() {
+        let field = |key: &str| input[key].as_str().unwrap_or_default().to_string();
+        println!(
+            "input:    {} on {}: {}",
+            field("job_id"),
+            field("node"),
+            field("purpose")
+        );
+    }
     println!("started:  {}", timestamp(job.started_unix_ms));
     println!("finished: {}", timestamp(job.finished_unix_ms));
     if let Some(message) = detail["message"].as_str() {

@@ -234,11 +234,7 @@ fn needed_files(taskbook: &TaskBook) -> Result<BTreeSet<PathBuf>, Error> {
     let mut files: BTreeSet<PathBuf> = taskbook.sources.iter().map(|f| normalized(f)).collect();
     for placed in taskbook.placed_tasks() {
         let task = placed.task;
-        let srcs = match crate::builtin_module(&task.module.value) {
-            Some(module) => module.bundle_files(&task.args),
-            None => fixed_relative_src(&task.args),
-        };
-        for src in srcs {
+        for src in crate::master_needs_of(task).files {
             let found = resolve_src(src, placed.step.base_dir(), "a run ships files").map_err(
                 |message| {
                     placed.place(

@@ -11,7 +11,7 @@ use crate::files::{
     place_file, read_regular_file, resolve_src, validate_mode, validate_src, WriteOptions,
     FILE_LIMIT,
 };
-use crate::module::{Module, ModuleContext, ModuleError, Outcome};
+use crate::module::{MasterNeeds, Module, ModuleContext, ModuleError, Outcome};
 
 pub struct Copy;
 
@@ -39,8 +39,11 @@ impl Module for Copy {
     const NAME: &'static str = "copy";
     type Args = CopyArgs;
 
-    fn bundle_files(args: &Node) -> Vec<&str> {
-        crate::bundle::fixed_relative_src(args)
+    fn master_needs(args: &Node) -> MasterNeeds<'_> {
+        MasterNeeds {
+            files: crate::bundle::fixed_relative_src(args),
+            ..MasterNeeds::default()
+        }
     }
 
     fn validate(args: &Node, base_dir: &Path) -> Result<(), Error> {

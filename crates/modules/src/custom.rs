@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use weft_taskbook::yaml::{Node, NodeValue};
 use weft_taskbook::Error;
 
-use crate::module::{DynModule, ModuleContext, ModuleError, Outcome};
+use crate::module::{DynModule, MasterNeeds, ModuleContext, ModuleError, Outcome};
 use crate::process::{first_lines, run_captured};
 
 /// Shared modules first, the local sysadmin's overrides last: later directories win.
@@ -220,8 +220,11 @@ impl DynModule for CustomModule {
 
     /// A custom module reads its files from its working directory, the TaskBook's
     /// folder; like `copy`, its `src` names one.
-    fn bundle_files<'a>(&self, args: &'a Node) -> Vec<&'a str> {
-        crate::bundle::fixed_relative_src(args)
+    fn master_needs<'a>(&self, args: &'a Node) -> MasterNeeds<'a> {
+        MasterNeeds {
+            files: crate::bundle::fixed_relative_src(args),
+            ..MasterNeeds::default()
+        }
     }
 
     fn run(

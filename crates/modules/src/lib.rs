@@ -32,16 +32,16 @@ mod template;
 
 pub use custom::{CustomModule, ModuleDirs, MODULE_PATH_ENV};
 pub use git::{check_tree_entry_name, git_error_message};
-pub use module::{DynModule, Module, ModuleContext, ModuleError, Outcome};
+pub use module::{DynModule, MasterNeeds, Module, ModuleContext, ModuleError, Outcome};
 pub use process::ProcessGroup;
 
 use std::path::Path;
 
 use weft_taskbook::error::{closest_match, PathSegment};
-use weft_taskbook::secrets::secret_references;
+use weft_taskbook::references::TemplateReferences;
 use weft_taskbook::task::TASK_KEYWORDS;
 use weft_taskbook::yaml::Node;
-use weft_taskbook::{Error, TaskBook};
+use weft_taskbook::{Error, Task, TaskBook};
 
 static MODULES: &[&dyn DynModule] = &[
     &assert::Assert,
@@ -92,16 +92,32 @@ pub fn find_module(name: &str, dirs: &ModuleDirs) -> Option<FoundModule> {
         .or_else(|| dirs.find(name).map(FoundModule::Custom))
 }
 
+/// What `task` needs from the master. A module the master does not know is a custom
+/// one found on the nodes, which reads its `src` from the TaskBook's folder like `copy`.
+pub fn master_needs_of(task: &Task) -> MasterNeeds<'_> {
+    match builtin_module(&task.module.value) {
+        Some(module) => module.master_needs(&task.args),
+        None => MasterNeeds {
+            files: bundle::fixed_relative_src(&task.args),
+            ..MasterNeeds::default()
+        },
+    }
+}
+
 /// Whether what a task writes comes from a Secret: its arguments read `secrets`, or a
 /// file it names by a fixed `src` does (a template). Its diff then shows no lines.
 pub fn content_reads_secrets(module: &dyn DynModule, args: &Node, base_dir: &Path) -> bool {
-    let reads = |text: &str| !secret_references(text).is_empty();
-    reads(&format!("{args:?}"))
-        || module.bundle_files(args).into_iter().any(|src| {
+    let reads = |references: TemplateReferences| !references.secrets.is_empty();
+    reads(TemplateReferences::of_node(args))
+        || module.master_needs(args).files.into_iter().any(|src| {
             files::resolve_src(src, base_dir, "")
                 .ok()
                 .and_then(|path| files::read_regular_file(&path, true, &files::FILE_LIMIT).ok())
-                .is_some_and(|content| reads(&String::from_utf8_lossy(&content)))
+                .is_some_and(|content| {
+                    reads(TemplateReferences::of_text(&String::from_utf8_lossy(
+                        &content,
+                    )))
+                })
         })
 }
 

@@ -12,6 +12,27 @@ use weft_taskbook::render::Renderer;
 use weft_taskbook::yaml::Node;
 use weft_taskbook::{Error, Vars};
 
+use crate::sync::SyncSource;
+
+/// What a task needs from the master before its step starts, found from its arguments
+/// as written, before any template is rendered (the master cannot render them: they
+/// render on each node). The master asks this and never matches a module's name, so a
+/// new module gets what it declares. What any task's templates read (Secrets, other
+/// nodes) the master finds itself by walking them; a module declares only what its
+/// arguments do not show.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct MasterNeeds<'a> {
+    /// Files beside the TaskBook it reads by a fixed relative path (a `src`): they travel
+    /// with the run. A templated path finds its file only in the `templates/` and
+    /// `files/` folders, which travel whole.
+    pub files: Vec<&'a str>,
+    /// It renders files of the run's bundle as templates on the node, so the Secrets
+    /// and nodes those files read are its own.
+    pub renders_bundle_files: bool,
+    /// Content the master carries to it from another node, read before the step starts.
+    pub synced: Option<SyncSource>,
+}
+
 /// What a module gets besides its arguments.
 pub struct ModuleContext<'a> {
     /// The folder relative `src` paths resolve against (the TaskBook file's).
@@ -95,11 +116,9 @@ pub trait Module: Send + Sync + 'static {
         Ok(())
     }
 
-    /// The files beside the TaskBook this task reads by a fixed relative path (a `src`),
-    /// as written: they travel with the run. A templated path finds its file only in
-    /// the `templates/` and `files/` folders, which travel whole.
-    fn bundle_files(_args: &Node) -> Vec<&str> {
-        Vec::new()
+    /// What a task of this module needs from the master, from its arguments as written.
+    fn master_needs(_args: &Node) -> MasterNeeds<'_> {
+        MasterNeeds::default()
     }
 
     fn check_apply(
@@ -116,8 +135,8 @@ pub trait DynModule: Send + Sync {
     fn skipped_in_check_mode(&self) -> bool;
     /// Before a run: argument types (templates stand in for any scalar) and static checks.
     fn validate(&self, args: &Node, base_dir: &Path) -> Result<(), Error>;
-    /// See [`Module::bundle_files`].
-    fn bundle_files<'a>(&self, args: &'a Node) -> Vec<&'a str>;
+    /// See [`Module::master_needs`].
+    fn master_needs<'a>(&self, args: &'a Node) -> MasterNeeds<'a>;
     /// At run time, with templates rendered into `args`.
     fn run(
         &self,
@@ -141,8 +160,8 @@ impl<M: Module> DynModule for M {
         M::validate(args, base_dir)
     }
 
-    fn bundle_files<'a>(&self, args: &'a Node) -> Vec<&'a str> {
-        M::bundle_files(args)
+    fn master_needs<'a>(&self, args: &'a Node) -> MasterNeeds<'a> {
+        M::master_needs(args)
     }
 
     fn run(

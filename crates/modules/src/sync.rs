@@ -18,7 +18,7 @@ use weft_taskbook::Error;
 use crate::files::{
     arg_error, literal_arg, place_file, read_existing, validate_mode, WriteOptions,
 };
-use crate::module::{Module, ModuleContext, ModuleError, Outcome};
+use crate::module::{MasterNeeds, Module, ModuleContext, ModuleError, Outcome};
 use crate::slurp::sha256_hex;
 
 /// Where the master puts what the step's `sync` tasks carry, in the task context.
@@ -78,6 +78,13 @@ impl SyncSource {
         })
     }
 
+    /// The task the master runs on the `from` node to read a file source (`slurp`, whose
+    /// `content` it decodes); `None` for a registered value, which it already holds.
+    pub fn read_task(&self) -> Option<Value> {
+        let src = self.src.as_ref()?;
+        Some(serde_json::json!({"name": "read for sync", "slurp": {"src": src}}))
+    }
+
     /// How the master names this content in the step's context.
     pub fn key(&self) -> String {
         match (&self.src, &self.var) {
@@ -99,6 +106,13 @@ pub fn synced_entry(content: &[u8]) -> Value {
 impl Module for Sync {
     const NAME: &'static str = "sync";
     type Args = SyncArgs;
+
+    fn master_needs(args: &Node) -> MasterNeeds<'_> {
+        MasterNeeds {
+            synced: SyncSource::of(args),
+            ..MasterNeeds::default()
+        }
+    }
 
     fn validate(args: &Node, _base_dir: &std::path::Path) -> Result<(), Error> {
         validate_mode(args)?;

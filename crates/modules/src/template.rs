@@ -12,7 +12,7 @@ use crate::files::{
     place_file, read_regular_file, resolve_src, validate_mode, validate_src, WriteOptions,
     FILE_LIMIT,
 };
-use crate::module::{Module, ModuleContext, ModuleError, Outcome};
+use crate::module::{MasterNeeds, Module, ModuleContext, ModuleError, Outcome};
 
 pub struct Template;
 
@@ -43,11 +43,15 @@ impl Module for Template {
     const NAME: &'static str = "template";
     type Args = TemplateArgs;
 
-    /// A literal `src` must exist and compile, so a typo in a template fails before the run.
-    fn bundle_files(args: &Node) -> Vec<&str> {
-        crate::bundle::fixed_relative_src(args)
+    fn master_needs(args: &Node) -> MasterNeeds<'_> {
+        MasterNeeds {
+            files: crate::bundle::fixed_relative_src(args),
+            renders_bundle_files: true,
+            synced: None,
+        }
     }
 
+    /// A literal `src` must exist and compile, so a typo in a template fails before the run.
     fn validate(args: &Node, base_dir: &Path) -> Result<(), Error> {
         validate_mode(args)?;
         let Some(path) = validate_src(args, base_dir, RENDERS_ONE_FILE)? else {

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod error;
 pub mod limits;
 pub mod objects;
+pub mod references;
 pub mod render;
 pub mod report;
 pub mod rollout;

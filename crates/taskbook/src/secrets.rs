@@ -32,15 +32,10 @@ pub fn secret_references(text: &str) -> BTreeSet<String> {
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect()
         } else if let Some(indexed) = rest.strip_prefix('[') {
-            // Debug output escapes quotes; both forms name the same secret.
-            let indexed = indexed.trim_start_matches('\\');
             let Some(quote) = indexed.chars().next().filter(|c| *c == '"' || *c == '\'') else {
                 continue;
             };
-            indexed[1..]
-                .chars()
-                .take_while(|c| *c != quote && *c != '\\')
-                .collect()
+            indexed[1..].chars().take_while(|c| *c != quote).collect()
         } else {
             continue;
         };
@@ -168,9 +163,9 @@ mod tests {
 
     #[test]
     fn references_in_both_forms_and_not_inside_other_words() {
-        let text = r#"{{ secrets.db.password }} {{ secrets["db-main"].user }} {{ mysecrets.x }} secrets['tls'] Task { args: "{{ secrets[\"hook\"].hmac }}" }"#;
+        let text = r#"{{ secrets.db.password }} {{ secrets["db-main"].user }} {{ mysecrets.x }} secrets['tls']"#;
         let names: Vec<String> = secret_references(text).into_iter().collect();
-        assert_eq!(names, ["db", "db-main", "hook", "tls"]);
+        assert_eq!(names, ["db", "db-main", "tls"]);
     }
 
     #[test]

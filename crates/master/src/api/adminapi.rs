@@ -40,13 +40,13 @@ use crate::core::cron_jobs::CronJobError;
 use crate::core::events::{EventFilter, EventRecord};
 use crate::core::git_repositories::{GitError, RepoId};
 use crate::core::job::{JobOrigin, JobRecord, JobStoreError};
-use crate::core::job_runner::{JobEvent, RunError, RunRequest, RunScope};
 use crate::core::mesh::Departure;
 use crate::core::node_registry::NodeRecord;
 use crate::core::objects::{
     namespace_for, ApplyAction, ObjectError, StoredObject as CoreStoredObject, DEFAULT_NAMESPACE,
 };
 use crate::core::pki::{CertTerms, PkiError};
+use crate::core::run::{JobEvent, RunError, RunRequest, RunScope};
 use crate::core::token::{TokenRecord, DEFAULT_TOKEN_TTL};
 use crate::core::token_registry::TokenRegistryError;
 use crate::store::Store;

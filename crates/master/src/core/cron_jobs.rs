@@ -16,9 +16,9 @@ use weft_taskbook::schedule::CronSchedule;
 
 use super::events::{types, EventLog, NewEvent};
 use super::job::{JobOrigin, JobState, JobStore, JobStoreError};
-use super::job_runner::{JobEvent, JobRunner, RunRequest, RunScope};
 use super::objects::{ObjectError, ObjectRegistry};
 use super::record::{decode, encode, CorruptRecord};
+use super::run::{JobEvent, JobRunner, RunRequest, RunScope};
 use crate::store::{Precondition, Store, StoreError};
 
 const STATUS_PREFIX: &str = "/cronjob-status/";
@@ -446,8 +446,8 @@ mod tests {
 
     use super::*;
     use crate::core::job::unreachable_result;
-    use crate::core::job_runner::RunnerConfig;
     use crate::core::node_registry::{NodeRecord, NodeRegistry};
+    use crate::core::run::RunnerConfig;
     use crate::core::secret_box::SecretBox;
     use crate::core::sessions::{NodeSessions, StepEvent, ToNode};
     use crate::store::SqliteStore;

@@ -182,6 +182,19 @@ pub struct JobRecord {
     /// masked with them as a live one is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_read: Option<SecretsRead>,
+    /// The internal jobs the run started for its inputs (computed variables, files
+    /// `sync` carries), in the order they started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input_jobs: Vec<InputJob>,
+}
+
+/// An internal job a run started for one of its inputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputJob {
+    pub job_id: String,
+    pub node: String,
+    /// What it was for: `compute ca_pem for ClusterVariables/dns`.
+    pub purpose: String,
 }
 
 /// Which Secrets a job read.
@@ -754,6 +767,7 @@ mod tests {
             origin: None,
             commits: BTreeMap::new(),
             secrets_read: None,
+            input_jobs: Vec::new(),
         }
     }
 

@@ -2,12 +2,11 @@
 
 pub mod admin_registry;
 pub mod beacons;
-pub mod cluster_inputs;
 pub mod cron_jobs;
 pub mod events;
+pub mod git_poller;
 pub mod git_repositories;
 pub mod job;
-pub mod job_runner;
 pub mod join;
 pub mod leadership;
 pub mod mesh;
@@ -15,6 +14,7 @@ pub mod node_registry;
 pub mod objects;
 pub mod pki;
 pub mod record;
+pub mod run;
 pub mod secret_box;
 pub mod sessions;
 pub mod token;

@@ -24,9 +24,9 @@ use super::events::{
     type_matches, types, EventLog, EventRecord, NewEvent, EVENTS_PREFIX, SYSTEM_NAMESPACE,
 };
 use super::job::JobOrigin;
-use super::job_runner::{JobEvent, JobRunner, RunRequest, RunScope};
 use super::objects::{ObjectError, ObjectRegistry};
 use super::record::{decode, encode, CorruptRecord};
+use super::run::{JobEvent, JobRunner, RunRequest, RunScope};
 use crate::store::{Entry, Operation, Precondition, Store, StoreError};
 
 const STATE_PREFIX: &str = "/trigger-state/";
