@@ -4,7 +4,8 @@
 //! `git.invalid` event with the file:line:column and runs nothing; fetch errors are
 //! reported once; a signed webhook fetches at once, a badly signed one is refused;
 //! `include: {repo}` and `weft run taskbook --repo` read the fetched commit; a commit
-//! crafted to write outside its folder is refused.
+//! crafted to write outside its folder is refused; a refused commit runs none of the
+//! inputs (computed variables) its other TaskBooks need.
 
 mod common;
 
@@ -226,6 +227,70 @@ fn a_push_runs_on_push_from_the_new_commit_an_invalid_one_runs_nothing_and_fetch
     );
     let listed = cluster.admin(&["get", "gitrepositories"]);
     assert_success(&listed, "get gitrepositories");
+}
+
+/// A commit runs whole or not at all, inputs included: when one of its `on_push`
+/// TaskBooks is refused, the computed variable the others need never runs on its node,
+/// and no job, internal or not, is started. Once the commit is fixed, the run names the
+/// internal job that computed the variable.
+#[test]
+fn a_refused_on_push_commit_runs_no_computed_variable_and_starts_no_job() {
+    let cluster = Cluster::start(&NODES);
+    let marker = cluster.dir.path().join("computed-ran");
+    apply(
+        &cluster,
+        "vars.yml",
+        &format!(
+            "apiVersion: weft/v1\nkind: Variables\nmetadata: {{name: v, namespace: default}}\nspec:\n  computed:\n    stamp: {{from_node: a, command: \"touch {} && echo stamped\"}}\n",
+            marker.display()
+        ),
+    );
+    let good = "apiVersion: weft/v1\nkind: TaskBook\nmetadata: {name: good}\nspec:\n  steps:\n    - nodes: {all: true}\n      tasks:\n        - debug: {msg: \"{{ stamp }}\"}\n";
+    let bad = "apiVersion: weft/v1\nkind: TaskBook\nmetadata: {name: bad}\nspec:\n  steps:\n    - nodes: {names: [zed]}\n      tasks:\n        - ping: {}\n";
+    let repo = Repo::new(cluster.dir.path(), "pair");
+    let refused = repo.push(&[("good.yml", good), ("bad.yml", bad)], "one refused");
+    apply(
+        &cluster,
+        "repo.yml",
+        &format!(
+            "apiVersion: weft/v1\nkind: GitRepository\nmetadata: {{name: pair}}\nspec:\n  url: {}\n  interval: 1s\n  on_push: [{{path: good.yml}}, {{path: bad.yml}}]\n",
+            repo.url()
+        ),
+    );
+    let invalid = wait_for(&cluster, "the git.invalid event", || {
+        events(&cluster, "git.invalid")
+            .into_iter()
+            .find(|e| e["data"]["commit"] == refused)
+    });
+    let error = invalid["data"]["error"].as_str().unwrap();
+    assert!(error.contains("names node `zed`"), "{error}");
+    assert_eq!(cluster.admin_json(&["jobs"]), serde_json::json!([]));
+    assert!(!marker.exists(), "the computed variable's command ran");
+
+    let fixed = repo.push(&[("bad.yml", &bad.replace("[zed]", "[b]"))], "fixed");
+    let job = wait_for(&cluster, "the good TaskBook's job", || {
+        job_details(&cluster).into_iter().find(|job| {
+            job["commits"]["pair"] == fixed
+                && job["taskbook"] == "good"
+                && job["state"] != "running"
+        })
+    });
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert!(marker.exists());
+    let inputs = job["input_jobs"].as_array().expect("the job names its input jobs");
+    assert_eq!(inputs.len(), 1, "{job:#}");
+    assert_eq!(inputs[0]["node"], "a");
+    assert_eq!(inputs[0]["purpose"], "compute stamp for Variables/default/v");
+    let internal = cluster.admin_json(&["job", "show", inputs[0]["job_id"].as_str().unwrap()]);
+    assert_eq!(internal["taskbook"], "internal");
+    assert_eq!(internal["state"], "succeeded");
+    let text = cluster.admin(&["job", "show", job["job_id"].as_str().unwrap()]);
+    assert_success(&text, "job show");
+    let expected = format!(
+        "input:    {} on a: compute stamp for Variables/default/v",
+        inputs[0]["job_id"].as_str().unwrap()
+    );
+    assert!(stdout(&text).contains(&expected), "{}", stdout(&text));
 }
 
 /// HMAC-SHA256 (RFC 2104), written out so the test does not share the master's code.
