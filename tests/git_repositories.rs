@@ -277,10 +277,15 @@ fn a_refused_on_push_commit_runs_no_computed_variable_and_starts_no_job() {
     });
     assert_eq!(job["state"], "succeeded", "{job:#}");
     assert!(marker.exists());
-    let inputs = job["input_jobs"].as_array().expect("the job names its input jobs");
+    let inputs = job["input_jobs"]
+        .as_array()
+        .expect("the job names its input jobs");
     assert_eq!(inputs.len(), 1, "{job:#}");
     assert_eq!(inputs[0]["node"], "a");
-    assert_eq!(inputs[0]["purpose"], "compute stamp for Variables/default/v");
+    assert_eq!(
+        inputs[0]["purpose"],
+        "compute stamp for Variables/default/v"
+    );
     let internal = cluster.admin_json(&["job", "show", inputs[0]["job_id"].as_str().unwrap()]);
     assert_eq!(internal["taskbook"], "internal");
     assert_eq!(internal["state"], "succeeded");

@@ -27,15 +27,6 @@ use crate::store::Store;
 /// `step_timeout`.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// What a node's step runs with besides the step itself.
-#[derive(Clone, Copy)]
-pub(super) struct NodeStepOptions<'a> {
-    /// The node `run_once` tasks run on.
-    pub(super) run_once_node: Option<&'a str>,
-    /// How long the master waits for the node to end the step.
-    pub(super) deadline: Duration,
-}
-
 /// How long the master waits for a node to end `step`: what its tasks say they may
 /// take (every attempt of every task and handler at its `timeout`, with the `delay`s
 /// between attempts), plus the Config's `step_timeout` for all they do not bound: tasks
@@ -43,7 +34,7 @@ pub(super) struct NodeStepOptions<'a> {
 /// unpacking, reporting, waiting behind another job's step on the node. A node that
 /// heartbeats but never ends its step is given up at the deadline, like one that cannot
 /// be reached, so no job (and no `concurrency: forbid` CronJob) waits forever.
-pub(super) fn step_deadline(step: &Step, step_timeout: Option<Duration>) -> Duration {
+fn step_deadline(step: &Step, step_timeout: Option<Duration>) -> Duration {
     step.tasks
         .iter()
         .chain(&step.handlers)
@@ -68,11 +59,9 @@ impl<S: Store + Clone> JobRun<S> {
         index: usize,
         step_name: &str,
         node: &str,
-        NodeStepOptions {
-            run_once_node,
-            deadline,
-        }: NodeStepOptions<'_>,
+        run_once_node: Option<&str>,
     ) -> NodeStepState {
+        let deadline = step_deadline(&self.taskbook.steps[index], self.stored.step_timeout);
         let job_id = &self.job.job_id;
         let mut record = NodeStepRecord {
             node: node.to_string(),

@@ -14,7 +14,6 @@ use weft_taskbook::cluster_vars::NodeCommand;
 use weft_taskbook::report::{unix_ms_now, RunReport, TaskStatus};
 use weft_taskbook::{Step, TaskBook, Vars};
 
-use super::dispatch::{step_deadline, NodeStepOptions};
 use super::inputs::{vars_by_node, StoredInputs};
 use super::plan::StepPlan;
 use super::rollout::{over_max_fail, roll_out};
@@ -49,7 +48,7 @@ pub(super) struct JobRun<S> {
     pub(super) vars_by_node: HashMap<String, Arc<Vars>>,
     /// The internal jobs this job's inputs started.
     input_jobs: Mutex<Vec<InputJob>>,
-    taskbook: TaskBook,
+    pub(super) taskbook: TaskBook,
     steps: Vec<StepPlan>,
     node_commands: Vec<NodeCommand>,
     pub(super) events: mpsc::UnboundedSender<JobEvent>,
@@ -157,10 +156,7 @@ impl<S: Store + Clone> JobRun<S> {
                 .any(|t| t.run_once)
                 .then(|| nodes.first().cloned())
                 .flatten();
-            let options = NodeStepOptions {
-                run_once_node: run_once_node.as_deref(),
-                deadline: step_deadline(step, self.stored.step_timeout),
-            };
+            let run_once = run_once_node.as_deref();
             let run = &self;
             let outcomes = roll_out(
                 &nodes,
@@ -169,7 +165,7 @@ impl<S: Store + Clone> JobRun<S> {
                 |node| run.skip(index, node),
                 |node| {
                     let step_name = &step_name;
-                    async move { run.run_node_step(index, step_name, &node, options).await }
+                    async move { run.run_node_step(index, step_name, &node, run_once).await }
                 },
             )
             .await;
@@ -208,12 +204,8 @@ impl<S: Store + Clone> JobRun<S> {
             step_name: step_name.clone(),
             nodes: nodes.clone(),
         });
-        let options = NodeStepOptions {
-            run_once_node: None,
-            deadline: step_deadline(&self.taskbook.steps[0], None),
-        };
         for node in &nodes {
-            self.run_node_step(0, &step_name, node, options).await;
+            self.run_node_step(0, &step_name, node, None).await;
         }
         self.finish(None).await;
     }
