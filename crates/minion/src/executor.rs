@@ -1,6 +1,6 @@
 //! Runs a step's tasks on this node: `when`, `loop`, module call with retries, the
 //! `changed_when` / `failed_when` verdicts, `register`, and handlers at the end of the
-//! step. The same executor serves local runs and, later, jobs from the master.
+//! step. The same executor serves local runs and the master's jobs (`agent.rs`).
 
 use std::collections::BTreeSet;
 use std::time::Instant;

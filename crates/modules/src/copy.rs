@@ -1,5 +1,5 @@
 //! `copy`: puts a file from the TaskBook's folder, or literal `content`, at `dest`.
-//! Only the size is reported, not a checksum: weft has no hash crate to spend on it.
+//! Only the size is reported, not a checksum (`slurp` and `sync` report a SHA-256).
 
 use std::path::{Path, PathBuf};
 

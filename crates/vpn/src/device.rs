@@ -2,7 +2,7 @@
 //! boringtun device inside this process (TUN + UAPI socket), both configured through
 //! wireguard-control; the address, MTU and link state through netlink.
 //!
-//! boringtun's traps (../shared/notes/wireguard-userspace.md) shape this file:
+//! boringtun's traps shape this file:
 //! changing an existing peer hangs it, so a changed peer is removed in one request
 //! and added in a second; its handshake "times" are ages; UAPI sockets share one
 //! directory across namespaces, so interface names must be unique on the host.
