@@ -301,3 +301,41 @@ pub fn first_lines(text: &str) -> String {
         None => format!(":\n{joined}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The leak a timeout must not leave: a grandchild in the background outliving
+    /// the shell that was killed.
+    #[test]
+    fn a_timed_out_command_leaves_no_grandchild_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("grandchild.pid");
+        let mut process = Process::new("/bin/sh");
+        process.arg("-c").arg(format!(
+            "sleep 30 & echo $! > {}; sleep 30",
+            pid_file.display()
+        ));
+        let deadline = Instant::now() + Duration::from_millis(500);
+        assert!(matches!(
+            run_captured(process, None, Some(deadline)),
+            Err(RunFailure::TimedOut { .. })
+        ));
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The grandchild is not ours to reap (init adopts it): give it a moment to go.
+        let gone = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |stat| stat.contains(") Z "))
+        };
+        let until = Instant::now() + Duration::from_secs(5);
+        while !gone() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(gone(), "grandchild {pid} outlived the timeout");
+    }
+}
