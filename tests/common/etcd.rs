@@ -125,7 +125,27 @@ impl EtcdCluster {
         Self::start_with(size, EtcdSecurity::ClientCertificates)
     }
 
+    /// The ports are free when chosen but released before etcd binds them, so another
+    /// process's outgoing connection can take one in between: a start that lost a port
+    /// is tried again on fresh ones.
     pub fn start_with(size: usize, security: EtcdSecurity) -> EtcdCluster {
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            let mut cluster = Self::launch(size, security);
+            match cluster.wait_healthy() {
+                Ok(()) => return cluster,
+                Err(failure)
+                    if attempt < ATTEMPTS && failure.contains("address already in use") =>
+                {
+                    eprintln!("etcd lost a port to another process; starting again on fresh ones")
+                }
+                Err(failure) => panic!("{failure}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn launch(size: usize, security: EtcdSecurity) -> EtcdCluster {
         static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
         let binary = etcd_binary().expect("etcd is installed (check missing_etcd first)");
         let dir = tempfile::tempdir().expect("temp dir");
@@ -212,9 +232,7 @@ impl EtcdCluster {
                 }
             })
             .collect();
-        let mut cluster = EtcdCluster { dir, pki, members };
-        cluster.wait_healthy();
-        cluster
+        EtcdCluster { dir, pki, members }
     }
 
     /// Every member's client URL, for `--etcd-endpoints`.
@@ -282,21 +300,26 @@ impl EtcdCluster {
             .collect()
     }
 
-    fn wait_healthy(&mut self) {
+    fn wait_healthy(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_PATIENCE;
         for member in 0..self.members.len() {
             while !healthy(&self.members[member].metrics_url) {
                 if let Ok(Some(status)) = self.members[member].process.try_wait() {
-                    panic!("etcd m{member} exited with {status}:\n{}", self.logs());
+                    return Err(format!(
+                        "etcd m{member} exited with {status}:\n{}",
+                        self.logs()
+                    ));
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "etcd did not elect a leader within {START_PATIENCE:?}:\n{}",
-                    self.logs()
-                );
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "etcd did not elect a leader within {START_PATIENCE:?}:\n{}",
+                        self.logs()
+                    ));
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        Ok(())
     }
 }
 
