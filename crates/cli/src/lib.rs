@@ -1,9 +1,10 @@
-//! The weft command line beyond dispatch: finding the admin's credentials and calling
+//! The weft command line: its arguments as clap reads them (`args`), finding the admin's credentials and calling
 //! the adminapi (`admin`), printing nodes, jobs and tokens as tables or JSON, a cluster
 //! run's live progress (`run`), cluster objects (`objects`), and the daemons' logging
 //! (`logging`).
 
 pub mod admin;
+pub mod args;
 pub mod cron_jobs;
 pub mod events;
 pub mod jobs;

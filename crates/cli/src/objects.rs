@@ -17,10 +17,11 @@ use crate::output::{ago, print_json, table, timestamp};
 use crate::CliError;
 
 /// How `weft get` prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ObjectOutput {
     Table,
-    /// The table with more columns (uuid, generation, labels).
+    // The table with more columns (uuid, generation, labels); a doc comment here would
+    // become clap's help for the value.
     Wide,
     Yaml,
     Json,
