@@ -351,8 +351,8 @@ pub async fn run(
             None
         }
     };
-    // Webhook senders speak HTTP/1.1 as often as not (those that name no ALPN protocol
-    // get it; tonic's TLS offers `h2` alone).
+    // Webhook senders speak HTTP/1.1 as often as not: the TLS acceptor offers it
+    // beside `h2`, and this server must then serve it.
     let public_listener = server()
         .accept_http1(true)
         .add_routes(Routes::from(public_routes.into_axum_router().merge(hooks)))
