@@ -1,6 +1,8 @@
 //! `lineinfile`: makes sure one line is in a text file (replacing the line a `regexp`
 //! finds, or adding it), or that no line matches. Lines it does not touch stay
-//! byte-identical, line endings included.
+//! byte-identical, line endings included. Where a line goes follows Ansible's module
+//! of the same name: the last match of `regexp`, `insertafter` or `insertbefore`
+//! unless `firstmatch`, and a line added at the end ends with a newline.
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +31,13 @@ pub struct LineInFileArgs {
     insertafter: Option<String>,
     /// A regex, or `BOF`.
     insertbefore: Option<String>,
+    /// `regexp`, `insertafter` and `insertbefore` take their first match, not their last.
+    #[serde(default)]
+    firstmatch: bool,
+    /// `line` refers to `regexp`'s groups (`\1`, `\g<name>`); when `regexp` matches
+    /// nothing, the file is left as it is.
+    #[serde(default)]
+    backrefs: bool,
     #[serde(default)]
     create: bool,
     mode: Option<String>,
@@ -63,38 +72,36 @@ fn compile_pattern(key: &str, pattern: &str) -> Result<Option<Regex>, String> {
     }
 }
 
-/// Where a line goes when it is added.
+/// Where a line goes when it is added; a pattern that matches nothing puts it at the end.
 enum InsertAt {
     End,
     Start,
-    AfterLastMatch(Regex),
-    /// Before the first match (or at the end when nothing matches).
-    BeforeFirstMatch(Regex),
+    AfterMatch(Regex),
+    BeforeMatch(Regex),
 }
 
 impl InsertAt {
     fn from_args(after: Option<&str>, before: Option<&str>) -> Result<InsertAt, String> {
         Ok(match (after, before) {
             (Some(_), Some(_)) => return Err(INSERT_EXCLUSIVE.into()),
-            (Some(after), None) => compile_pattern("insertafter", after)?
-                .map_or(InsertAt::End, InsertAt::AfterLastMatch),
+            (Some(after), None) => {
+                compile_pattern("insertafter", after)?.map_or(InsertAt::End, InsertAt::AfterMatch)
+            }
             (None, Some(before)) => compile_pattern("insertbefore", before)?
-                .map_or(InsertAt::Start, InsertAt::BeforeFirstMatch),
+                .map_or(InsertAt::Start, InsertAt::BeforeMatch),
             (None, None) => InsertAt::End,
         })
     }
 
-    fn index_in(&self, lines: &TextLines) -> usize {
+    fn index_in(&self, lines: &TextLines, firstmatch: bool) -> usize {
         let end = lines.lines.len();
         match self {
             InsertAt::End => end,
             InsertAt::Start => 0,
-            InsertAt::AfterLastMatch(regex) => lines.last_match(regex).map_or(end, |i| i + 1),
-            InsertAt::BeforeFirstMatch(regex) => lines
-                .lines
-                .iter()
-                .position(|line| regex.is_match(&line.text))
-                .unwrap_or(end),
+            InsertAt::AfterMatch(regex) => {
+                lines.find_match(regex, firstmatch).map_or(end, |i| i + 1)
+            }
+            InsertAt::BeforeMatch(regex) => lines.find_match(regex, firstmatch).unwrap_or(end),
         }
     }
 }
@@ -161,31 +168,45 @@ impl TextLines {
         text
     }
 
-    fn last_match(&self, regex: &Regex) -> Option<usize> {
-        self.lines
-            .iter()
-            .rposition(|line| regex.is_match(&line.text))
+    fn find_match(&self, regex: &Regex, first: bool) -> Option<usize> {
+        let mut lines = self.lines.iter();
+        let matches = |line: &Line| regex.is_match(&line.text);
+        if first {
+            lines.position(matches)
+        } else {
+            lines.rposition(matches)
+        }
     }
 
     /// `state: present`; returns what was done, if anything.
-    fn ensure_present(
-        &mut self,
-        wanted: &str,
-        regexp: Option<&Regex>,
-        insert_at: &InsertAt,
-    ) -> Option<String> {
-        if let Some(index) = regexp.and_then(|regexp| self.last_match(regexp)) {
-            let line = &mut self.lines[index];
-            if line.text == wanted {
+    fn ensure_present(&mut self, wanted: &str, placement: &Placement) -> Option<String> {
+        if let Some(regexp) = &placement.regexp {
+            if let Some(index) = self.find_match(regexp, placement.firstmatch) {
+                let line = &mut self.lines[index];
+                let new_text = if placement.backrefs {
+                    expand_backrefs(regexp, &line.text, wanted)
+                } else {
+                    wanted.to_string()
+                };
+                if line.text == new_text {
+                    return None;
+                }
+                line.text = new_text;
+                return Some("line replaced".into());
+            }
+            if placement.backrefs {
                 return None;
             }
-            line.text = wanted.to_string();
-            return Some("line replaced".into());
         }
         if self.lines.iter().any(|line| line.text == wanted) {
             return None;
         }
-        let index = insert_at.index_in(self);
+        let index = placement.insert_at.index_in(self, placement.firstmatch);
+        if index == self.lines.len() {
+            // As Ansible: a line added at the end is a whole line, so the file then
+            // ends with a newline even if it did not before.
+            self.ends_with_newline = true;
+        }
         let line = Line {
             text: wanted.to_string(),
             ending: "",
@@ -207,6 +228,60 @@ impl TextLines {
             removed => Some(format!("{removed} lines removed")),
         }
     }
+}
+
+/// Which line `state: present` replaces, or where it adds one.
+struct Placement {
+    regexp: Option<Regex>,
+    insert_at: InsertAt,
+    firstmatch: bool,
+    backrefs: bool,
+}
+
+/// `template` with Python's group references (`\1`, `\g<1>`, `\g<name>`, `\\` for a
+/// backslash) filled from `regexp`'s match in `text`, as Ansible's `backrefs` reads
+/// them; a group that took part in no match is empty.
+fn expand_backrefs(regexp: &Regex, text: &str, template: &str) -> String {
+    let Some(captures) = regexp.captures(text) else {
+        return template.to_string();
+    };
+    let group = |name: &str| {
+        let found = match name.parse::<usize>() {
+            Ok(index) => captures.get(index),
+            Err(_) => captures.name(name),
+        };
+        found.map_or("", |m| m.as_str())
+    };
+    let mut expanded = String::new();
+    let mut rest = template;
+    while let Some(at) = rest.find('\\') {
+        expanded.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let digits = after.bytes().take(2).take_while(u8::is_ascii_digit).count();
+        if digits > 0 {
+            expanded.push_str(group(&after[..digits]));
+            rest = &after[digits..];
+        } else if let Some(named) = after.strip_prefix("g<") {
+            match named.split_once('>') {
+                Some((name, tail)) => {
+                    expanded.push_str(group(name));
+                    rest = tail;
+                }
+                None => {
+                    expanded.push('\\');
+                    rest = after;
+                }
+            }
+        } else if let Some(tail) = after.strip_prefix('\\') {
+            expanded.push('\\');
+            rest = tail;
+        } else {
+            expanded.push('\\');
+            rest = after;
+        }
+    }
+    expanded.push_str(rest);
+    expanded
 }
 
 impl Module for LineInFile {
@@ -250,6 +325,11 @@ impl Module for LineInFile {
         let insert_at =
             InsertAt::from_args(args.insertafter.as_deref(), args.insertbefore.as_deref())
                 .map_err(ModuleError::Failed)?;
+        if args.backrefs && regexp.is_none() {
+            return Err(ModuleError::Failed(
+                "`backrefs` needs `regexp`: the line is made from what it captures".into(),
+            ));
+        }
         let line = args.line.as_deref();
         if line.is_some_and(|line| line.contains('\n')) {
             return Err(ModuleError::Failed(
@@ -297,7 +377,13 @@ impl Module for LineInFile {
         let mut lines = TextLines::split(text);
         let edit = match (args.state, line) {
             (LineState::Present, Some(line)) => {
-                lines.ensure_present(line, regexp.as_ref(), &insert_at)
+                let placement = Placement {
+                    regexp,
+                    insert_at,
+                    firstmatch: args.firstmatch,
+                    backrefs: args.backrefs,
+                };
+                lines.ensure_present(line, &placement)
             }
             _ => lines.ensure_absent(line, regexp.as_ref()),
         };
@@ -374,7 +460,15 @@ mod tests {
         assert_eq!(text, "a\nb\n");
         assert_eq!(outcome.msg.as_deref(), Some("line added"));
         let (text, _) = converged("a", "line: b");
-        assert_eq!(text, "a\nb", "no trailing newline stays so");
+        assert_eq!(
+            text, "a\nb\n",
+            "an appended line ends with a newline, as Ansible's"
+        );
+        let (text, _) = converged("a\nc", "line: b\ninsertbefore: ^c");
+        assert_eq!(
+            text, "a\nb\nc",
+            "a line added inside leaves the last line as it was"
+        );
         let (text, _) = converged("a\r\nc\r\n", "line: b\ninsertafter: ^a");
         assert_eq!(text, "a\r\nb\r\nc\r\n", "CRLF files get CRLF lines");
     }
@@ -388,7 +482,16 @@ mod tests {
         );
         assert_eq!(
             converged(text, "line: z\ninsertbefore: '^\\[a\\]'").0,
+            "[a]\nx=1\n[b]\ny=1\nz\n[a]\n",
+            "before the last match, as Ansible's"
+        );
+        assert_eq!(
+            converged(text, "line: z\ninsertbefore: '^\\[a\\]'\nfirstmatch: true").0,
             "z\n[a]\nx=1\n[b]\ny=1\n[a]\n"
+        );
+        assert_eq!(
+            converged(text, "line: z\ninsertafter: '^\\[a\\]'\nfirstmatch: true").0,
+            "[a]\nz\nx=1\n[b]\ny=1\n[a]\n"
         );
         assert_eq!(
             converged(text, "line: z\ninsertafter: '^\\[b\\]'").0,
@@ -405,6 +508,46 @@ mod tests {
         assert_eq!(
             converged(text, "line: z\ninsertbefore: nomatch").0,
             format!("{text}z\n")
+        );
+    }
+
+    #[test]
+    fn firstmatch_replaces_the_first_matching_line() {
+        let (text, _) = converged(
+            "Port 22\nPort 24\n",
+            "regexp: '^Port '\nline: Port 2222\nfirstmatch: yes",
+        );
+        assert_eq!(text, "Port 2222\nPort 24\n");
+    }
+
+    #[test]
+    fn backrefs_build_the_line_from_the_match_and_add_nothing_without_one() {
+        let (text, outcome) = converged(
+            "listen 80;\nlisten 443 ssl;\n",
+            "regexp: '^listen (?P<port>\\d+) (\\w+);'\nline: 'listen \\g<port> \\2 http2; # \\\\1'\nbackrefs: true",
+        );
+        assert_eq!(text, "listen 80;\nlisten 443 ssl http2; # \\1\n");
+        assert_eq!(outcome.msg.as_deref(), Some("line replaced"));
+        let (text, _) = converged(
+            "key = old\n",
+            "regexp: '^(key) = (x)?(o.*)$'\nline: '\\1 = n\\2\\4'\nbackrefs: true",
+        );
+        assert_eq!(
+            text, "key = n\n",
+            "groups that matched nothing or do not exist are empty"
+        );
+        unchanged("a\n", "regexp: '^(b)'\nline: '\\1c'\nbackrefs: true");
+        let (dir, path) = file_with("a\n");
+        let err = run(
+            &LineInFile,
+            &task(&path, "line: a\nbackrefs: true"),
+            dir.path(),
+            true,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("`backrefs` needs `regexp`"),
+            "{err}"
         );
     }
 
