@@ -8,6 +8,7 @@ pub mod facts;
 pub mod state_file;
 
 mod assert;
+mod backrefs;
 mod command;
 mod copy;
 mod custom;
@@ -22,6 +23,7 @@ mod package;
 mod packagekit;
 mod ping;
 mod process;
+mod replace;
 mod service;
 mod set_var;
 mod shell;
@@ -29,6 +31,7 @@ pub mod slurp;
 pub mod sync;
 mod systemd;
 mod template;
+mod text_file;
 
 pub use custom::{CustomModule, ModuleDirs, MODULE_PATH_ENV};
 pub use git::{check_tree_entry_name, git_error_message};
@@ -55,6 +58,7 @@ static MODULES: &[&dyn DynModule] = &[
     &package::Package,
     &service::Service,
     &ping::Ping,
+    &replace::Replace,
     &set_var::SetVar,
     &shell::Shell,
     &slurp::Slurp,
@@ -191,6 +195,19 @@ fn unknown_module_hint(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A module nobody can find in the docs is a module nobody uses.
+    #[test]
+    fn every_builtin_module_has_a_row_in_the_modules_page() {
+        let page = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/modules.md");
+        let page = std::fs::read_to_string(&page).unwrap();
+        for name in module_names() {
+            assert!(
+                page.contains(&format!("| `{name}` |")),
+                "docs/modules.md has no row for `{name}`"
+            );
+        }
+    }
 
     fn book(task: &str) -> TaskBook {
         TaskBook::from_source(

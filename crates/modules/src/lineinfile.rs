@@ -11,11 +11,10 @@ use serde::Deserialize;
 use weft_taskbook::yaml::Node;
 use weft_taskbook::Error;
 
-use crate::files::{
-    arg_error, converge_file, literal_arg, read_existing, refuse_symlink, validate_mode,
-    WriteOptions,
-};
+use crate::backrefs::expand_backrefs;
+use crate::files::{arg_error, literal_arg, validate_mode};
 use crate::module::{Module, ModuleContext, ModuleError, Outcome};
+use crate::text_file::{edit_text_file, Edited, TextFile, WhenMissing};
 
 pub struct LineInFile;
 
@@ -184,7 +183,8 @@ impl TextLines {
             if let Some(index) = self.find_match(regexp, placement.firstmatch) {
                 let line = &mut self.lines[index];
                 let new_text = if placement.backrefs {
-                    expand_backrefs(regexp, &line.text, wanted)
+                    let captures = regexp.captures(&line.text).expect("the line matched");
+                    expand_backrefs(&captures, wanted)
                 } else {
                     wanted.to_string()
                 };
@@ -238,52 +238,6 @@ struct Placement {
     backrefs: bool,
 }
 
-/// `template` with Python's group references (`\1`, `\g<1>`, `\g<name>`, `\\` for a
-/// backslash) filled from `regexp`'s match in `text`, as Ansible's `backrefs` reads
-/// them; a group that took part in no match is empty.
-fn expand_backrefs(regexp: &Regex, text: &str, template: &str) -> String {
-    let Some(captures) = regexp.captures(text) else {
-        return template.to_string();
-    };
-    let group = |name: &str| {
-        let found = match name.parse::<usize>() {
-            Ok(index) => captures.get(index),
-            Err(_) => captures.name(name),
-        };
-        found.map_or("", |m| m.as_str())
-    };
-    let mut expanded = String::new();
-    let mut rest = template;
-    while let Some(at) = rest.find('\\') {
-        expanded.push_str(&rest[..at]);
-        let after = &rest[at + 1..];
-        let digits = after.bytes().take(2).take_while(u8::is_ascii_digit).count();
-        if digits > 0 {
-            expanded.push_str(group(&after[..digits]));
-            rest = &after[digits..];
-        } else if let Some(named) = after.strip_prefix("g<") {
-            match named.split_once('>') {
-                Some((name, tail)) => {
-                    expanded.push_str(group(name));
-                    rest = tail;
-                }
-                None => {
-                    expanded.push('\\');
-                    rest = after;
-                }
-            }
-        } else if let Some(tail) = after.strip_prefix('\\') {
-            expanded.push('\\');
-            rest = tail;
-        } else {
-            expanded.push('\\');
-            rest = after;
-        }
-    }
-    expanded.push_str(rest);
-    expanded
-}
-
 impl Module for LineInFile {
     const NAME: &'static str = "lineinfile";
     type Args = LineInFileArgs;
@@ -307,14 +261,6 @@ impl Module for LineInFile {
         context: &mut ModuleContext,
         apply: bool,
     ) -> Result<Outcome, ModuleError> {
-        let options = WriteOptions::new(
-            args.mode.as_deref(),
-            args.owner.as_deref(),
-            args.group.as_deref(),
-            args.backup,
-            args.follow,
-            apply,
-        )?;
         let regexp = args
             .regexp
             .as_deref()
@@ -336,7 +282,7 @@ impl Module for LineInFile {
                 "`line` must be a single line; use `copy` or `template` for more".into(),
             ));
         }
-        match (args.state, line, &regexp) {
+        let when_missing = match (args.state, line, &regexp) {
             (LineState::Present, None, _) => {
                 return Err(ModuleError::Failed("`state: present` needs `line`".into()))
             }
@@ -345,62 +291,39 @@ impl Module for LineInFile {
                     "`state: absent` needs `regexp` or `line`: which lines to remove".into(),
                 ))
             }
-            _ => {}
-        }
-
-        let path = args.path.as_path();
-        // Replacing a link with a file of only the wanted line would lose what it
-        // pointed to, so a link is refused rather than replaced.
-        refuse_symlink(path, args.follow, "edits")?;
-        let current = read_existing(path, args.follow)?;
-        let text = match (&current, args.state) {
-            (Some(bytes), _) => std::str::from_utf8(bytes).map_err(|_| {
-                ModuleError::Failed(format!(
-                    "{} is not UTF-8 text; lineinfile edits text files",
-                    path.display()
-                ))
-            })?,
-            (None, LineState::Absent) => {
-                return Ok(Outcome::unchanged()
-                    .with_msg(format!("{} does not exist", path.display()))
-                    .with_output("path", path.display().to_string()))
-            }
-            (None, LineState::Present) if args.create => "",
-            (None, LineState::Present) => {
-                return Err(ModuleError::Failed(format!(
-                    "{} does not exist; set `create: true` to create it",
-                    path.display()
-                )))
-            }
+            (LineState::Absent, _, _) => WhenMissing::NothingToDo,
+            (LineState::Present, _, _) if args.create => WhenMissing::Create,
+            (LineState::Present, _, _) => WhenMissing::Fail {
+                hint: "set `create: true` to create it",
+            },
         };
-
-        let mut lines = TextLines::split(text);
-        let edit = match (args.state, line) {
-            (LineState::Present, Some(line)) => {
-                let placement = Placement {
-                    regexp,
-                    insert_at,
-                    firstmatch: args.firstmatch,
-                    backrefs: args.backrefs,
-                };
-                lines.ensure_present(line, &placement)
-            }
-            _ => lines.ensure_absent(line, regexp.as_ref()),
+        let file = TextFile {
+            path: &args.path,
+            mode: args.mode.as_deref(),
+            owner: args.owner.as_deref(),
+            group: args.group.as_deref(),
+            backup: args.backup,
+            follow: args.follow,
         };
-        let edited = match &edit {
-            Some(_) => lines.join(),
-            None => text.to_string(),
-        };
-        let mut outcome = converge_file(
-            path,
-            current.as_deref(),
-            edited.as_bytes(),
-            &options,
-            context.want_diff,
-            apply,
-        )?;
-        outcome.msg = edit;
-        Ok(outcome.with_output("path", path.display().to_string()))
+        edit_text_file(Self::NAME, &file, when_missing, context, apply, |text| {
+            let mut lines = TextLines::split(text);
+            let msg = match (args.state, line) {
+                (LineState::Present, Some(line)) => {
+                    let placement = Placement {
+                        regexp,
+                        insert_at,
+                        firstmatch: args.firstmatch,
+                        backrefs: args.backrefs,
+                    };
+                    lines.ensure_present(line, &placement)
+                }
+                _ => lines.ensure_absent(line, regexp.as_ref()),
+            };
+            Ok(msg.map(|msg| Edited {
+                text: lines.join(),
+                msg,
+            }))
+        })
     }
 }
 
