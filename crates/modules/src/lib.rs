@@ -9,6 +9,7 @@ pub mod state_file;
 
 mod assert;
 mod backrefs;
+mod blockinfile;
 mod command;
 mod copy;
 mod custom;
@@ -48,6 +49,7 @@ use weft_taskbook::{Error, Task, TaskBook};
 
 static MODULES: &[&dyn DynModule] = &[
     &assert::Assert,
+    &blockinfile::BlockInFile,
     &command::Command,
     &copy::Copy,
     &debug::Debug,
