@@ -238,14 +238,14 @@ impl WantedId {
     }
 }
 
-fn user_name(uid: u32) -> String {
+pub(crate) fn user_name(uid: u32) -> String {
     match User::from_uid(Uid::from_raw(uid)) {
         Ok(Some(user)) => user.name,
         _ => uid.to_string(),
     }
 }
 
-fn group_name(gid: u32) -> String {
+pub(crate) fn group_name(gid: u32) -> String {
     match Group::from_gid(Gid::from_raw(gid)) {
         Ok(Some(group)) => group.name,
         _ => gid.to_string(),

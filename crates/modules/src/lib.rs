@@ -29,6 +29,7 @@ mod service;
 mod set_var;
 mod shell;
 pub mod slurp;
+mod stat;
 pub mod sync;
 mod systemd;
 mod template;
@@ -64,6 +65,7 @@ static MODULES: &[&dyn DynModule] = &[
     &set_var::SetVar,
     &shell::Shell,
     &slurp::Slurp,
+    &stat::Stat,
     &sync::Sync,
     &template::Template,
 ];

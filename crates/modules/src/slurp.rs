@@ -50,10 +50,12 @@ impl Module for Slurp {
 
 pub fn sha256_hex(content: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(content)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex(&sha2::Sha256::digest(content))
+}
+
+/// Lower-case hex, as `sha256sum` prints digests.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 #[cfg(test)]
