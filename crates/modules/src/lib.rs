@@ -18,6 +18,7 @@ mod debug;
 mod fail;
 mod file;
 mod files;
+mod find;
 mod git;
 mod lineinfile;
 mod package;
@@ -56,6 +57,7 @@ static MODULES: &[&dyn DynModule] = &[
     &debug::Debug,
     &fail::Fail,
     &file::File,
+    &find::Find,
     &git::Git,
     &lineinfile::LineInFile,
     &package::Package,

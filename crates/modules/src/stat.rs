@@ -62,7 +62,10 @@ impl Module for Stat {
             std::fs::symlink_metadata(path)
         };
         let stat = match found {
-            Ok(metadata) => describe(path, &metadata, &args, context.deadline)?,
+            Ok(metadata) => {
+                let ChecksumAlgorithm::Sha256 = args.checksum_algorithm;
+                describe(path, &metadata, args.get_checksum, context.deadline)?
+            }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 Map::from_iter([("exists".to_string(), Value::Bool(false))])
             }
@@ -72,10 +75,11 @@ impl Module for Stat {
     }
 }
 
-fn describe(
+/// What `stat` registers for the thing at `path`, and `find` for each it finds.
+pub(crate) fn describe(
     path: &Path,
     metadata: &Metadata,
-    args: &StatArgs,
+    get_checksum: bool,
     deadline: Option<Instant>,
 ) -> Result<Map<String, Value>, ModuleError> {
     let kind = metadata.file_type();
@@ -110,8 +114,7 @@ fn describe(
             stat.insert("lnk_source".into(), source.display().to_string().into());
         }
     }
-    if kind.is_file() && args.get_checksum {
-        let ChecksumAlgorithm::Sha256 = args.checksum_algorithm;
+    if kind.is_file() && get_checksum {
         stat.insert("checksum".into(), sha256_of_file(path, deadline)?.into());
     }
     Ok(std::mem::take(stat))
@@ -121,11 +124,10 @@ fn seconds(secs: i64, nanos: i64) -> f64 {
     secs as f64 + nanos as f64 / 1e9
 }
 
-/// Read in pieces, so a large file takes no memory and gives up at the task's deadline.
-/// Opened without blocking and checked again once open: a FIFO swapped in after the
-/// stat must not hang the task.
-fn sha256_of_file(path: &Path, deadline: Option<Instant>) -> Result<String, ModuleError> {
-    let mut file = File::options()
+/// A regular file opened for reading without blocking, and checked again once open: a
+/// FIFO swapped in after a stat must not hang the task.
+pub(crate) fn open_regular(path: &Path) -> Result<File, ModuleError> {
+    let file = File::options()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
@@ -139,6 +141,12 @@ fn sha256_of_file(path: &Path, deadline: Option<Instant>) -> Result<String, Modu
             path.display()
         )));
     }
+    Ok(file)
+}
+
+/// Read in pieces, so a large file takes no memory and gives up at the task's deadline.
+fn sha256_of_file(path: &Path, deadline: Option<Instant>) -> Result<String, ModuleError> {
+    let mut file = open_regular(path)?;
     let mut hasher = sha2::Sha256::new();
     let mut buffer = vec![0u8; 1 << 16];
     loop {
