@@ -20,6 +20,7 @@ mod file;
 mod files;
 mod find;
 mod git;
+mod group;
 mod lineinfile;
 mod package;
 mod packagekit;
@@ -32,9 +33,11 @@ mod shell;
 pub mod slurp;
 mod stat;
 pub mod sync;
+mod system_tool;
 mod systemd;
 mod template;
 mod text_file;
+mod user;
 
 pub use custom::{CustomModule, ModuleDirs, MODULE_PATH_ENV};
 pub use git::{check_tree_entry_name, git_error_message};
@@ -59,6 +62,7 @@ static MODULES: &[&dyn DynModule] = &[
     &file::File,
     &find::Find,
     &git::Git,
+    &group::Group,
     &lineinfile::LineInFile,
     &package::Package,
     &service::Service,
@@ -70,6 +74,7 @@ static MODULES: &[&dyn DynModule] = &[
     &stat::Stat,
     &sync::Sync,
     &template::Template,
+    &user::User,
 ];
 
 /// A module a task names: built in, or an executable in a module directory.
