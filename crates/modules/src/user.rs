@@ -38,7 +38,7 @@ pub struct UserArgs {
     move_home: bool,
     #[serde(default = "yes")]
     create_home: bool,
-    /// A system account (a uid from the system range, no home by default) when created.
+    /// A system account (a uid from the system range) when created.
     #[serde(default)]
     system: bool,
     /// The GECOS field.
@@ -275,7 +275,7 @@ fn useradd_args(args: &UserArgs) -> Result<Vec<String>, ModuleError> {
     if let Some(comment) = &args.comment {
         flag("--comment", comment.clone());
     }
-    tool_args.push(if args.create_home && !args.system {
+    tool_args.push(if args.create_home {
         "--create-home".into()
     } else {
         "--no-create-home".into()
