@@ -147,7 +147,7 @@ fn existing_file(
     }
 }
 
-fn directory(
+pub(crate) fn directory(
     path: &Path,
     attributes: &WantedAttributes,
     follow: bool,

@@ -8,6 +8,7 @@ pub mod facts;
 pub mod state_file;
 
 mod assert;
+mod authorized_key;
 mod backrefs;
 mod blockinfile;
 mod command;
@@ -54,6 +55,7 @@ use weft_taskbook::{Error, Task, TaskBook};
 
 static MODULES: &[&dyn DynModule] = &[
     &assert::Assert,
+    &authorized_key::AuthorizedKey,
     &blockinfile::BlockInFile,
     &command::Command,
     &copy::Copy,

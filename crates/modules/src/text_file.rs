@@ -31,6 +31,7 @@ pub(crate) enum WhenMissing {
 }
 
 /// An edit's result: the new text and what was done (`line added`).
+#[derive(Debug, PartialEq)]
 pub(crate) struct Edited {
     pub text: String,
     pub msg: String,
