@@ -34,6 +34,7 @@ mod shell;
 pub mod slurp;
 mod stat;
 pub mod sync;
+mod sysctl;
 mod system_tool;
 mod systemd;
 mod template;
@@ -75,6 +76,7 @@ static MODULES: &[&dyn DynModule] = &[
     &slurp::Slurp,
     &stat::Stat,
     &sync::Sync,
+    &sysctl::Sysctl,
     &template::Template,
     &user::User,
 ];
