@@ -13,6 +13,7 @@ mod backrefs;
 mod blockinfile;
 mod command;
 mod copy;
+mod cron;
 mod custom;
 mod dbus;
 mod debug;
@@ -60,6 +61,7 @@ static MODULES: &[&dyn DynModule] = &[
     &blockinfile::BlockInFile,
     &command::Command,
     &copy::Copy,
+    &cron::Cron,
     &debug::Debug,
     &fail::Fail,
     &file::File,
