@@ -41,6 +41,7 @@ mod systemd;
 mod template;
 mod text_file;
 mod user;
+mod wait_for;
 
 pub use custom::{CustomModule, ModuleDirs, MODULE_PATH_ENV};
 pub use git::{check_tree_entry_name, git_error_message};
@@ -81,6 +82,7 @@ static MODULES: &[&dyn DynModule] = &[
     &sysctl::Sysctl,
     &template::Template,
     &user::User,
+    &wait_for::WaitFor,
 ];
 
 /// A module a task names: built in, or an executable in a module directory.
