@@ -233,7 +233,7 @@ mod tests {
         wait(&format!("port: {port}\nstate: stopped\ntimeout: 5")).unwrap();
         let err = wait(&format!("port: {port}\ntimeout: 1")).unwrap_err();
         assert!(
-            err.to_string().starts_with(&format!("timeout: waited"))
+            err.to_string().starts_with("timeout: waited")
                 && err
                     .to_string()
                     .ends_with(&format!("127.0.0.1:{port} to be started")),
