@@ -1,5 +1,7 @@
 //! `service`: a systemd unit started, stopped, restarted or reloaded, and enabled or not
-//! at boot, through systemd's D-Bus API (`systemd.rs`).
+//! at boot, through systemd's D-Bus API (`systemd.rs`); with `daemon_reload`, systemd
+//! first reads the unit files again, so a unit file copied by an earlier task starts
+//! as written.
 
 use std::time::Duration;
 
@@ -21,6 +23,9 @@ pub struct ServiceArgs {
     name: String,
     state: Option<ServiceState>,
     enabled: Option<bool>,
+    /// `systemctl daemon-reload` first (as Ansible's `systemd` module; not a change).
+    #[serde(default)]
+    daemon_reload: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -43,10 +48,10 @@ impl Module for Service {
         apply: bool,
     ) -> Result<Outcome, ModuleError> {
         let unit = unit_name(&args.name)?;
-        if args.state.is_none() && args.enabled.is_none() {
+        if args.state.is_none() && args.enabled.is_none() && !args.daemon_reload {
             return Err(ModuleError::Failed(format!(
                 "nothing asked of {unit}: give `state` (started, stopped, restarted, reloaded) \
-                 and/or `enabled` (true or false)"
+                 and/or `enabled` (true or false), or `daemon_reload: true`"
             )));
         }
         if let Some(reason) = systemd::unsupported_reason() {
@@ -64,6 +69,9 @@ impl Module for Service {
                 )
             })?;
             let systemd = Systemd::new(connection, deadline).await?;
+            if args.daemon_reload && apply {
+                systemd.daemon_reload().await?;
+            }
             converge(&systemd, &unit, args.state, args.enabled, apply).await
         })
         .and_then(|result| result)
@@ -509,6 +517,26 @@ mod tests {
                     Some("nginx.service is active and enabled")
                 );
                 assert_eq!(calls.lock().unwrap().len(), 3, "nothing more was called");
+            },
+        );
+    }
+
+    #[test]
+    fn daemon_reload_asks_systemd_to_read_its_unit_files_again() {
+        with_mock_systemd(
+            &[("new.service", unit("inactive", "disabled"))],
+            async |systemd, _units, calls| {
+                systemd.daemon_reload().await.unwrap();
+                converge(
+                    systemd,
+                    "new.service",
+                    Some(ServiceState::Started),
+                    None,
+                    true,
+                )
+                .await
+                .unwrap();
+                assert_eq!(*calls.lock().unwrap(), ["Reload", "StartUnit new.service"]);
             },
         );
     }

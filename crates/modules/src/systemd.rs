@@ -196,6 +196,12 @@ impl Systemd {
         }
     }
 
+    /// `systemctl daemon-reload`: systemd reads the unit files again.
+    pub async fn daemon_reload(&self) -> Result<(), String> {
+        self.bounded("reload its unit files", self.manager.reload())
+            .await
+    }
+
     pub async fn set_enabled(&self, unit: &str, enabled: bool) -> Result<(), String> {
         let verb = if enabled { "enable" } else { "disable" };
         self.bounded(&format!("{verb} {unit}"), async {
