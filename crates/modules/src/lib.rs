@@ -23,6 +23,7 @@ mod files;
 mod find;
 mod git;
 mod group;
+mod known_hosts;
 mod lineinfile;
 mod package;
 mod packagekit;
@@ -69,6 +70,7 @@ static MODULES: &[&dyn DynModule] = &[
     &find::Find,
     &git::Git,
     &group::Group,
+    &known_hosts::KnownHosts,
     &lineinfile::LineInFile,
     &package::Package,
     &service::Service,
