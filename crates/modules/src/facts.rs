@@ -12,7 +12,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::ptr;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Mutex, PoisonError};
@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 
 use crate::dbus::{name_has_owner, system_bus};
 use crate::packagekit::PackageKit;
-use crate::process::ProcessGroup;
+use crate::process::{self, Capture, Output, RunFailure};
 
 /// Where custom facts live; `WEFT_FACTS_DIR` overrides it (tests, non-root users).
 pub const CUSTOM_FACTS_DIR: &str = "/etc/weft/facts.d";
@@ -31,13 +31,8 @@ pub const CUSTOM_FACTS_DIR: &str = "/etc/weft/facts.d";
 /// How long a custom facts executable may run before it is killed.
 const CUSTOM_FACT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long to wait for the stderr of an executable that is gone (exited or killed) to
-/// reach its end: a background process it started may hold the pipe open, and the note
-/// in an error message is not worth hanging for.
-const STDERR_GRACE: Duration = Duration::from_millis(500);
-
-/// Largest custom facts file read, or executable output parsed: facts end up in every
-/// template context, so one runaway file must not exhaust the node's memory.
+/// Largest custom facts file read (executables' output is cut at the same size): facts
+/// end up in every template context, so one runaway file must not exhaust the node's memory.
 const MAX_CUSTOM_FACT_BYTES: usize = 1024 * 1024;
 
 /// How long to wait for calls that can block on the network (the DNS lookup behind
@@ -885,18 +880,17 @@ fn fact_error(message: String) -> Value {
     json!({ "error": message })
 }
 
-/// Reads one byte past the size limit, so a caller can tell content that fits from
-/// content that does not.
-fn read_up_to_limit(reader: &mut impl Read) -> io::Result<Vec<u8>> {
+/// Reads one byte past the size limit, so that a file that does not fit can be told apart.
+fn read_up_to_limit(path: &Path) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    reader
+    File::open(path)?
         .take(MAX_CUSTOM_FACT_BYTES as u64 + 1)
         .read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
 fn read_json_fact(path: &Path) -> Value {
-    let bytes = match File::open(path).and_then(|mut file| read_up_to_limit(&mut file)) {
+    let bytes = match read_up_to_limit(path) {
         Ok(bytes) => bytes,
         Err(error) => {
             return fact_error(format!(
@@ -922,75 +916,52 @@ fn read_json_fact(path: &Path) -> Value {
 fn run_fact_executable(path: &Path) -> Value {
     let described = format!("custom facts executable {}", path.display());
     let deadline = Instant::now() + CUSTOM_FACT_TIMEOUT;
-    let mut process = Command::new(path);
-    process
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut group = match ProcessGroup::spawn(process) {
-        Ok(group) => group,
-        Err(error) => return fact_error(format!("cannot run {described}: {error}")),
-    };
-    let stdout = read_pipe_in_background(group.leader().stdout.take());
-    let stderr = read_pipe_in_background(group.leader().stderr.take());
-
-    let status = match group.wait_until(Some(deadline)) {
-        Ok(Some(status)) => status,
-        waited => {
-            let problem = match waited {
-                Err(error) => format!("could not be waited for ({error})"),
-                Ok(_) => format!("did not finish within {CUSTOM_FACT_TIMEOUT:?}"),
-            };
-            let note = stderr_note(&stderr);
-            return fact_error(format!("{described} {problem} and was killed{note}"));
+    let finished = match process::run(Command::new(path), None, Capture::Output, Some(deadline)) {
+        Ok(finished) => finished,
+        Err(RunFailure::Spawn(error)) => {
+            return fact_error(format!("cannot run {described}: {error}"))
         }
-    };
-    if !status.success() {
-        let note = stderr_note(&stderr);
-        return fact_error(format!("{described} failed ({status}){note}"));
-    }
-    match stdout.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        Ok(Ok(output)) if output.len() > MAX_CUSTOM_FACT_BYTES => {
-            fact_error(format!("{described} printed more than 1 MiB; skipped"))
-        }
-        Ok(Ok(output)) => serde_json::from_slice(&output).unwrap_or_else(|error| {
-            fact_error(format!(
-                "{described} printed invalid JSON ({error}); its output began: {:?}{}",
-                excerpt(&output),
+        Err(RunFailure::Wait { error, stderr }) => {
+            return fact_error(format!(
+                "{described} could not be waited for ({error}) and was killed{}",
                 stderr_note(&stderr)
             ))
-        }),
-        Ok(Err(error)) => fact_error(format!("cannot read the output of {described}: {error}")),
-        Err(_) => fact_error(format!(
-            "{described} exited, but its output stayed open past {CUSTOM_FACT_TIMEOUT:?} \
-             (a background process it started still holds it)"
-        )),
-    }
-}
-
-/// Reads a child's pipe on a thread of its own: a child blocked writing into a full pipe
-/// never exits.
-fn read_pipe_in_background<R: Read + Send + 'static>(
-    pipe: Option<R>,
-) -> Receiver<io::Result<Vec<u8>>> {
-    in_background(move |sender| {
-        if let Some(mut pipe) = pipe {
-            let output = read_up_to_limit(&mut pipe);
-            // Drain the rest, so the child finishes instead of blocking on a full pipe.
-            let _ = io::copy(&mut pipe, &mut io::sink());
-            let _ = sender.send(output);
         }
+        Err(RunFailure::TimedOut { stderr }) => {
+            return fact_error(format!(
+                "{described} did not finish within {CUSTOM_FACT_TIMEOUT:?} and was killed{}",
+                stderr_note(&stderr)
+            ))
+        }
+        Err(RunFailure::OutputStayedOpen) => {
+            return fact_error(format!(
+                "{described} exited, but its output stayed open past {CUSTOM_FACT_TIMEOUT:?} \
+                 (a background process it started still holds it)"
+            ))
+        }
+    };
+    let note = stderr_note(&finished.stderr);
+    if !finished.status.success() {
+        return fact_error(format!("{described} failed ({}){note}", finished.status));
+    }
+    if finished.stdout.truncated {
+        return fact_error(format!("{described} printed more than 1 MiB; skipped"));
+    }
+    let output = &finished.stdout.bytes;
+    serde_json::from_slice(output).unwrap_or_else(|error| {
+        fact_error(format!(
+            "{described} printed invalid JSON ({error}); its output began: {:?}{note}",
+            excerpt(output)
+        ))
     })
 }
 
 /// `; stderr: ...` with the start of what the executable wrote there, or nothing.
-fn stderr_note(stderr: &Receiver<io::Result<Vec<u8>>>) -> String {
-    match stderr.recv_timeout(STDERR_GRACE) {
-        Ok(Ok(bytes)) if !bytes.trim_ascii().is_empty() => {
-            format!("; stderr: {}", excerpt(&bytes))
-        }
-        _ => String::new(),
+fn stderr_note(stderr: &Output) -> String {
+    if stderr.bytes.trim_ascii().is_empty() {
+        return String::new();
     }
+    format!("; stderr: {}", excerpt(&stderr.bytes))
 }
 
 /// The start of a process's output: enough to recognise the problem in one message.
@@ -1246,6 +1217,19 @@ mod tests {
             error("twice").contains("both provide custom fact `twice`"),
             "{}",
             error("twice")
+        );
+    }
+
+    #[test]
+    fn an_executable_printing_more_than_1_mib_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let flood = format!("#!/bin/sh\nhead -c {} /dev/zero\n", MIB + 1);
+        write_executable(dir.path(), "flood", &flood);
+        let custom = gather_custom_facts(dir.path()).unwrap();
+        let error = custom["flood"]["error"].as_str().unwrap();
+        assert!(
+            error.ends_with("printed more than 1 MiB; skipped"),
+            "{error}"
         );
     }
 

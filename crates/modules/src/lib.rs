@@ -5,6 +5,7 @@ mod module;
 
 pub mod bundle;
 pub mod facts;
+pub mod process;
 pub mod state_file;
 
 mod assert;
@@ -21,7 +22,6 @@ mod lineinfile;
 mod package;
 mod packagekit;
 mod ping;
-mod process;
 mod service;
 mod set_var;
 mod shell;
@@ -33,7 +33,6 @@ mod template;
 pub use custom::{CustomModule, ModuleDirs, MODULE_PATH_ENV};
 pub use git::{check_tree_entry_name, git_error_message};
 pub use module::{DynModule, MasterNeeds, Module, ModuleContext, ModuleError, Outcome};
-pub use process::ProcessGroup;
 
 use std::path::Path;
 
