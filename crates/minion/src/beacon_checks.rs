@@ -5,12 +5,12 @@
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use serde_json::{json, Map, Value};
-use weft_modules::ProcessGroup;
+use weft_modules::process::{self, Capture, RunFailure};
 use weft_taskbook::objects::BeaconCheck;
 
 /// What one run of a check saw.
@@ -186,24 +186,21 @@ fn process(name: &str) -> Observation {
 }
 
 fn command(cmd: &str, timeout: Duration) -> Observation {
-    let mut process = Command::new("/bin/sh");
-    process
-        .arg("-c")
-        .arg(cmd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut group = match ProcessGroup::spawn(process) {
-        Ok(group) => group,
-        Err(error) => return Observation::failed(format!("cannot start `{cmd}`: {error}")),
-    };
-    match group.wait_until(Some(Instant::now() + timeout)) {
-        Ok(Some(status)) => {
-            let rc = status.code().unwrap_or(-1);
+    let mut shell = Command::new("/bin/sh");
+    shell.arg("-c").arg(cmd);
+    let deadline = Instant::now() + timeout;
+    match process::run(shell, None, Capture::Nothing, Some(deadline)) {
+        Ok(finished) => {
+            let rc = finished.status.code().unwrap_or(-1);
             Observation::new(rc != 0, json!({"rc": rc}))
         }
-        Ok(None) => Observation::failed(format!("`{cmd}` ran past {}s", timeout.as_secs())),
-        Err(error) => Observation::failed(format!("`{cmd}`: {error}")),
+        Err(RunFailure::Spawn(error)) => {
+            Observation::failed(format!("cannot start `{cmd}`: {error}"))
+        }
+        Err(RunFailure::TimedOut { .. } | RunFailure::OutputStayedOpen) => {
+            Observation::failed(format!("`{cmd}` ran past {}s", timeout.as_secs()))
+        }
+        Err(RunFailure::Wait { error, .. }) => Observation::failed(format!("`{cmd}`: {error}")),
     }
 }
 

@@ -5,6 +5,7 @@ mod module;
 
 pub mod bundle;
 pub mod facts;
+pub mod process;
 pub mod state_file;
 
 mod assert;
@@ -28,7 +29,6 @@ mod lineinfile;
 mod package;
 mod packagekit;
 mod ping;
-mod process;
 mod replace;
 mod service;
 mod set_var;
@@ -47,7 +47,6 @@ mod wait_for;
 pub use custom::{CustomModule, ModuleDirs, MODULE_PATH_ENV};
 pub use git::{check_tree_entry_name, git_error_message};
 pub use module::{DynModule, MasterNeeds, Module, ModuleContext, ModuleError, Outcome};
-pub use process::ProcessGroup;
 
 use std::path::Path;
 

@@ -1,12 +1,13 @@
-//! Running a process for `command`, `shell` and custom modules: output captured,
-//! bounded in size, killed with everything it started when the task's timeout runs
-//! out. Beacons' `command` checks end their processes the same way.
+//! Running a process for `command`, `shell` and custom modules, custom facts
+//! executables and beacons' `command` checks: output captured, bounded in size, killed
+//! with everything it started when its time runs out.
 
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, ExitStatus, Stdio};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -121,7 +122,7 @@ pub fn run_process(
     Ok(outcome)
 }
 
-/// What a process that ran to its end left behind.
+/// What a process that ran to its end left behind, as text.
 pub struct Captured {
     /// The exit code, or 128 + the signal that killed it (as shells report it).
     pub rc: i32,
@@ -130,14 +131,76 @@ pub struct Captured {
     pub duration: Duration,
 }
 
-/// Why a process gave no [`Captured`].
+/// Runs `process` with `stdin` fed to it and both outputs captured as text (see [`run`]).
+pub fn run_captured(
+    process: Process,
+    stdin: Option<String>,
+    deadline: Option<Instant>,
+) -> Result<Captured, RunFailure> {
+    let finished = run(process, stdin, Capture::Output, deadline)?;
+    let rc = finished.status.code().unwrap_or_else(|| {
+        use std::os::unix::process::ExitStatusExt;
+        128 + finished.status.signal().unwrap_or(0)
+    });
+    Ok(Captured {
+        rc,
+        stdout: finished.stdout.into_text(),
+        stderr: finished.stderr.into_text(),
+        duration: finished.duration,
+    })
+}
+
+/// Whether a process's stdout and stderr are kept or thrown away.
+#[derive(Clone, Copy)]
+pub enum Capture {
+    Output,
+    /// Nothing to read, so nothing to wait for either: a background process the command
+    /// started cannot keep its run going by holding a pipe.
+    Nothing,
+}
+
+/// What a process wrote on one stream, up to [`MAX_OUTPUT_BYTES`].
+#[derive(Default)]
+pub struct Output {
+    pub bytes: Vec<u8>,
+    /// It wrote more than was kept.
+    pub truncated: bool,
+}
+
+impl Output {
+    /// The text for people: invalid UTF-8 replaced, a cut marked.
+    pub fn into_text(self) -> String {
+        let mut text = String::from_utf8_lossy(&self.bytes).into_owned();
+        if self.truncated {
+            text.push_str("\n[output truncated at 1 MiB]");
+        }
+        text
+    }
+}
+
+/// A process that ran to its end.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: Output,
+    pub stderr: Output,
+    pub duration: Duration,
+}
+
+/// Why a process gave no [`Finished`].
 pub enum RunFailure {
     Spawn(std::io::Error),
-    Wait(std::io::Error),
-    /// Killed at the task's deadline, with what it had written to stderr by then.
-    TimedOut {
-        stderr: String,
+    /// Waiting for it failed, so it was killed, with what it had written to stderr.
+    Wait {
+        error: std::io::Error,
+        stderr: Output,
     },
+    /// Killed at the deadline, with what it had written to stderr by then.
+    TimedOut {
+        stderr: Output,
+    },
+    /// It exited, but a process it started still held its stdout open at the deadline:
+    /// what was read may not be all of it.
+    OutputStayedOpen,
 }
 
 impl RunFailure {
@@ -146,10 +209,14 @@ impl RunFailure {
     pub fn into_module_error(self, what: &str) -> ModuleError {
         ModuleError::Failed(match self {
             RunFailure::Spawn(e) => format!("cannot run {what}: {e}"),
-            RunFailure::Wait(e) => format!("waiting for {what}: {e}"),
+            RunFailure::Wait { error, .. } => format!("waiting for {what}: {error}"),
             RunFailure::TimedOut { stderr } => format!(
                 "{what} did not finish within the task's timeout and was killed{}",
-                first_lines(&stderr)
+                first_lines(&stderr.into_text())
+            ),
+            RunFailure::OutputStayedOpen => format!(
+                "{what} exited, but its output stayed open past the task's timeout \
+                 (a background process it started still holds it)"
             ),
         })
     }
@@ -158,24 +225,19 @@ impl RunFailure {
 /// A child process that leads a process group of its own, so that giving up on it
 /// ends everything it started too: a script's background children would otherwise
 /// live on after a timeout, holding its pipes open.
-pub struct ProcessGroup {
+struct ProcessGroup {
     leader: Child,
 }
 
 impl ProcessGroup {
-    pub fn spawn(mut process: Process) -> std::io::Result<ProcessGroup> {
+    fn spawn(mut process: Process) -> std::io::Result<ProcessGroup> {
         let leader = process.process_group(0).spawn()?;
         Ok(ProcessGroup { leader })
     }
 
-    /// The leader, for its pipes.
-    pub fn leader(&mut self) -> &mut Child {
-        &mut self.leader
-    }
-
     /// The leader's exit status, or `None` when `deadline` passed first. Past the
     /// deadline, or when waiting fails, the whole group is killed and the leader reaped.
-    pub fn wait_until(&mut self, deadline: Option<Instant>) -> std::io::Result<Option<ExitStatus>> {
+    fn wait_until(&mut self, deadline: Option<Instant>) -> std::io::Result<Option<ExitStatus>> {
         let Some(deadline) = deadline else {
             return self.leader.wait().map(Some);
         };
@@ -195,70 +257,129 @@ impl ProcessGroup {
     }
 }
 
-/// Runs `process` with `stdin` fed to it and both outputs captured (bounded), killing
-/// it and everything it started once `deadline` passes.
-pub fn run_captured(
+/// Runs `process` in a process group of its own with `stdin` fed to it, killing it and
+/// everything it started once `deadline` passes. Its stdout is waited for until the
+/// deadline too; stderr, only a moment past the end, since it is a note beside the answer.
+pub fn run(
     mut process: Process,
     stdin: Option<String>,
+    capture: Capture,
     deadline: Option<Instant>,
-) -> Result<Captured, RunFailure> {
+) -> Result<Finished, RunFailure> {
+    let output_pipe = || match capture {
+        Capture::Output => Stdio::piped(),
+        Capture::Nothing => Stdio::null(),
+    };
     process
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
             Stdio::null()
         })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdout(output_pipe())
+        .stderr(output_pipe());
     let started = Instant::now();
     let mut group = ProcessGroup::spawn(process).map_err(RunFailure::Spawn)?;
 
-    // Feed stdin and drain both pipes on threads: a child blocked on a full pipe never exits.
-    let child = group.leader();
-    let stdin_feeder = child.stdin.take().zip(stdin).map(|(mut pipe, text)| {
-        std::thread::spawn(move || {
+    // Feed stdin and drain both pipes on threads: a child blocked on a full pipe never
+    // exits. The feeder is not waited for: a child that never reads stdin leaves it blocked
+    // until the pipe's last reader is gone.
+    let child = &mut group.leader;
+    if let Some((mut pipe, text)) = child.stdin.take().zip(stdin) {
+        let _ = std::thread::Builder::new().spawn(move || {
             let _ = pipe.write_all(text.as_bytes());
-        })
-    });
-    let stdout_reader = child.stdout.take().map(read_on_thread);
-    let stderr_reader = child.stderr.take().map(read_on_thread);
-
-    let Some(status) = group.wait_until(deadline).map_err(RunFailure::Wait)? else {
-        // A child that left the group may still hold stderr open: wait a moment for
-        // what was written, never for the child.
-        let stderr = stderr_reader
-            .and_then(|r| r.recv_timeout(KILLED_OUTPUT_GRACE).ok())
-            .unwrap_or_default();
-        return Err(RunFailure::TimedOut { stderr });
-    };
-    if let Some(feeder) = stdin_feeder {
-        let _ = feeder.join();
+        });
     }
-    let collect =
-        |reader: Option<Receiver<String>>| reader.and_then(|r| r.recv().ok()).unwrap_or_default();
-    let stdout = collect(stdout_reader);
-    let stderr = collect(stderr_reader);
-    let rc = status.code().unwrap_or_else(|| {
-        use std::os::unix::process::ExitStatusExt;
-        128 + status.signal().unwrap_or(0)
-    });
-    Ok(Captured {
-        rc,
+    let stdout = child.stdout.take().map(PipeReader::start);
+    let stderr = child.stderr.take().map(PipeReader::start);
+    let stderr_by_now = |stderr: Option<PipeReader>| {
+        stderr.map_or_else(Output::default, |reader| {
+            reader.read_until(Some(Instant::now() + OUTPUT_GRACE))
+        })
+    };
+
+    let status = match group.wait_until(deadline) {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            return Err(RunFailure::TimedOut {
+                stderr: stderr_by_now(stderr),
+            })
+        }
+        Err(error) => {
+            return Err(RunFailure::Wait {
+                error,
+                stderr: stderr_by_now(stderr),
+            })
+        }
+    };
+    let stdout = match stdout {
+        Some(reader) if !reader.closed_by(deadline) => return Err(RunFailure::OutputStayedOpen),
+        Some(reader) => reader.read_until(None),
+        None => Output::default(),
+    };
+    Ok(Finished {
+        status,
         stdout,
-        stderr,
+        stderr: stderr_by_now(stderr),
         duration: started.elapsed(),
     })
 }
 
-/// How long a killed process's stderr is waited for.
-const KILLED_OUTPUT_GRACE: Duration = Duration::from_secs(1);
+/// How long stderr is waited for past a process's end: a process it started, and that
+/// left its group or outlived it, may hold the pipe open, and a note is not worth hanging for.
+const OUTPUT_GRACE: Duration = Duration::from_millis(500);
 
-fn read_on_thread(pipe: impl Read + Send + 'static) -> Receiver<String> {
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = sender.send(read_bounded(pipe));
-    });
-    receiver
+/// A pipe read on a thread of its own until it closes, keeping the first
+/// [`MAX_OUTPUT_BYTES`] and draining the rest, so what it kept can be taken at any time.
+struct PipeReader {
+    kept: Arc<Mutex<Output>>,
+    /// Disconnects when the reading ends.
+    closed: Receiver<()>,
+}
+
+impl PipeReader {
+    fn start(mut pipe: impl Read + Send + 'static) -> PipeReader {
+        let kept = Arc::new(Mutex::new(Output::default()));
+        let (reading, closed) = std::sync::mpsc::channel::<()>();
+        let filling = Arc::clone(&kept);
+        // A thread that cannot start drops the pipe: the child then fails writing to it
+        // rather than blocking.
+        let _ = std::thread::Builder::new().spawn(move || {
+            let _reading = reading;
+            let mut chunk = [0; 8192];
+            loop {
+                let read = match pipe.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(read) => read,
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                let mut output = filling.lock().unwrap_or_else(PoisonError::into_inner);
+                let room = MAX_OUTPUT_BYTES - output.bytes.len();
+                output.bytes.extend_from_slice(&chunk[..read.min(room)]);
+                output.truncated |= read > room;
+            }
+        });
+        PipeReader { kept, closed }
+    }
+
+    /// Whether the pipe closed before `deadline` (`None`: however long that takes).
+    fn closed_by(&self, deadline: Option<Instant>) -> bool {
+        match deadline {
+            None => self.closed.recv().is_err(),
+            Some(deadline) => matches!(
+                self.closed
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now())),
+                Err(RecvTimeoutError::Disconnected)
+            ),
+        }
+    }
+
+    /// What was read by the time the pipe closed, or by `deadline` if it is still open.
+    fn read_until(self, deadline: Option<Instant>) -> Output {
+        self.closed_by(deadline);
+        std::mem::take(&mut *self.kept.lock().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 fn spawn_error(program: &str, chdir: Option<&Path>, error: std::io::Error) -> ModuleError {
@@ -271,21 +392,6 @@ fn spawn_error(program: &str, chdir: Option<&Path>, error: std::io::Error) -> Mo
         )),
         _ => ModuleError::Failed(format!("cannot run `{program}`: {error}")),
     }
-}
-
-fn read_bounded(pipe: impl Read) -> String {
-    let mut buffer = Vec::new();
-    let mut limited = pipe.take(MAX_OUTPUT_BYTES as u64 + 1);
-    let _ = limited.read_to_end(&mut buffer);
-    // Drain the rest so the child is not blocked writing into a pipe nobody reads.
-    let _ = std::io::copy(&mut limited.into_inner(), &mut std::io::sink());
-    let truncated = buffer.len() > MAX_OUTPUT_BYTES;
-    buffer.truncate(MAX_OUTPUT_BYTES);
-    let mut text = String::from_utf8_lossy(&buffer).into_owned();
-    if truncated {
-        text.push_str("\n[output truncated at 1 MiB]");
-    }
-    text
 }
 
 /// The start of a process's output for a message: a few lines, never a flood.
@@ -337,5 +443,75 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(gone(), "grandchild {pid} outlived the timeout");
+    }
+
+    fn shell(script: &str) -> Process {
+        let mut process = Process::new("/bin/sh");
+        process.arg("-c").arg(script);
+        process
+    }
+
+    #[test]
+    fn output_past_the_limit_is_cut_and_flagged() {
+        let script = format!("head -c {} /dev/zero; echo oops >&2", MAX_OUTPUT_BYTES + 10);
+        let Ok(finished) = run(shell(&script), None, Capture::Output, None) else {
+            panic!("the flood did not finish");
+        };
+        assert_eq!(finished.stdout.bytes.len(), MAX_OUTPUT_BYTES);
+        assert!(finished.stdout.truncated);
+        assert!(finished
+            .stdout
+            .into_text()
+            .ends_with("\n[output truncated at 1 MiB]"));
+        assert_eq!(finished.stderr.into_text(), "oops\n");
+    }
+
+    #[test]
+    fn stdout_held_open_past_the_deadline_is_not_waited_for() {
+        let deadline = Instant::now() + Duration::from_millis(300);
+        let started = Instant::now();
+        let run = run(
+            shell("sleep 5 & echo partial"),
+            None,
+            Capture::Output,
+            Some(deadline),
+        );
+        assert!(matches!(run, Err(RunFailure::OutputStayedOpen)));
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn stderr_held_open_is_taken_as_written_so_far() {
+        let started = Instant::now();
+        let Ok(captured) = run_captured(
+            shell("echo done; echo note >&2; sleep 5 >/dev/null &"),
+            None,
+            None,
+        ) else {
+            panic!("the command did not finish");
+        };
+        assert_eq!(
+            (captured.stdout.as_str(), captured.stderr.as_str()),
+            ("done\n", "note\n")
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn discarded_output_leaves_nothing_to_wait_for() {
+        let started = Instant::now();
+        let Ok(finished) = run(shell("sleep 5 & exit 3"), None, Capture::Nothing, None) else {
+            panic!("the command did not finish");
+        };
+        assert_eq!(finished.status.code(), Some(3));
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn stdin_is_fed_to_the_process() {
+        let Ok(captured) = run_captured(shell("cat"), Some("fed".into()), None) else {
+            panic!("cat did not finish");
+        };
+        assert_eq!(captured.stdout, "fed");
     }
 }
