@@ -1,8 +1,10 @@
 //! weft's object model, as a library others can embed: read TaskBooks and cluster
 //! objects from YAML with file:line:column errors, validate them, resolve variables,
-//! render Tera templates, plan rollouts, and report results. No network, no I/O beyond
-//! reading the files it is pointed at.
+//! render Tera templates, plan rollouts, report results, and bundle a TaskBook with the
+//! files it reads. No network, no I/O beyond reading the files it is pointed at and
+//! writing a bundle out where it is told.
 
+pub mod bundle;
 pub mod cluster_vars;
 pub mod de;
 pub mod duration;
@@ -10,6 +12,7 @@ pub mod error;
 pub mod limits;
 pub mod objects;
 pub mod references;
+pub mod regular_file;
 pub mod render;
 pub mod report;
 pub mod rollout;
