@@ -9,8 +9,8 @@
 //! Ansible's `copy` does, and changing a mode or owner through a link is refused.
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -21,6 +21,7 @@ use similar::TextDiff;
 use weft_taskbook::bundle::BUNDLED_FOLDERS;
 use weft_taskbook::error::PathSegment;
 use weft_taskbook::regular_file::{read_regular_file, ReadLimit};
+use weft_taskbook::whole_file::{self, ReplaceError};
 use weft_taskbook::yaml::{Node, ScalarValue};
 use weft_taskbook::Error;
 
@@ -437,12 +438,11 @@ fn write_target(path: &Path, follow: bool) -> PathBuf {
     }
 }
 
-/// Replaces the file at `path` with `bytes` so that readers see the old content or the
-/// new, never a mix, even if weft is killed midway: a temporary file in the same
-/// directory is written, synced and renamed over `path`. It takes `mode` when given
-/// (applied to the old mode when symbolic), else the old file's mode, else 0644, and
-/// the old file's owner and group. A symbolic link at `path` is written through only
-/// with `follow`; else it is replaced, and a new file's defaults apply.
+/// Replaces the file at `path` with `bytes`, whole or not at all (`whole_file::replace`).
+/// It takes `mode` when given (applied to the old mode when symbolic), else the old
+/// file's mode, else 0644, and the old file's owner and group. A symbolic link at
+/// `path` is written through only with `follow`; else it is replaced, and a new file's
+/// defaults apply.
 pub(crate) fn write_atomic(
     path: &Path,
     bytes: &[u8],
@@ -450,42 +450,16 @@ pub(crate) fn write_atomic(
     follow: bool,
 ) -> Result<(), ModuleError> {
     let target = write_target(path, follow);
-    let dir = parent_dir(&target)?;
-    let existing = fs::symlink_metadata(&target)
+    parent_dir(&target)?;
+    let old_mode = fs::symlink_metadata(&target)
         .ok()
-        .filter(|metadata| metadata.is_file());
-    let old_mode = existing
-        .as_ref()
+        .filter(|metadata| metadata.is_file())
         .map_or(NEW_FILE_MODE, |metadata| metadata.mode() & PERMISSION_BITS);
     let new_mode = mode.map_or(old_mode, |mode| mode.applied_to(old_mode, false));
-    let write_error = |e: io::Error| ModuleError::io(path, "write", e);
-
-    // Dropping `temp` on any error below deletes it: no stray files are left behind.
-    let mut temp = tempfile::Builder::new()
-        .prefix(".weft-")
-        .tempfile_in(dir)
-        .map_err(|e| ModuleError::io(dir, "create a temporary file in", e))?;
-    temp.write_all(bytes).map_err(write_error)?;
-    if let Some(existing) = &existing {
-        // Only root may give a file away; anyone else's files come out as theirs.
-        if nix::unistd::geteuid().is_root() {
-            let (uid, gid) = (Uid::from_raw(existing.uid()), Gid::from_raw(existing.gid()));
-            nix::unistd::fchown(temp.as_file(), Some(uid), Some(gid))
-                .map_err(|e| write_error(e.into()))?;
-        }
-    }
-    // After fchown, which clears the setuid and setgid bits.
-    temp.as_file()
-        .set_permissions(fs::Permissions::from_mode(new_mode))
-        .map_err(write_error)?;
-    temp.as_file().sync_all().map_err(write_error)?;
-    temp.persist(&target).map_err(|e| write_error(e.error))?;
-    // Makes the rename itself durable. Best effort: some filesystems cannot sync a
-    // directory, and the file is complete either way.
-    if let Ok(directory) = fs::File::open(dir) {
-        let _ = directory.sync_all();
-    }
-    Ok(())
+    whole_file::replace(&target, bytes, new_mode).map_err(|error| match error {
+        ReplaceError::Folder(dir, e) => ModuleError::io(&dir, "create a temporary file in", e),
+        ReplaceError::File(_, e) => ModuleError::io(path, "write", e),
+    })
 }
 
 /// Keeps the file at `path` as `path.<unix time>~` before it is replaced. A hard link
@@ -856,6 +830,8 @@ pub(crate) mod test_support {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::test_support::{is_root, mode_of};
     use super::*;
 

@@ -4,7 +4,6 @@
 mod module;
 
 pub mod facts;
-pub mod state_file;
 
 mod assert;
 mod command;

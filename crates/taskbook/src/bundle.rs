@@ -13,8 +13,7 @@
 //!
 //! The bundle is the TaskBook with the files it needs, so it lives beside the TaskBook;
 //! what only the modules know (which files a task reads, whether its arguments are
-//! right) is asked of the caller's `Modules`, which weft-modules implements. Writing a
-//! bundle out under the folder a caller names is the only writing this crate does.
+//! right) is asked of the caller's `Modules`, which weft-modules implements.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
