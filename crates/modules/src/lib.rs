@@ -254,8 +254,8 @@ mod tests {
             ("copy: {src: /etc/hostname, dest: /tmp/h}", None),
             ("template: {src: \"{{ name }}.tera\", dest: /tmp/x}", None),
         ] {
-            let book = book(task);
-            let task = book.placed_tasks().next().unwrap().task;
+            let taskbook = book(task);
+            let task = taskbook.placed_tasks().next().unwrap().task;
             let files: Vec<PathBuf> = CustomModules::OnNodes
                 .files_read(task, dir.path())
                 .into_iter()
@@ -270,8 +270,8 @@ mod tests {
                 "{task:?}"
             );
         }
-        let book = book("copy: {src: missing.txt, dest: /tmp/m}");
-        let task = book.placed_tasks().next().unwrap().task;
+        let taskbook = book("copy: {src: missing.txt, dest: /tmp/m}");
+        let task = taskbook.placed_tasks().next().unwrap().task;
         let read = CustomModules::OnNodes.files_read(task, dir.path());
         assert_eq!(read.len(), 1);
         assert_eq!(read[0].0, "missing.txt");
