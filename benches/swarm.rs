@@ -12,11 +12,11 @@ use tokio::sync::{watch, Semaphore};
 use weft_minion::agent::{run_agent, AgentOptions, FactsSource};
 use weft_minion::identity::MinionIdentity;
 use weft_minion::join::{join, JoinOptions};
-use weft_modules::state_file;
 use weft_proto::adminapi::admin_api_client::AdminApiClient;
 use weft_proto::adminapi::{CreateTokenRequest, ListNodesRequest};
 use weft_proto::credentials::ClientCredentials;
 use weft_proto::tls::connect_mtls;
+use weft_taskbook::state_file;
 
 const JOINS_IN_FLIGHT: usize = 64;
 

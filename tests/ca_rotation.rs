@@ -12,8 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 use common::cluster::{assert_one_task_runs_on_node_a, assert_success, Cluster};
 use weft_master::core::pki::{leaf_der_from_pem, ClusterCa};
 use weft_minion::identity::MinionIdentity;
-use weft_modules::state_file;
 use weft_proto::credentials::ClientCredentials;
+use weft_taskbook::state_file;
 
 const TEST_LIFETIME: &str = "60";
 /// How the master refuses an admin certificate of a trusted CA that it never gave out.

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant, SystemTime};
 use common::cluster::{assert_one_task_runs_on_node_a, assert_success, Cluster};
 use serde_json::Value;
 use weft_minion::identity::MinionIdentity;
-use weft_modules::state_file;
 use weft_proto::credentials::{cert_validity, ClientCredentials};
 use weft_proto::tls::connect_mtls;
 use weft_proto::vpnapi::vpn_api_client::VpnApiClient;
+use weft_taskbook::state_file;
 
 /// Long enough for a run to fit between renewals on a loaded machine, short enough
 /// for a test to see certificates expire.

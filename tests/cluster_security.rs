@@ -9,7 +9,6 @@ use std::time::Duration;
 use common::cluster::{assert_success, taskbook, Cluster};
 use tonic::Code;
 use weft_minion::identity::MinionIdentity;
-use weft_modules::state_file;
 use weft_proto::adminapi::admin_api_client::AdminApiClient;
 use weft_proto::adminapi::{
     CreateTokenRequest, ListNodesRequest, RemoveNodeRequest, RunTaskBookRequest,
@@ -22,6 +21,7 @@ use weft_proto::tls::{connect_mtls, connect_pinned};
 use weft_proto::vpnapi::vpn_api_client::VpnApiClient;
 use weft_proto::vpnapi::NodeMessage;
 use weft_taskbook::limits::MAX_MESSAGE_BYTES;
+use weft_taskbook::state_file;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -279,7 +279,7 @@ fn joins_go_to_the_leader_and_a_node_removed_through_a_standby_loses_its_session
 
     // Removed through the standby itself, not the leader the CLI would find.
     let admin: weft_proto::credentials::ClientCredentials =
-        weft_modules::state_file::read(&m2_admin).unwrap();
+        weft_taskbook::state_file::read(&m2_admin).unwrap();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -315,7 +315,7 @@ fn joins_go_to_the_leader_and_a_node_removed_through_a_standby_loses_its_session
 
 fn credentials_endpoints(admin: &std::path::Path) -> Vec<String> {
     let credentials: weft_proto::credentials::ClientCredentials =
-        weft_modules::state_file::read(admin).unwrap();
+        weft_taskbook::state_file::read(admin).unwrap();
     credentials.master_endpoints
 }
 

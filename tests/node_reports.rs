@@ -14,7 +14,6 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::Streaming;
 use weft_minion::identity::MinionIdentity;
-use weft_modules::state_file;
 use weft_proto::tls::connect_mtls;
 use weft_proto::vpnapi::vpn_api_client::VpnApiClient;
 use weft_proto::vpnapi::{
@@ -22,6 +21,7 @@ use weft_proto::vpnapi::{
     RunStep, StepDone, TaskResult,
 };
 use weft_taskbook::limits::MAX_REGISTERED_BYTES;
+use weft_taskbook::state_file;
 
 const WAIT: Duration = Duration::from_secs(60);
 

@@ -9,12 +9,12 @@ use std::net::TcpStream;
 use common::cluster::{assert_success, Cluster};
 use tonic::Code;
 use weft_minion::identity::MinionIdentity;
-use weft_modules::state_file;
 use weft_proto::adminapi::admin_api_client::AdminApiClient;
 use weft_proto::adminapi::RunTaskBookRequest;
 use weft_proto::bootstrap_token::BootstrapToken;
 use weft_proto::tls::{connect_mtls, connect_pinned};
 use weft_taskbook::limits::MAX_MESSAGE_BYTES;
+use weft_taskbook::state_file;
 
 fn oversized_run() -> RunTaskBookRequest {
     let files = [(

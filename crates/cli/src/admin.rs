@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime};
 use serde_json::json;
 
 use tonic::transport::Channel;
-use weft_modules::state_file;
 use weft_proto::adminapi::admin_api_client::AdminApiClient;
 use weft_proto::adminapi::{
     CreateAdminRequest, ListAdminsRequest, ListMastersRequest, ListMastersResponse,
@@ -19,6 +18,7 @@ use weft_proto::adminapi::{
 use weft_proto::credentials::{ClientCredentials, RenewalKey};
 use weft_proto::tls::mtls_endpoint;
 use weft_taskbook::limits::MAX_MESSAGE_BYTES;
+use weft_taskbook::state_file;
 
 use crate::output::{print_json, table, timestamp, Output};
 use crate::CliError;

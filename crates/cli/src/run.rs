@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use weft_modules::bundle::Bundle;
 use weft_modules::{validate_taskbook, CustomModules};
 use weft_proto::adminapi::{run_event, RunTaskBookRequest};
+use weft_taskbook::bundle::Bundle;
 use weft_taskbook::report::{RunObserver, RunReport, TaskResult, TextPrinter};
 use weft_taskbook::taskbook::MasterReadsRepos;
 use weft_taskbook::{TaskBook, Vars};
@@ -66,7 +66,7 @@ pub async fn run_taskbook(client: &mut AdminClient, run: RemoteRun) -> Result<Ru
             }
             let taskbook = TaskBook::load_with_repos(&run.file, &mut MasterReadsRepos)?;
             validate_taskbook(&taskbook, CustomModules::OnNodes)?;
-            let bundle = Bundle::for_taskbook(&taskbook)?;
+            let bundle = Bundle::for_taskbook(&taskbook, &CustomModules::OnNodes)?;
             RunTaskBookRequest {
                 taskbook_file: bundle.taskbook_file.clone(),
                 files: bundle.files.into_iter().collect(),

@@ -13,7 +13,7 @@ use std::fs;
 use std::path::Path;
 use std::time::SystemTime;
 
-use weft_modules::state_file;
+use weft_taskbook::state_file;
 
 use crate::core::pki::{ClusterCa, PkiError};
 use crate::init::{read_settings, CA_CERT_FILE, CA_KEY_FILE};

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
-use weft_modules::state_file;
 use weft_proto::credentials::ClientCredentials;
 use weft_proto::tls::MASTER_SERVER_NAME;
+use weft_taskbook::state_file;
 use weft_taskbook::Error;
 
 use crate::ca_rotation::CA_PREVIOUS_CERT_FILE;

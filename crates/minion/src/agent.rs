@@ -16,10 +16,9 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
-use weft_modules::bundle::Bundle;
 use weft_modules::facts::{add_installed_package_count, gather_facts, same_facts};
 use weft_modules::sync::SYNCED_VAR;
-use weft_modules::ModuleDirs;
+use weft_modules::{CustomModules, ModuleDirs};
 use weft_proto::credentials::ClientCredentials;
 use weft_proto::tls::mtls_endpoint;
 use weft_proto::vpnapi::vpn_api_client::VpnApiClient;
@@ -27,6 +26,7 @@ use weft_proto::vpnapi::{
     master_message, node_message, BeaconEvent, Facts, Heartbeat, Hello, NodeMessage, RunStep,
     StepDone, TaskResult,
 };
+use weft_taskbook::bundle::Bundle;
 use weft_taskbook::limits::{
     human_bytes, MAX_MESSAGE_BYTES, MAX_REGISTERED_BYTES, MAX_TASK_RESULT_BYTES,
 };
@@ -610,8 +610,10 @@ fn execute(
         taskbook_file: step.taskbook_file.clone(),
         files: step.files.clone().into_iter().collect(),
     };
+    // Custom modules are taken to be on the nodes even here: a node lacking one then
+    // fails that task, not the whole step.
     let taskbook = bundle
-        .load_taskbook(dir.path())
+        .load_taskbook(dir.path(), &CustomModules::OnNodes)
         .map_err(|e| e.to_string())?;
     let index = step.step_index as usize;
     if index >= taskbook.steps.len() {

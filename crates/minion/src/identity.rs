@@ -8,10 +8,10 @@ use std::time::{Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
-use weft_modules::state_file;
 use weft_proto::credentials::{ClientCredentials, RenewalKey};
 use weft_proto::vpnapi::vpn_api_client::VpnApiClient;
 use weft_proto::vpnapi::RenewCertificateRequest;
+use weft_taskbook::state_file;
 use weft_taskbook::Error;
 
 use crate::mesh::MeshIdentity;

@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use weft_taskbook::regular_file::read_regular_file;
 use weft_taskbook::yaml::Node;
 use weft_taskbook::Error;
 
 use crate::files::{
-    place_file, read_regular_file, resolve_src, validate_mode, validate_src, WriteOptions,
-    FILE_LIMIT,
+    place_file, resolve_src, validate_mode, validate_src, WriteOptions, FILE_LIMIT,
 };
 use crate::module::{MasterNeeds, Module, ModuleContext, ModuleError, Outcome};
 
@@ -41,7 +41,7 @@ impl Module for Copy {
 
     fn master_needs(args: &Node) -> MasterNeeds<'_> {
         MasterNeeds {
-            files: crate::bundle::fixed_relative_src(args),
+            files: crate::files::fixed_relative_src(args),
             ..MasterNeeds::default()
         }
     }

@@ -222,7 +222,7 @@ impl DynModule for CustomModule {
     /// folder; like `copy`, its `src` names one.
     fn master_needs<'a>(&self, args: &'a Node) -> MasterNeeds<'a> {
         MasterNeeds {
-            files: crate::bundle::fixed_relative_src(args),
+            files: crate::files::fixed_relative_src(args),
             ..MasterNeeds::default()
         }
     }

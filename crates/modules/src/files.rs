@@ -9,8 +9,8 @@
 //! Ansible's `copy` does, and changing a mode or owner through a link is refused.
 
 use std::fs;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,12 +18,13 @@ use nix::fcntl::{AtFlags, AT_FDCWD};
 use nix::sys::stat::{fchmodat, FchmodatFlags};
 use nix::unistd::{Gid, Group, Uid, User};
 use similar::TextDiff;
+use weft_taskbook::bundle::BUNDLED_FOLDERS;
 use weft_taskbook::error::PathSegment;
-use weft_taskbook::limits::human_bytes;
+use weft_taskbook::regular_file::{read_regular_file, ReadLimit};
+use weft_taskbook::whole_file::{self, ReplaceError};
 use weft_taskbook::yaml::{Node, ScalarValue};
 use weft_taskbook::Error;
 
-use crate::bundle::BUNDLED_FOLDERS;
 use crate::module::{ModuleError, Outcome};
 
 /// Permissions of a file weft creates without a `mode` (what umask 022 gives).
@@ -379,103 +380,10 @@ pub(crate) fn metadata_if_exists(
 /// anyway (`weft_taskbook::limits::MAX_BUNDLE_BYTES`).
 pub const MAX_FILE_BYTES: u64 = 64 << 20;
 
-/// How much a module reads of a local file, and who says so, for the message.
-pub(crate) struct ReadLimit {
-    pub(crate) max_bytes: u64,
-    /// Finishes "... is N bytes; ": "the file modules read".
-    pub(crate) reader: &'static str,
-}
-
 pub(crate) const FILE_LIMIT: ReadLimit = ReadLimit {
     max_bytes: MAX_FILE_BYTES,
     reader: "the file modules read",
 };
-
-impl ReadLimit {
-    /// A regular file (reading a device or a FIFO could block or never end) of at most
-    /// `max_bytes`.
-    fn check(&self, path: &Path, metadata: &fs::Metadata) -> Result<(), String> {
-        check_regular(path, metadata)?;
-        self.check_size(path, metadata.len())
-    }
-
-    fn check_size(&self, path: &Path, size: u64) -> Result<(), String> {
-        if size <= self.max_bytes {
-            return Ok(());
-        }
-        Err(format!(
-            "{} is {size} bytes; {} files of at most {} bytes ({})",
-            path.display(),
-            self.reader,
-            self.max_bytes,
-            human_bytes(self.max_bytes as usize)
-        ))
-    }
-}
-
-/// Refuses what is not a regular file: reading a device or a FIFO could block or never end.
-pub(crate) fn check_regular(path: &Path, metadata: &fs::Metadata) -> Result<(), String> {
-    if metadata.is_file() {
-        return Ok(());
-    }
-    Err(format!(
-        "{} is {}, not a regular file",
-        path.display(),
-        file_kind(&metadata.file_type())
-    ))
-}
-
-fn file_kind(file_type: &fs::FileType) -> &'static str {
-    if file_type.is_dir() {
-        "a directory"
-    } else if file_type.is_symlink() {
-        "a symbolic link"
-    } else if file_type.is_char_device() {
-        "a character device"
-    } else if file_type.is_block_device() {
-        "a block device"
-    } else if file_type.is_fifo() {
-        "a FIFO (named pipe)"
-    } else if file_type.is_socket() {
-        "a socket"
-    } else {
-        "a special file"
-    }
-}
-
-/// Reads a local file whole, refusing anything but a regular file within `limit`
-/// before opening it, and reading no more than the limit even if it grows meanwhile.
-/// Without `follow`, a symbolic link at `path` is refused too.
-pub(crate) fn read_regular_file(
-    path: &Path,
-    follow: bool,
-    limit: &ReadLimit,
-) -> Result<Vec<u8>, String> {
-    let cannot = |e: io::Error| format!("cannot read {}: {e}", path.display());
-    let metadata = if follow {
-        fs::metadata(path)
-    } else {
-        fs::symlink_metadata(path)
-    };
-    limit.check(path, &metadata.map_err(cannot)?)?;
-    // Should the path have become a FIFO since, opening it does not wait for a writer
-    // (O_NONBLOCK), nor is a link put there read through without `follow` (O_NOFOLLOW);
-    // the open file is checked again.
-    let no_follow = if follow { 0 } else { libc::O_NOFOLLOW };
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(no_follow | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(cannot)?;
-    let metadata = file.metadata().map_err(cannot)?;
-    limit.check(path, &metadata)?;
-    let mut content = Vec::with_capacity(metadata.len() as usize);
-    file.take(limit.max_bytes + 1)
-        .read_to_end(&mut content)
-        .map_err(cannot)?;
-    limit.check_size(path, content.len() as u64)?;
-    Ok(content)
-}
 
 /// The content of the regular file at `path`, or `None` when there is none yet. Without
 /// `follow`, a symbolic link counts as no file: a write replaces it, and what it points
@@ -530,12 +438,11 @@ fn write_target(path: &Path, follow: bool) -> PathBuf {
     }
 }
 
-/// Replaces the file at `path` with `bytes` so that readers see the old content or the
-/// new, never a mix, even if weft is killed midway: a temporary file in the same
-/// directory is written, synced and renamed over `path`. It takes `mode` when given
-/// (applied to the old mode when symbolic), else the old file's mode, else 0644, and
-/// the old file's owner and group. A symbolic link at `path` is written through only
-/// with `follow`; else it is replaced, and a new file's defaults apply.
+/// Replaces the file at `path` with `bytes`, whole or not at all (`whole_file::replace`).
+/// It takes `mode` when given (applied to the old mode when symbolic), else the old
+/// file's mode, else 0644, and the old file's owner and group. A symbolic link at
+/// `path` is written through only with `follow`; else it is replaced, and a new file's
+/// defaults apply.
 pub(crate) fn write_atomic(
     path: &Path,
     bytes: &[u8],
@@ -543,42 +450,16 @@ pub(crate) fn write_atomic(
     follow: bool,
 ) -> Result<(), ModuleError> {
     let target = write_target(path, follow);
-    let dir = parent_dir(&target)?;
-    let existing = fs::symlink_metadata(&target)
+    parent_dir(&target)?;
+    let old_mode = fs::symlink_metadata(&target)
         .ok()
-        .filter(|metadata| metadata.is_file());
-    let old_mode = existing
-        .as_ref()
+        .filter(|metadata| metadata.is_file())
         .map_or(NEW_FILE_MODE, |metadata| metadata.mode() & PERMISSION_BITS);
     let new_mode = mode.map_or(old_mode, |mode| mode.applied_to(old_mode, false));
-    let write_error = |e: io::Error| ModuleError::io(path, "write", e);
-
-    // Dropping `temp` on any error below deletes it: no stray files are left behind.
-    let mut temp = tempfile::Builder::new()
-        .prefix(".weft-")
-        .tempfile_in(dir)
-        .map_err(|e| ModuleError::io(dir, "create a temporary file in", e))?;
-    temp.write_all(bytes).map_err(write_error)?;
-    if let Some(existing) = &existing {
-        // Only root may give a file away; anyone else's files come out as theirs.
-        if nix::unistd::geteuid().is_root() {
-            let (uid, gid) = (Uid::from_raw(existing.uid()), Gid::from_raw(existing.gid()));
-            nix::unistd::fchown(temp.as_file(), Some(uid), Some(gid))
-                .map_err(|e| write_error(e.into()))?;
-        }
-    }
-    // After fchown, which clears the setuid and setgid bits.
-    temp.as_file()
-        .set_permissions(fs::Permissions::from_mode(new_mode))
-        .map_err(write_error)?;
-    temp.as_file().sync_all().map_err(write_error)?;
-    temp.persist(&target).map_err(|e| write_error(e.error))?;
-    // Makes the rename itself durable. Best effort: some filesystems cannot sync a
-    // directory, and the file is complete either way.
-    if let Ok(directory) = fs::File::open(dir) {
-        let _ = directory.sync_all();
-    }
-    Ok(())
+    whole_file::replace(&target, bytes, new_mode).map_err(|error| match error {
+        ReplaceError::Folder(dir, e) => ModuleError::io(&dir, "create a temporary file in", e),
+        ReplaceError::File(_, e) => ModuleError::io(path, "write", e),
+    })
 }
 
 /// Keeps the file at `path` as `path.<unix time>~` before it is replaced. A hard link
@@ -795,6 +676,16 @@ pub(crate) fn literal_arg<'a>(args: &'a Node, key: &str) -> Option<(&'a Node, &'
     node.scalar().map(|text| (node, text))
 }
 
+/// A task argument's `src` when it names a file beside the TaskBook: fixed before the
+/// run (not templated) and relative. Absolute paths name files on the node.
+pub(crate) fn fixed_relative_src(args: &Node) -> Vec<&str> {
+    literal_arg(args, "src")
+        .map(|(_, src)| src)
+        .filter(|src| Path::new(src).is_relative())
+        .into_iter()
+        .collect()
+}
+
 /// An error about one argument, placed at its value.
 pub(crate) fn arg_error(node: &Node, key: &str, message: impl Into<String>) -> Error {
     Error::new(message)
@@ -939,6 +830,8 @@ pub(crate) mod test_support {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::test_support::{is_root, mode_of};
     use super::*;
 

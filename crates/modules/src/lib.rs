@@ -3,10 +3,8 @@
 
 mod module;
 
-pub mod bundle;
 pub mod facts;
 pub mod process;
-pub mod state_file;
 
 mod assert;
 mod authorized_key;
@@ -48,10 +46,12 @@ pub use custom::{CustomModule, ModuleDirs, MODULE_PATH_ENV};
 pub use git::{check_tree_entry_name, git_error_message};
 pub use module::{DynModule, MasterNeeds, Module, ModuleContext, ModuleError, Outcome};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use weft_taskbook::bundle;
 use weft_taskbook::error::{closest_match, PathSegment};
 use weft_taskbook::references::TemplateReferences;
+use weft_taskbook::regular_file::read_regular_file;
 use weft_taskbook::task::TASK_KEYWORDS;
 use weft_taskbook::yaml::Node;
 use weft_taskbook::{Error, Task, TaskBook};
@@ -122,7 +122,7 @@ pub fn master_needs_of(task: &Task) -> MasterNeeds<'_> {
     match builtin_module(&task.module.value) {
         Some(module) => module.master_needs(&task.args),
         None => MasterNeeds {
-            files: bundle::fixed_relative_src(&task.args),
+            files: files::fixed_relative_src(&task.args),
             ..MasterNeeds::default()
         },
     }
@@ -136,7 +136,7 @@ pub fn content_reads_secrets(module: &dyn DynModule, args: &Node, base_dir: &Pat
         || module.master_needs(args).files.into_iter().any(|src| {
             files::resolve_src(src, base_dir, "")
                 .ok()
-                .and_then(|path| files::read_regular_file(&path, true, &files::FILE_LIMIT).ok())
+                .and_then(|path| read_regular_file(&path, true, &files::FILE_LIMIT).ok())
                 .is_some_and(|content| {
                     reads(TemplateReferences::of_text(&String::from_utf8_lossy(
                         &content,
@@ -159,6 +159,26 @@ pub enum CustomModules<'a> {
     /// bundle): a name that is not a likely typo of a builtin module or task keyword is
     /// taken for a custom module; a node lacking it fails that task.
     OnNodes,
+}
+
+/// What a bundle asks of the modules: which files a task reads from the TaskBook's
+/// machine, and the module checks of a TaskBook unpacked from a bundle.
+impl bundle::Modules for CustomModules<'_> {
+    fn files_read<'t>(
+        &self,
+        task: &'t Task,
+        base_dir: &Path,
+    ) -> Vec<(&'t str, Result<PathBuf, String>)> {
+        master_needs_of(task)
+            .files
+            .into_iter()
+            .map(|src| (src, files::resolve_src(src, base_dir, "a run ships files")))
+            .collect()
+    }
+
+    fn validate(&self, taskbook: &TaskBook) -> Result<(), Error> {
+        validate_taskbook(taskbook, *self)
+    }
 }
 
 /// Checks every task's module and arguments before anything runs.
@@ -251,6 +271,48 @@ mod tests {
         let error =
             validate_taskbook(&book("copy: {dset: /x}"), CustomModules::OnNodes).unwrap_err();
         assert!(error.to_string().contains("unknown key `dset`"), "{error}");
+    }
+
+    #[test]
+    fn a_bundle_carries_the_fixed_relative_src_of_copy_template_and_custom_modules() {
+        use bundle::Modules;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("templates")).unwrap();
+        std::fs::write(dir.path().join("motd.txt"), "hi").unwrap();
+        std::fs::write(dir.path().join("templates/web.tera"), "web").unwrap();
+        std::fs::write(dir.path().join("data.json"), "{}").unwrap();
+        for (task, expected) in [
+            ("copy: {src: motd.txt, dest: /tmp/m}", Some("motd.txt")),
+            (
+                "template: {src: web.tera, dest: /tmp/w}",
+                Some("templates/web.tera"),
+            ),
+            ("frobnicate: {src: data.json}", Some("data.json")),
+            ("copy: {src: /etc/hostname, dest: /tmp/h}", None),
+            ("template: {src: \"{{ name }}.tera\", dest: /tmp/x}", None),
+        ] {
+            let taskbook = book(task);
+            let task = taskbook.placed_tasks().next().unwrap().task;
+            let files: Vec<PathBuf> = CustomModules::OnNodes
+                .files_read(task, dir.path())
+                .into_iter()
+                .map(|(_, found)| found.unwrap())
+                .collect();
+            assert_eq!(
+                files,
+                expected
+                    .map(|path| dir.path().join(path))
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+                "{task:?}"
+            );
+        }
+        let taskbook = book("copy: {src: missing.txt, dest: /tmp/m}");
+        let task = taskbook.placed_tasks().next().unwrap().task;
+        let read = CustomModules::OnNodes.files_read(task, dir.path());
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].0, "missing.txt");
+        assert!(read[0].1.as_ref().unwrap_err().contains("not found"));
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use base64::Engine;
 use serde::Deserialize;
+use weft_taskbook::regular_file::{read_regular_file, ReadLimit};
 
-use crate::files::{read_regular_file, ReadLimit};
 use crate::module::{Module, ModuleContext, ModuleError, Outcome};
 
 /// Larger files are refused: a slurped file travels through the master in one message.

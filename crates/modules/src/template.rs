@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use weft_taskbook::regular_file::read_regular_file;
 use weft_taskbook::render::{Renderer, TemplateOrigin};
 use weft_taskbook::yaml::Node;
 use weft_taskbook::Error;
 
 use crate::files::{
-    place_file, read_regular_file, resolve_src, validate_mode, validate_src, WriteOptions,
-    FILE_LIMIT,
+    place_file, resolve_src, validate_mode, validate_src, WriteOptions, FILE_LIMIT,
 };
 use crate::module::{MasterNeeds, Module, ModuleContext, ModuleError, Outcome};
 
@@ -45,7 +45,7 @@ impl Module for Template {
 
     fn master_needs(args: &Node) -> MasterNeeds<'_> {
         MasterNeeds {
-            files: crate::bundle::fixed_relative_src(args),
+            files: crate::files::fixed_relative_src(args),
             renders_bundle_files: true,
             synced: None,
         }

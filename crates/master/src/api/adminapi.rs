@@ -8,7 +8,6 @@ use serde_json::Value;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
-use weft_modules::bundle::Bundle;
 use weft_proto::adminapi::admin_api_server::AdminApi;
 use weft_proto::adminapi::{
     run_event, AppliedObject, ApplyObjectsRequest, ApplyObjectsResponse, CreateTokenRequest,
@@ -27,6 +26,7 @@ use weft_proto::adminapi::{
     RenewAdminCertificateRequest, RenewAdminCertificateResponse, RevokeAdminRequest,
     RevokeAdminResponse, TokenInfo,
 };
+use weft_taskbook::bundle::Bundle;
 use weft_taskbook::objects::{kind_named, parse_objects, validate_labels, AnyObject, KINDS};
 use weft_taskbook::selector::NodeSelector;
 use weft_taskbook::taskbook::{is_identifier, TaskBookRef};

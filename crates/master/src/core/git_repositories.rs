@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use weft_modules::bundle::Bundle;
+use weft_taskbook::bundle::Bundle;
 use weft_taskbook::objects::{AnyObject, GitRepositorySpec, SecretKeyRef};
 use weft_taskbook::report::unix_ms_now;
 

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
-use weft_modules::bundle::Bundle;
+use weft_taskbook::bundle::Bundle;
 use weft_taskbook::objects::JobRetention;
 use weft_taskbook::report::{RunReport, TaskResult, TaskStatus};
 use weft_taskbook::{Step, Vars};

@@ -72,7 +72,7 @@ impl SecretBox {
     pub fn create(path: &Path) -> Result<Self, SecretBoxError> {
         let mut key = [0u8; KEY_BYTES];
         rand::rng().fill_bytes(&mut key);
-        weft_modules::state_file::write_private_bytes(path, &key).map_err(|e| {
+        weft_taskbook::state_file::write_private_bytes(path, &key).map_err(|e| {
             SecretBoxError::KeyFile {
                 path: path.display().to_string(),
                 reason: e.to_string(),

@@ -330,7 +330,7 @@ enum StepRefused {
 
 #[cfg(test)]
 mod tests {
-    use weft_modules::bundle::Bundle;
+    use weft_taskbook::bundle::Bundle;
     use weft_taskbook::objects::JobRetention;
     use weft_taskbook::{TaskBook, Vars};
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Value};
-use weft_modules::bundle::Bundle;
 use weft_modules::sync::{synced_entry, SyncSource};
+use weft_taskbook::bundle::Bundle;
 use weft_taskbook::cluster_vars::{NodeCommand, NodeCommandOutputs, ResolvedVars, VarSources};
 use weft_taskbook::objects::JobRetention;
 use weft_taskbook::render::Renderer;

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use weft_modules::bundle::Bundle;
+use weft_taskbook::bundle::Bundle;
 use weft_taskbook::cluster_vars::NodeCommand;
 use weft_taskbook::report::{unix_ms_now, RunReport, TaskStatus};
 use weft_taskbook::{Step, TaskBook, Vars};

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
-use weft_modules::bundle::Bundle;
+use weft_taskbook::bundle::Bundle;
 use weft_taskbook::objects::JobRetention;
 use weft_taskbook::report::{unix_ms_now, RunReport, TaskResult};
 use weft_taskbook::secrets::SecretMask;

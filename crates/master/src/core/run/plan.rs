@@ -6,9 +6,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use weft_modules::bundle::Bundle;
 use weft_modules::sync::SyncSource;
 use weft_modules::MasterNeeds;
+use weft_taskbook::bundle::Bundle;
 use weft_taskbook::cluster_vars::{NodeCommand, NodeView as VarNode, VarSources};
 use weft_taskbook::objects::NodeGroupSpec;
 use weft_taskbook::references::TemplateReferences;

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use weft_modules::bundle::{Bundle, REPOS_DIR};
+use weft_modules::CustomModules;
+use weft_taskbook::bundle::{Bundle, REPOS_DIR};
 use weft_taskbook::objects::AnyObject;
 use weft_taskbook::taskbook::{RepoFiles, TaskBookRef};
 use weft_taskbook::{Error, TaskBook};
@@ -104,11 +105,11 @@ impl<S: Store + Clone> JobRunner<S> {
                 .map_err(|e| RunError::Scratch(format!("{}: {e}", scratch.display())))?;
             repos.dir = dir.path().join(REPOS_DIR);
             let taskbook = bundle
-                .load_taskbook_with(dir.path(), &mut repos)
+                .load_taskbook_with(dir.path(), &mut repos, &CustomModules::OnNodes)
                 .map_err(RunError::Input)?;
             let mut read = bundle;
             read.files.extend(std::mem::take(&mut repos.added));
-            read.retain_read_by(&taskbook, dir.path())
+            read.retain_read_by(&taskbook, dir.path(), &CustomModules::OnNodes)
                 .map_err(RunError::Input)?;
             Ok::<_, RunError>((taskbook, repos, read))
         })

@@ -1,20 +1,21 @@
 //! Files weft keeps for itself (identities, credentials, settings): YAML a person can
 //! read, written whole or not at all (atomic rename, fsync) and private to root (0600),
-//! read back with file:line:col errors.
+//! read back with file:line:col errors. They live with weft's positioned YAML, which
+//! every part of weft that keeps such a file (master, CLI, minion) already depends on.
 
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use weft_taskbook::de::from_node;
-use weft_taskbook::taskbook::read_source;
-use weft_taskbook::yaml::parse_documents;
-use weft_taskbook::Error;
 use yaml_rust2::yaml::Hash;
 use yaml_rust2::{Yaml, YamlEmitter};
 
-use crate::files::{write_atomic, Mode};
+use crate::de::from_node;
+use crate::taskbook::read_source;
+use crate::whole_file;
+use crate::yaml::parse_documents;
+use crate::Error;
 
 pub fn write_private(path: &Path, value: &impl Serialize) -> Result<(), Error> {
     let value = serde_json::to_value(value).expect("settings are plain data");
@@ -22,8 +23,7 @@ pub fn write_private(path: &Path, value: &impl Serialize) -> Result<(), Error> {
 }
 
 pub fn write_private_bytes(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    write_atomic(path, bytes, Some(&Mode::Octal(0o600)), false)
-        .map_err(|e| Error::new(e.to_string()).in_file(path))
+    whole_file::replace(path, bytes, 0o600).map_err(|e| Error::new(e.to_string()).in_file(path))
 }
 
 pub fn read<T: DeserializeOwned>(path: &Path) -> Result<T, Error> {

@@ -10,18 +10,20 @@
 //! Files a run reads from GitRepositories travel in the same bundle, each repository's
 //! commit under `.repos/<name>/`: a hidden folder, which the CLI never takes from an
 //! admin's folder, so only the master puts files there.
+//!
+//! The bundle is the TaskBook with the files it needs, so it lives beside the TaskBook;
+//! what only the modules know (which files a task reads, whether its arguments are
+//! right) is asked of the caller's `Modules`, which weft-modules implements.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
-use weft_taskbook::error::PathSegment;
-use weft_taskbook::limits::{human_bytes, MAX_BUNDLE_BYTES, MAX_BUNDLE_FILES};
-use weft_taskbook::taskbook::RepoFiles;
-use weft_taskbook::yaml::Node;
-use weft_taskbook::{Error, TaskBook};
-
-use crate::files::{check_regular, literal_arg, read_regular_file, resolve_src, ReadLimit};
+use crate::error::PathSegment;
+use crate::limits::{human_bytes, MAX_BUNDLE_BYTES, MAX_BUNDLE_FILES};
+use crate::regular_file::{check_regular, read_regular_file, ReadLimit};
+use crate::taskbook::RepoFiles;
+use crate::{Error, Task, TaskBook};
 
 /// The folders beside a TaskBook (and each file it includes) that travel whole, for
 /// `src` paths that are only known once rendered.
@@ -41,22 +43,28 @@ pub struct Bundle {
     pub files: BTreeMap<String, bytes::Bytes>,
 }
 
-/// A task argument's `src` when it names a file beside the TaskBook: fixed before the
-/// run (not templated) and relative. Absolute paths name files on the node.
-pub(crate) fn fixed_relative_src(args: &Node) -> Vec<&str> {
-    literal_arg(args, "src")
-        .map(|(_, src)| src)
-        .filter(|src| Path::new(src).is_relative())
-        .into_iter()
-        .collect()
+/// What only the module library knows of a TaskBook's tasks, asked of it by who makes or
+/// loads a bundle (weft-modules implements it): this crate knows tasks, not modules.
+pub trait Modules {
+    /// The files on this machine that `task`, read from a file in `base_dir`, reads by
+    /// a path fixed before the run: each as the task names it, with where it was found
+    /// or why it cannot be read.
+    fn files_read<'t>(
+        &self,
+        task: &'t Task,
+        base_dir: &Path,
+    ) -> Vec<(&'t str, Result<PathBuf, String>)>;
+
+    /// Checks every task's module and arguments.
+    fn validate(&self, taskbook: &TaskBook) -> Result<(), Error>;
 }
 
 impl Bundle {
     /// The files `taskbook` (loaded from this machine) can read, read from here. Refused
     /// before anything is read when they pass the bounds, naming the biggest.
-    pub fn for_taskbook(taskbook: &TaskBook) -> Result<Bundle, Error> {
+    pub fn for_taskbook(taskbook: &TaskBook, modules: &dyn Modules) -> Result<Bundle, Error> {
         let mut sizes = BTreeMap::new();
-        for file in needed_files(taskbook)? {
+        for file in needed_files(taskbook, modules)? {
             let size = regular_file_size(&file)?;
             sizes.insert(file, size);
         }
@@ -94,8 +102,13 @@ impl Bundle {
     /// Keeps only the files `taskbook` reads, it having been loaded from this bundle
     /// written out under `dir`: a bundle made elsewhere (a repository's whole commit)
     /// then ships no more than one the CLI makes.
-    pub fn retain_read_by(&mut self, taskbook: &TaskBook, dir: &Path) -> Result<(), Error> {
-        let files = needed_files(taskbook)?;
+    pub fn retain_read_by(
+        &mut self,
+        taskbook: &TaskBook,
+        dir: &Path,
+        modules: &dyn Modules,
+    ) -> Result<(), Error> {
+        let files = needed_files(taskbook, modules)?;
         let folders = needed_folders(taskbook);
         let dir = normalized(dir);
         self.files.retain(|path, _| {
@@ -163,18 +176,16 @@ impl Bundle {
             .collect()
     }
 
-    /// Writes the bundle under `dir`, then reads and validates its TaskBook with the
+    /// Writes the bundle under `dir`, then reads its TaskBook and validates it with the
     /// modules' own checks; repository includes read the repositories it carries.
     /// Errors name files as the bundle does, not by `dir`.
-    ///
-    /// Custom modules are taken to be on the nodes even when a node loads the bundle:
-    /// one lacking a module then fails that task, not the whole step.
-    pub fn load_taskbook(&self, dir: &Path) -> Result<TaskBook, Error> {
+    pub fn load_taskbook(&self, dir: &Path, modules: &dyn Modules) -> Result<TaskBook, Error> {
         self.load_taskbook_with(
             dir,
             &mut BundledRepos {
                 dir: dir.join(REPOS_DIR),
             },
+            modules,
         )
     }
 
@@ -184,10 +195,11 @@ impl Bundle {
         &self,
         dir: &Path,
         repos: &mut dyn RepoFiles,
+        modules: &dyn Modules,
     ) -> Result<TaskBook, Error> {
         let loaded = self.write_to(dir).and_then(|file| {
             let taskbook = TaskBook::load_with_repos(&file, repos)?;
-            crate::validate_taskbook(&taskbook, crate::CustomModules::OnNodes)?;
+            modules.validate(&taskbook)?;
             Ok(taskbook)
         });
         loaded.map_err(|mut error| {
@@ -228,25 +240,23 @@ impl RepoFiles for BundledRepos {
     }
 }
 
-/// Every file the TaskBook names: its sources and fixed `src` paths, found as the
+/// Every file the TaskBook names: its sources and the files its tasks read, found as the
 /// modules find them, normalized so that one file is read once.
-fn needed_files(taskbook: &TaskBook) -> Result<BTreeSet<PathBuf>, Error> {
+fn needed_files(taskbook: &TaskBook, modules: &dyn Modules) -> Result<BTreeSet<PathBuf>, Error> {
     let mut files: BTreeSet<PathBuf> = taskbook.sources.iter().map(|f| normalized(f)).collect();
     for placed in taskbook.placed_tasks() {
         let task = placed.task;
-        for src in crate::master_needs_of(task).files {
-            let found = resolve_src(src, placed.step.base_dir(), "a run ships files").map_err(
-                |message| {
-                    placed.place(
-                        Error::new(format!(
-                            "the task `{}` reads `{src}`, which cannot travel with the run: {message}",
-                            task.display_name()
-                        ))
-                        .at(task.args.span)
-                        .under(PathSegment::Key(task.module.value.clone())),
-                    )
-                },
-            )?;
+        for (src, found) in modules.files_read(task, placed.step.base_dir()) {
+            let found = found.map_err(|message| {
+                placed.place(
+                    Error::new(format!(
+                        "the task `{}` reads `{src}`, which cannot travel with the run: {message}",
+                        task.display_name()
+                    ))
+                    .at(task.args.span)
+                    .under(PathSegment::Key(task.module.value.clone())),
+                )
+            })?;
             files.insert(normalized(&found));
         }
     }
@@ -383,6 +393,28 @@ mod tests {
         TaskBook::load(file).unwrap()
     }
 
+    /// Modules whose tasks read a fixed `src` beside their file, and accept any arguments.
+    struct SrcModules;
+
+    impl Modules for SrcModules {
+        fn files_read<'t>(
+            &self,
+            task: &'t Task,
+            base_dir: &Path,
+        ) -> Vec<(&'t str, Result<PathBuf, String>)> {
+            let src = task.args.get("src").filter(|node| !node.is_template());
+            src.and_then(|node| node.scalar())
+                .filter(|src| Path::new(src).is_relative())
+                .map(|src| (src, Ok(base_dir.join(src))))
+                .into_iter()
+                .collect()
+        }
+
+        fn validate(&self, _: &TaskBook) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
     const SITE: &str = "apiVersion: weft/v1\nkind: TaskBook\nmetadata: {name: t}\nspec:\n  include: [{path: base/base.yml}]\n  steps:\n    - tasks:\n        - copy: {src: motd.txt, dest: /tmp/motd}\n        - template: {src: \"{{ name }}.tera\", dest: /tmp/x}\n        - frobnicate: {src: data.json}\n";
     const BASE: &str = "apiVersion: weft/v1\nkind: TaskBook\nmetadata: {name: base}\nspec:\n  steps:\n    - tasks:\n        - copy: {src: ../../shared/common.conf, dest: /tmp/c}\n        - copy: {src: /etc/hostname, dest: /tmp/h}\n";
 
@@ -406,7 +438,7 @@ mod tests {
         write(&folder.join(".git/HEAD"), b"ref");
         write(&home.path().join("admin.yaml"), b"credentials");
 
-        let bundle = Bundle::for_taskbook(&load(&folder.join("site.yml"))).unwrap();
+        let bundle = Bundle::for_taskbook(&load(&folder.join("site.yml")), &SrcModules).unwrap();
         assert_eq!(
             bundle.files.keys().collect::<Vec<_>>(),
             [
@@ -424,7 +456,7 @@ mod tests {
 
         // Unpacked elsewhere, it loads and its paths resolve as they did here.
         let target = tempfile::tempdir().unwrap();
-        let taskbook = bundle.load_taskbook(target.path()).unwrap();
+        let taskbook = bundle.load_taskbook(target.path(), &SrcModules).unwrap();
         assert_eq!(taskbook.steps.len(), 2);
         assert_eq!(
             fs::read_to_string(target.path().join("ops/templates/web.tera")).unwrap(),
@@ -454,8 +486,10 @@ mod tests {
             .collect(),
         };
         let dir = tempfile::tempdir().unwrap();
-        let taskbook = bundle.load_taskbook(dir.path()).unwrap();
-        bundle.retain_read_by(&taskbook, dir.path()).unwrap();
+        let taskbook = bundle.load_taskbook(dir.path(), &SrcModules).unwrap();
+        bundle
+            .retain_read_by(&taskbook, dir.path(), &SrcModules)
+            .unwrap();
         assert_eq!(
             bundle.files.keys().collect::<Vec<_>>(),
             [
@@ -480,7 +514,7 @@ mod tests {
         );
         write(&folder.path().join("files/a.bin"), &[0; 2000]);
         write(&folder.path().join("files/b.bin"), &[0; 10]);
-        let error = Bundle::for_taskbook(&load(&folder.path().join("site.yml")))
+        let error = Bundle::for_taskbook(&load(&folder.path().join("site.yml")), &SrcModules)
             .unwrap_err()
             .to_string();
         assert!(
@@ -502,7 +536,7 @@ mod tests {
             .status()
             .unwrap();
         assert!(made.success());
-        let error = Bundle::for_taskbook(&load(&folder.path().join("site.yml")))
+        let error = Bundle::for_taskbook(&load(&folder.path().join("site.yml")), &SrcModules)
             .unwrap_err()
             .to_string();
         assert!(error.contains("not a regular file"), "{error}");
