@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use weft_modules::bundle::Bundle;
-use weft_taskbook::objects::JobRetention;
+use weft_taskbook::objects::{JobRetention, Kind};
 use weft_taskbook::report::{RunReport, TaskResult, TaskStatus};
 use weft_taskbook::{Step, Vars};
 
@@ -208,7 +208,7 @@ pub struct SecretsRead {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobOrigin {
     /// The object's kind: `CronJob`, `Trigger` or `GitRepository`.
-    pub kind: String,
+    pub kind: Kind,
     pub namespace: String,
     pub name: String,
     /// The event a Trigger fired on.

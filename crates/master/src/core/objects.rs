@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weft_taskbook::cluster_vars::VarSources;
 use weft_taskbook::objects::{
-    is_namespaced, parse_object, AnyObject, ConfigSpec, NodeGroupSpec, SourcedObject,
+    parse_object, AnyObject, ConfigSpec, Kind, NodeGroupSpec, SourcedObject,
 };
 use weft_taskbook::report::unix_ms_now;
 use weft_taskbook::yaml::{parse_documents, Node, NodeValue};
@@ -43,7 +43,7 @@ const APPLY_ATTEMPTS: usize = 3;
 /// What the master keeps of an object besides its store revision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObjectRecord {
-    pub kind: String,
+    pub kind: Kind,
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -102,7 +102,7 @@ impl StoredObject {
                 self.resource_version.to_string().into(),
             );
         }
-        if record.kind == "Secret" {
+        if record.kind == Kind::Secret {
             if let Some(data) = json
                 .pointer_mut("/spec/data")
                 .and_then(Value::as_object_mut)
@@ -136,7 +136,7 @@ impl ApplyAction {
 /// What one apply did to one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
-    pub kind: String,
+    pub kind: Kind,
     pub namespace: Option<String>,
     pub name: String,
     pub action: ApplyAction,
@@ -151,14 +151,14 @@ pub enum ObjectError {
     Invalid(Error),
     #[error("{kind} `{name}` changed since it was read (resource_version {given}, now {current}): nothing was applied; `weft get` it again, redo the change and apply that")]
     Stale {
-        kind: String,
+        kind: Kind,
         name: String,
         given: u64,
         current: u64,
     },
     #[error("no {kind} `{name}`{}", in_namespace(.namespace))]
     NotFound {
-        kind: String,
+        kind: Kind,
         namespace: Option<String>,
         name: String,
     },
@@ -180,28 +180,28 @@ fn in_namespace(namespace: &Option<String>) -> String {
 }
 
 /// The key of an object; `namespace` is ignored for cluster-wide kinds.
-pub fn object_key(kind: &str, namespace: Option<&str>, name: &str) -> String {
-    let kind = kind.to_ascii_lowercase();
-    match namespace.filter(|_| is_namespaced_kind(&kind)) {
-        Some(namespace) => format!("{OBJECTS_PREFIX}{kind}/{namespace}/{name}"),
-        None => format!("{OBJECTS_PREFIX}{kind}/{name}"),
+pub fn object_key(kind: Kind, namespace: Option<&str>, name: &str) -> String {
+    let prefix = kind_prefix(kind);
+    match namespace.filter(|_| kind.is_namespaced()) {
+        Some(namespace) => format!("{prefix}{namespace}/{name}"),
+        None => format!("{prefix}{name}"),
     }
 }
 
-fn is_namespaced_kind(lowercase_kind: &str) -> bool {
-    weft_taskbook::objects::KINDS
-        .iter()
-        .any(|(kind, namespaced)| *namespaced && kind.eq_ignore_ascii_case(lowercase_kind))
+/// Where objects of `kind` are kept: `/objects/nodegroup/`.
+fn kind_prefix(kind: Kind) -> String {
+    format!("{OBJECTS_PREFIX}{}/", kind.name().to_ascii_lowercase())
 }
 
 /// The namespace an object of `kind` lives in: `default` when none is named.
-pub fn namespace_for(kind: &str, namespace: Option<&str>) -> Option<String> {
-    is_namespaced(kind).then(|| namespace.unwrap_or(DEFAULT_NAMESPACE).to_string())
+pub fn namespace_for(kind: Kind, namespace: Option<&str>) -> Option<String> {
+    kind.is_namespaced()
+        .then(|| namespace.unwrap_or(DEFAULT_NAMESPACE).to_string())
 }
 
 /// An object read from a file, checked and ready to store.
 struct Prepared {
-    kind: String,
+    kind: Kind,
     name: String,
     namespace: Option<String>,
     /// Without the master's metadata; Secret values quoted (they are strings).
@@ -214,7 +214,7 @@ struct Prepared {
 
 impl Prepared {
     fn key(&self) -> String {
-        object_key(&self.kind, self.namespace.as_deref(), &self.name)
+        object_key(self.kind, self.namespace.as_deref(), &self.name)
     }
 
     /// An error at a field of this object's document.
@@ -248,14 +248,14 @@ impl<S: Store> ObjectRegistry<S> {
     /// Creates `default` and `system` where they are missing.
     pub async fn ensure_builtin_namespaces(&self) -> Result<(), ObjectError> {
         for name in BUILTIN_NAMESPACES {
-            let key = object_key("Namespace", None, name);
+            let key = object_key(Kind::Namespace, None, name);
             if self.store.get(&key).await?.is_some() {
                 continue;
             }
             let document = format!(
                 "apiVersion: weft/v1\nkind: Namespace\nmetadata:\n  name: {name}\nspec: {{}}\n"
             );
-            let record = new_record("Namespace", name, None, document, None);
+            let record = new_record(Kind::Namespace, name, None, document, None);
             match self
                 .store
                 .put(&key, encode(&record), Precondition::Absent)
@@ -318,18 +318,18 @@ impl<S: Store> ObjectRegistry<S> {
 
     /// Namespaces and bound ClusterVariables must exist, in the store or in this apply.
     async fn check_references(&self, prepared: &[Prepared]) -> Result<(), ObjectError> {
-        let applied_names = |kind: &str| -> BTreeSet<String> {
+        let applied_names = |kind: Kind| -> BTreeSet<String> {
             prepared
                 .iter()
                 .filter(|p| p.kind == kind)
                 .map(|p| p.name.clone())
                 .collect()
         };
-        let mut namespaces = applied_names("Namespace");
-        namespaces.extend(self.names("Namespace").await?);
-        let mut cluster_variables = applied_names("ClusterVariables");
-        cluster_variables.extend(self.names("ClusterVariables").await?);
-        let create_hint = |what: &str, name: &str| {
+        let mut namespaces = applied_names(Kind::Namespace);
+        namespaces.extend(self.names(Kind::Namespace).await?);
+        let mut cluster_variables = applied_names(Kind::ClusterVariables);
+        cluster_variables.extend(self.names(Kind::ClusterVariables).await?);
+        let create_hint = |what: Kind, name: &str| {
             format!("create it first (`weft apply` a {what} named `{name}`), or put it in the same apply")
         };
         for object in prepared {
@@ -344,7 +344,7 @@ impl<S: Store> ObjectRegistry<S> {
                             &["metadata", "namespace"],
                             format!("namespace `{namespace}` does not exist"),
                         )
-                        .with_hint(create_hint("Namespace", namespace)),
+                        .with_hint(create_hint(Kind::Namespace, namespace)),
                 ));
             }
             if let AnyObject::ClusterVariablesBinding(binding) = &object.object {
@@ -359,7 +359,10 @@ impl<S: Store> ObjectRegistry<S> {
                                     spec.cluster_variables
                                 ),
                             )
-                            .with_hint(create_hint("ClusterVariables", &spec.cluster_variables)),
+                            .with_hint(create_hint(
+                                Kind::ClusterVariables,
+                                &spec.cluster_variables,
+                            )),
                     ));
                 }
                 if let Some(missing) = spec.namespaces.iter().find(|ns| !namespaces.contains(*ns)) {
@@ -371,7 +374,7 @@ impl<S: Store> ObjectRegistry<S> {
                                     "the binding names namespace `{missing}`, which does not exist"
                                 ),
                             )
-                            .with_hint(create_hint("Namespace", missing)),
+                            .with_hint(create_hint(Kind::Namespace, missing)),
                     ));
                 }
             }
@@ -379,7 +382,7 @@ impl<S: Store> ObjectRegistry<S> {
         Ok(())
     }
 
-    async fn names(&self, kind: &str) -> Result<Vec<String>, ObjectError> {
+    async fn names(&self, kind: Kind) -> Result<Vec<String>, ObjectError> {
         Ok(self
             .list(kind, None)
             .await?
@@ -402,7 +405,7 @@ impl<S: Store> ObjectRegistry<S> {
                 let current_version = current.as_ref().map_or(0, |c| c.resource_version);
                 if current_version != given {
                     return Err(ObjectError::Stale {
-                        kind: object.kind.clone(),
+                        kind: object.kind,
                         name: object.name.clone(),
                         given,
                         current: current_version,
@@ -420,7 +423,7 @@ impl<S: Store> ObjectRegistry<S> {
                 (Some(_), true) => ApplyAction::Unchanged,
             };
             let mut applied = Applied {
-                kind: object.kind.clone(),
+                kind: object.kind,
                 namespace: object.namespace.clone(),
                 name: object.name.clone(),
                 action,
@@ -428,12 +431,12 @@ impl<S: Store> ObjectRegistry<S> {
                 resource_version: current.as_ref().map_or(0, |c| c.resource_version),
             };
             if !unchanged {
-                let stored_document = match object.kind.as_str() {
-                    "Secret" => self.seal_secret(object)?,
+                let stored_document = match object.kind {
+                    Kind::Secret => self.seal_secret(object)?,
                     _ => document,
                 };
                 let record = new_record(
-                    &object.kind,
+                    object.kind,
                     &object.name,
                     object.namespace.clone(),
                     stored_document,
@@ -476,7 +479,7 @@ impl<S: Store> ObjectRegistry<S> {
 
     pub async fn get(
         &self,
-        kind: &str,
+        kind: Kind,
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Option<StoredObject>, ObjectError> {
@@ -489,11 +492,11 @@ impl<S: Store> ObjectRegistry<S> {
     /// `namespace` is `None`.
     pub async fn list(
         &self,
-        kind: &str,
+        kind: Kind,
         namespace: Option<&str>,
     ) -> Result<Vec<StoredObject>, ObjectError> {
-        let mut prefix = format!("{OBJECTS_PREFIX}{}/", kind.to_ascii_lowercase());
-        if let Some(namespace) = namespace.filter(|_| is_namespaced(kind)) {
+        let mut prefix = kind_prefix(kind);
+        if let Some(namespace) = namespace.filter(|_| kind.is_namespaced()) {
             prefix.push_str(namespace);
             prefix.push('/');
         }
@@ -515,18 +518,18 @@ impl<S: Store> ObjectRegistry<S> {
     /// namespaces that still hold objects, are refused.
     pub async fn delete(
         &self,
-        kind: &str,
+        kind: Kind,
         namespace: Option<&str>,
         name: &str,
     ) -> Result<bool, ObjectError> {
-        if kind == "Namespace" {
+        if kind == Kind::Namespace {
             if BUILTIN_NAMESPACES.contains(&name) {
                 return Err(ObjectError::Refused(format!(
                     "namespace `{name}` is built in and cannot be deleted"
                 )));
             }
             let mut held = Vec::new();
-            for (namespaced_kind, _) in weft_taskbook::objects::KINDS.iter().filter(|(_, ns)| *ns) {
+            for &namespaced_kind in Kind::ALL.iter().filter(|kind| kind.is_namespaced()) {
                 for object in self.list(namespaced_kind, Some(name)).await? {
                     held.push(format!("{namespaced_kind}/{}", object.record.name));
                 }
@@ -555,32 +558,32 @@ impl<S: Store> ObjectRegistry<S> {
             namespace: namespace.to_string(),
             ..Default::default()
         };
-        for (name, object) in typed(self.list("Config", None).await?)? {
+        for (name, object) in typed(self.list(Kind::Config, None).await?)? {
             if let AnyObject::Config(config) = object {
                 sources.configs.push((name, config.spec));
             }
         }
         let mut bound = BTreeSet::new();
-        for (_, object) in typed(self.list("ClusterVariablesBinding", None).await?)? {
+        for (_, object) in typed(self.list(Kind::ClusterVariablesBinding, None).await?)? {
             if let AnyObject::ClusterVariablesBinding(binding) = object {
                 if binding.spec.namespaces.iter().any(|ns| ns == namespace) {
                     bound.insert(binding.spec.cluster_variables);
                 }
             }
         }
-        for (name, object) in typed(self.list("ClusterVariables", None).await?)? {
+        for (name, object) in typed(self.list(Kind::ClusterVariables, None).await?)? {
             if let AnyObject::ClusterVariables(variables) = object {
                 if bound.contains(&name) {
                     sources.cluster_variables.push((name, variables.spec));
                 }
             }
         }
-        for (name, object) in typed(self.list("Variables", Some(namespace)).await?)? {
+        for (name, object) in typed(self.list(Kind::Variables, Some(namespace)).await?)? {
             if let AnyObject::Variables(variables) = object {
                 sources.variables.push((name, variables.spec));
             }
         }
-        for (name, object) in typed(self.list("NodeGroup", None).await?)? {
+        for (name, object) in typed(self.list(Kind::NodeGroup, None).await?)? {
             if let AnyObject::NodeGroup(group) = object {
                 sources.node_groups.insert(name, group.spec);
             }
@@ -591,7 +594,7 @@ impl<S: Store> ObjectRegistry<S> {
     /// The Config's default lifetime of bootstrap tokens, if one sets it.
     /// A NodeGroup's spec, `None` when there is no such group.
     pub async fn node_group(&self, name: &str) -> Result<Option<NodeGroupSpec>, ObjectError> {
-        match self.get("NodeGroup", None, name).await? {
+        match self.get(Kind::NodeGroup, None, name).await? {
             Some(stored) => match stored.object()? {
                 AnyObject::NodeGroup(group) => Ok(Some(group.spec)),
                 _ => Ok(None),
@@ -616,7 +619,7 @@ impl<S: Store> ObjectRegistry<S> {
         &self,
         pick: impl Fn(ConfigSpec) -> Option<T>,
     ) -> Result<Option<T>, ObjectError> {
-        for config in self.list("Config", None).await? {
+        for config in self.list(Kind::Config, None).await? {
             if let AnyObject::Config(config) = config.object()? {
                 if let Some(value) = pick(config.spec) {
                     return Ok(Some(value));
@@ -635,10 +638,10 @@ impl<S: Store> ObjectRegistry<S> {
         let mut secrets = serde_json::Map::new();
         for name in names {
             let stored = self
-                .get("Secret", Some(namespace), name)
+                .get(Kind::Secret, Some(namespace), name)
                 .await?
                 .ok_or_else(|| ObjectError::NotFound {
-                    kind: "Secret".into(),
+                    kind: Kind::Secret,
                     namespace: Some(namespace.to_string()),
                     name: name.clone(),
                 })?;
@@ -672,7 +675,7 @@ impl<S: Store> ObjectRegistry<S> {
 
     /// The stored document with any secret values opened, to compare with a new one.
     fn opened_document(&self, current: &StoredObject) -> Result<String, ObjectError> {
-        if current.record.kind != "Secret" {
+        if current.record.kind != Kind::Secret {
             return Ok(current.record.document.clone());
         }
         let opened = self.open_secret(current)?;
@@ -733,7 +736,7 @@ fn remove_child(node: &mut Node, key: &str) -> Option<Node> {
 }
 
 fn new_record(
-    kind: &str,
+    kind: Kind,
     name: &str,
     namespace: Option<String>,
     document: String,
@@ -741,7 +744,7 @@ fn new_record(
 ) -> ObjectRecord {
     let now = unix_ms_now();
     ObjectRecord {
-        kind: kind.to_string(),
+        kind,
         name: name.to_string(),
         namespace,
         uuid: previous.map_or_else(new_uuid, |p| p.uuid.clone()),
@@ -775,10 +778,10 @@ fn prepare(sourced: SourcedObject) -> Result<Prepared, ObjectError> {
     let SourcedObject {
         object, file, root, ..
     } = sourced;
-    let kind = object.kind().to_string();
+    let kind = object.kind();
     let metadata = object.metadata().clone();
     let mut prepared = Prepared {
-        namespace: namespace_for(&kind, metadata.namespace.as_deref()),
+        namespace: namespace_for(kind, metadata.namespace.as_deref()),
         name: metadata.name.clone(),
         kind,
         root,
@@ -791,8 +794,8 @@ fn prepare(sourced: SourcedObject) -> Result<Prepared, ObjectError> {
             prepared.error_at(path, message).with_hint(hint),
         ))
     };
-    match prepared.kind.as_str() {
-        "Node" => {
+    match prepared.kind {
+        Kind::Node => {
             return refuse(
                 &prepared,
                 &["kind"],
@@ -800,7 +803,7 @@ fn prepare(sourced: SourcedObject) -> Result<Prepared, ObjectError> {
                 "change a node's labels with `weft node label NODE key=value`",
             )
         }
-        "Event" => {
+        Kind::Event => {
             return refuse(
                 &prepared,
                 &["kind"],

@@ -41,6 +41,17 @@ fn result(node: &str, task: &str) -> TaskResult {
     result
 }
 
+/// Job records are stored as JSON: one written before kinds were typed reads back.
+#[test]
+fn a_stored_job_origin_reads_back_with_its_kind() {
+    let stored = r#"{"job_id":"j1","taskbook":"site","file":"site.yml","check_mode":false,"state":"succeeded","started_unix_ms":1,"steps":[],"origin":{"kind":"Trigger","namespace":"default","name":"disk","event_id":"e1"}}"#;
+    let record: JobRecord = serde_json::from_str(stored).unwrap();
+    let origin = record.origin.as_ref().unwrap();
+    assert_eq!(origin.kind, Kind::Trigger);
+    assert_eq!(origin.describe(), "Trigger default/disk");
+    assert_eq!(serde_json::to_string(&record).unwrap(), stored);
+}
+
 #[tokio::test]
 async fn the_journal_writes_everything_and_a_repeated_report_is_stored_once() {
     let store = SqliteStore::open_in_memory().unwrap();

@@ -48,7 +48,7 @@ async fn apply_creates_then_configures_and_an_unchanged_object_is_not_written() 
     );
     assert_eq!(registry.store.current_revision().await.unwrap(), revision);
     let first = registry
-        .get("Variables", Some("prod"), "app")
+        .get(Kind::Variables, Some("prod"), "app")
         .await
         .unwrap()
         .unwrap();
@@ -58,7 +58,7 @@ async fn apply_creates_then_configures_and_an_unchanged_object_is_not_written() 
         ("app".into(), ApplyAction::Configured)
     );
     let second = registry
-        .get("Variables", Some("prod"), "app")
+        .get(Kind::Variables, Some("prod"), "app")
         .await
         .unwrap()
         .unwrap();
@@ -81,7 +81,7 @@ async fn a_stale_resource_version_is_refused_and_nothing_is_written() {
     registry.ensure_builtin_namespaces().await.unwrap();
     apply(&registry, PROD).await.unwrap();
     let read = registry
-        .get("Variables", Some("prod"), "app")
+        .get(Kind::Variables, Some("prod"), "app")
         .await
         .unwrap()
         .unwrap();
@@ -96,7 +96,7 @@ async fn a_stale_resource_version_is_refused_and_nothing_is_written() {
     let error = apply(&registry, &with_version(6)).await.unwrap_err();
     assert!(matches!(error, ObjectError::Stale { .. }), "{error}");
     let now = registry
-        .get("Variables", Some("prod"), "app")
+        .get(Kind::Variables, Some("prod"), "app")
         .await
         .unwrap()
         .unwrap();
@@ -113,7 +113,11 @@ async fn secrets_are_sealed_at_rest_masked_when_shown_and_open_for_the_master() 
         let raw = String::from_utf8_lossy(&entry.value);
         assert!(!raw.contains("s3cr3t-pw"), "{raw}");
     }
-    let stored = registry.get("Secret", None, "db").await.unwrap().unwrap();
+    let stored = registry
+        .get(Kind::Secret, None, "db")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.record.namespace.as_deref(), Some("default"));
     let shown = stored.to_json().unwrap().to_string();
     assert!(!shown.contains("s3cr3t-pw") && shown.contains(SECRET_MASK));
@@ -162,16 +166,22 @@ async fn namespaces_holding_objects_and_built_in_ones_are_not_deleted() {
     registry.ensure_builtin_namespaces().await.unwrap();
     apply(&registry, PROD).await.unwrap();
     for (name, expected) in [("default", "built in"), ("prod", "Variables/app")] {
-        let error = registry.delete("Namespace", None, name).await.unwrap_err();
+        let error = registry
+            .delete(Kind::Namespace, None, name)
+            .await
+            .unwrap_err();
         assert!(error.to_string().contains(expected), "{error}");
     }
     assert!(registry
-        .delete("Variables", Some("prod"), "app")
+        .delete(Kind::Variables, Some("prod"), "app")
         .await
         .unwrap());
     assert!(!registry
-        .delete("Variables", Some("prod"), "app")
+        .delete(Kind::Variables, Some("prod"), "app")
         .await
         .unwrap());
-    assert!(registry.delete("Namespace", None, "prod").await.unwrap());
+    assert!(registry
+        .delete(Kind::Namespace, None, "prod")
+        .await
+        .unwrap());
 }
