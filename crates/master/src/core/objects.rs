@@ -9,23 +9,26 @@
 //! carries one is refused when the object has changed since (optimistic concurrency).
 //! A Secret's values are sealed with the cluster key before they reach the store.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+mod apply;
+mod secrets;
+
+pub use apply::{Applied, ApplyAction, MAX_OBJECTS_PER_APPLY};
+
+use std::collections::BTreeSet;
+use std::path::Path;
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weft_taskbook::cluster_vars::VarSources;
-use weft_taskbook::objects::{
-    parse_object, AnyObject, ConfigSpec, Kind, NodeGroupSpec, SourcedObject,
-};
+use weft_taskbook::objects::{parse_object, AnyObject, ConfigSpec, Kind, NodeGroupSpec};
 use weft_taskbook::report::unix_ms_now;
-use weft_taskbook::yaml::{parse_documents, Node, NodeValue};
+use weft_taskbook::yaml::{parse_documents, Node};
 use weft_taskbook::Error;
 
 use super::record::{decode, encode, CorruptRecord};
 use super::secret_box::{SecretBox, SecretBoxError};
-use crate::store::{Operation, Precondition, Store, StoreError};
+use crate::store::{Precondition, Store, StoreError};
 
 pub const OBJECTS_PREFIX: &str = "/objects/";
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -35,11 +38,6 @@ pub const BUILTIN_NAMESPACES: [&str; 2] = [DEFAULT_NAMESPACE, "system"];
 /// What `weft get` prints instead of a secret value, and what `weft apply` refuses as
 /// one (it is a `weft get` output applied back, not a password).
 pub use weft_taskbook::secrets::MASK as SECRET_MASK;
-/// Most objects one apply may carry; each is also bounded by the store's write limit.
-pub const MAX_OBJECTS_PER_APPLY: usize = 500;
-/// Applies without a resource version retry this often when a concurrent write won.
-const APPLY_ATTEMPTS: usize = 3;
-
 /// What the master keeps of an object besides its store revision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObjectRecord {
@@ -116,34 +114,6 @@ impl StoredObject {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApplyAction {
-    Created,
-    Configured,
-    Unchanged,
-}
-
-impl ApplyAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApplyAction::Created => "created",
-            ApplyAction::Configured => "configured",
-            ApplyAction::Unchanged => "unchanged",
-        }
-    }
-}
-
-/// What one apply did to one object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Applied {
-    pub kind: Kind,
-    pub namespace: Option<String>,
-    pub name: String,
-    pub action: ApplyAction,
-    pub generation: u64,
-    pub resource_version: u64,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
     /// Positioned in the applied file: nothing was stored.
@@ -199,41 +169,6 @@ pub fn namespace_for(kind: Kind, namespace: Option<&str>) -> Option<String> {
         .then(|| namespace.unwrap_or(DEFAULT_NAMESPACE).to_string())
 }
 
-/// An object read from a file, checked and ready to store.
-struct Prepared {
-    kind: Kind,
-    name: String,
-    namespace: Option<String>,
-    /// Without the master's metadata; Secret values quoted (they are strings).
-    root: Node,
-    given_resource_version: Option<u64>,
-    file: PathBuf,
-    /// The object as typed, for reference checks.
-    object: AnyObject,
-}
-
-impl Prepared {
-    fn key(&self) -> String {
-        object_key(self.kind, self.namespace.as_deref(), &self.name)
-    }
-
-    /// An error at a field of this object's document.
-    fn error_at(&self, path: &[&str], message: impl Into<String>) -> Error {
-        let mut node = &self.root;
-        for key in path {
-            match node.get(key) {
-                Some(child) => node = child,
-                None => break,
-            }
-        }
-        let mut error = Error::new(message).at(node.span).in_file(&self.file);
-        for key in path.iter().rev() {
-            error = error.under(weft_taskbook::error::PathSegment::Key(key.to_string()));
-        }
-        error
-    }
-}
-
 #[derive(Clone)]
 pub struct ObjectRegistry<S> {
     store: S,
@@ -267,203 +202,6 @@ impl<S: Store> ObjectRegistry<S> {
             }
         }
         Ok(())
-    }
-
-    /// Creates or updates every object, all in one store transaction or not at all.
-    /// With `dry_run`, checks everything and reports what would happen.
-    pub async fn apply(
-        &self,
-        objects: Vec<SourcedObject>,
-        dry_run: bool,
-    ) -> Result<Vec<Applied>, ObjectError> {
-        if objects.len() > MAX_OBJECTS_PER_APPLY {
-            return Err(ObjectError::Refused(format!(
-                "{} objects in one apply, more than the {MAX_OBJECTS_PER_APPLY} allowed: apply them in parts",
-                objects.len()
-            )));
-        }
-        let prepared = objects
-            .into_iter()
-            .map(prepare)
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut seen = BTreeSet::new();
-        for object in &prepared {
-            if !seen.insert(object.key()) {
-                return Err(ObjectError::Invalid(object.error_at(
-                    &["metadata", "name"],
-                    format!(
-                        "{} `{}` appears twice in this apply",
-                        object.kind, object.name
-                    ),
-                )));
-            }
-        }
-        self.check_references(&prepared).await?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.write(&prepared, dry_run).await {
-                Err(ObjectError::Store(StoreError::Conflict { .. }))
-                    if attempt < APPLY_ATTEMPTS
-                        && prepared.iter().all(|p| p.given_resource_version.is_none()) => {}
-                Err(ObjectError::Store(StoreError::Conflict { key })) => {
-                    return Err(ObjectError::Refused(format!(
-                        "{key} was changed by someone else during this apply: nothing was applied; apply again"
-                    )))
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// Namespaces and bound ClusterVariables must exist, in the store or in this apply.
-    async fn check_references(&self, prepared: &[Prepared]) -> Result<(), ObjectError> {
-        let applied_names = |kind: Kind| -> BTreeSet<String> {
-            prepared
-                .iter()
-                .filter(|p| p.kind == kind)
-                .map(|p| p.name.clone())
-                .collect()
-        };
-        let mut namespaces = applied_names(Kind::Namespace);
-        namespaces.extend(self.names(Kind::Namespace).await?);
-        let mut cluster_variables = applied_names(Kind::ClusterVariables);
-        cluster_variables.extend(self.names(Kind::ClusterVariables).await?);
-        let create_hint = |what: Kind, name: &str| {
-            format!("create it first (`weft apply` a {what} named `{name}`), or put it in the same apply")
-        };
-        for object in prepared {
-            if let Some(namespace) = object
-                .namespace
-                .as_ref()
-                .filter(|ns| !namespaces.contains(*ns))
-            {
-                return Err(ObjectError::Invalid(
-                    object
-                        .error_at(
-                            &["metadata", "namespace"],
-                            format!("namespace `{namespace}` does not exist"),
-                        )
-                        .with_hint(create_hint(Kind::Namespace, namespace)),
-                ));
-            }
-            if let AnyObject::ClusterVariablesBinding(binding) = &object.object {
-                let spec = &binding.spec;
-                if !cluster_variables.contains(&spec.cluster_variables) {
-                    return Err(ObjectError::Invalid(
-                        object
-                            .error_at(
-                                &["spec", "cluster_variables"],
-                                format!(
-                                    "ClusterVariables `{}` does not exist",
-                                    spec.cluster_variables
-                                ),
-                            )
-                            .with_hint(create_hint(
-                                Kind::ClusterVariables,
-                                &spec.cluster_variables,
-                            )),
-                    ));
-                }
-                if let Some(missing) = spec.namespaces.iter().find(|ns| !namespaces.contains(*ns)) {
-                    return Err(ObjectError::Invalid(
-                        object
-                            .error_at(
-                                &["spec", "namespaces"],
-                                format!(
-                                    "the binding names namespace `{missing}`, which does not exist"
-                                ),
-                            )
-                            .with_hint(create_hint(Kind::Namespace, missing)),
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn names(&self, kind: Kind) -> Result<Vec<String>, ObjectError> {
-        Ok(self
-            .list(kind, None)
-            .await?
-            .into_iter()
-            .map(|object| object.record.name)
-            .collect())
-    }
-
-    async fn write(
-        &self,
-        prepared: &[Prepared],
-        dry_run: bool,
-    ) -> Result<Vec<Applied>, ObjectError> {
-        let mut operations = Vec::new();
-        let mut outcomes = Vec::new();
-        for object in prepared {
-            let key = object.key();
-            let current = self.read(&key).await?;
-            if let Some(given) = object.given_resource_version {
-                let current_version = current.as_ref().map_or(0, |c| c.resource_version);
-                if current_version != given {
-                    return Err(ObjectError::Stale {
-                        kind: object.kind,
-                        name: object.name.clone(),
-                        given,
-                        current: current_version,
-                    });
-                }
-            }
-            let document = object.root.to_yaml();
-            let unchanged = match &current {
-                Some(current) => self.opened_document(current)? == document,
-                None => false,
-            };
-            let action = match (&current, unchanged) {
-                (None, _) => ApplyAction::Created,
-                (Some(_), false) => ApplyAction::Configured,
-                (Some(_), true) => ApplyAction::Unchanged,
-            };
-            let mut applied = Applied {
-                kind: object.kind,
-                namespace: object.namespace.clone(),
-                name: object.name.clone(),
-                action,
-                generation: current.as_ref().map_or(0, |c| c.record.generation),
-                resource_version: current.as_ref().map_or(0, |c| c.resource_version),
-            };
-            if !unchanged {
-                let stored_document = match object.kind {
-                    Kind::Secret => self.seal_secret(object)?,
-                    _ => document,
-                };
-                let record = new_record(
-                    object.kind,
-                    &object.name,
-                    object.namespace.clone(),
-                    stored_document,
-                    current.as_ref().map(|c| &c.record),
-                );
-                applied.generation = record.generation;
-                operations.push(Operation::Put {
-                    key,
-                    value: encode(&record),
-                    precondition: current.as_ref().map_or(Precondition::Absent, |c| {
-                        Precondition::ModRevision(c.resource_version)
-                    }),
-                });
-            }
-            outcomes.push(applied);
-        }
-        if dry_run || operations.is_empty() {
-            return Ok(outcomes);
-        }
-        let revision = self.store.transaction(operations).await?;
-        for applied in outcomes
-            .iter_mut()
-            .filter(|a| a.action != ApplyAction::Unchanged)
-        {
-            applied.resource_version = revision;
-        }
-        Ok(outcomes)
     }
 
     async fn read(&self, key: &str) -> Result<Option<StoredObject>, ObjectError> {
@@ -591,7 +329,6 @@ impl<S: Store> ObjectRegistry<S> {
         Ok(sources)
     }
 
-    /// The Config's default lifetime of bootstrap tokens, if one sets it.
     /// A NodeGroup's spec, `None` when there is no such group.
     pub async fn node_group(&self, name: &str) -> Result<Option<NodeGroupSpec>, ObjectError> {
         match self.get(Kind::NodeGroup, None, name).await? {
@@ -603,6 +340,7 @@ impl<S: Store> ObjectRegistry<S> {
         }
     }
 
+    /// The Config's default lifetime of bootstrap tokens, if one sets it.
     pub async fn token_ttl(&self) -> Result<Option<std::time::Duration>, ObjectError> {
         Ok(self
             .config_value(|spec| spec.token_ttl)
@@ -627,111 +365,6 @@ impl<S: Store> ObjectRegistry<S> {
             }
         }
         Ok(None)
-    }
-
-    /// The named Secrets of `namespace`, opened, as tasks read them: `{name: {key: value}}`.
-    pub async fn open_secrets(
-        &self,
-        namespace: &str,
-        names: &BTreeSet<String>,
-    ) -> Result<Value, ObjectError> {
-        let mut secrets = serde_json::Map::new();
-        for name in names {
-            let stored = self
-                .get(Kind::Secret, Some(namespace), name)
-                .await?
-                .ok_or_else(|| ObjectError::NotFound {
-                    kind: Kind::Secret,
-                    namespace: Some(namespace.to_string()),
-                    name: name.clone(),
-                })?;
-            let opened = self.open_secret(&stored)?;
-            secrets.insert(
-                name.clone(),
-                serde_json::to_value(opened).expect("strings serialize"),
-            );
-        }
-        Ok(Value::Object(secrets))
-    }
-
-    /// A Secret's values, opened: for the master alone, when it sends a task that reads them.
-    pub fn open_secret(
-        &self,
-        secret: &StoredObject,
-    ) -> Result<BTreeMap<String, String>, ObjectError> {
-        let AnyObject::Secret(object) = secret.object()? else {
-            return Err(secret.corrupt("not a Secret".into()).into());
-        };
-        object
-            .spec
-            .data
-            .iter()
-            .map(|(key, sealed)| {
-                let aad = secret_aad(secret.record.namespace.as_deref(), &secret.record.name, key);
-                Ok((key.clone(), self.secret_box.open(&aad, sealed)?))
-            })
-            .collect()
-    }
-
-    /// The stored document with any secret values opened, to compare with a new one.
-    fn opened_document(&self, current: &StoredObject) -> Result<String, ObjectError> {
-        if current.record.kind != Kind::Secret {
-            return Ok(current.record.document.clone());
-        }
-        let opened = self.open_secret(current)?;
-        let mut root = current.root()?;
-        for_each_secret_value(&mut root, |key, value| {
-            *value = opened.get(key).cloned().unwrap_or_default();
-        });
-        Ok(root.to_yaml())
-    }
-
-    fn seal_secret(&self, object: &Prepared) -> Result<String, ObjectError> {
-        let mut root = object.root.clone();
-        for_each_secret_value(&mut root, |key, value| {
-            let aad = secret_aad(object.namespace.as_deref(), &object.name, key);
-            *value = self.secret_box.seal(&aad, value);
-        });
-        Ok(root.to_yaml())
-    }
-}
-
-fn secret_aad(namespace: Option<&str>, name: &str, key: &str) -> String {
-    format!("{}/{name}/{key}", namespace.unwrap_or(DEFAULT_NAMESPACE))
-}
-
-/// Every value under `spec.data`, by key, made a quoted string.
-fn for_each_secret_value(root: &mut Node, mut change: impl FnMut(&str, &mut String)) {
-    let Some(data) = child_mut(root, "spec").and_then(|spec| child_mut(spec, "data")) else {
-        return;
-    };
-    if let NodeValue::Mapping(entries) = &mut data.value {
-        for (key, value) in entries {
-            if let NodeValue::Scalar { text, quoted } = &mut value.value {
-                change(key.scalar().unwrap_or_default(), text);
-                *quoted = true;
-            }
-        }
-    }
-}
-
-fn child_mut<'a>(node: &'a mut Node, key: &str) -> Option<&'a mut Node> {
-    match &mut node.value {
-        NodeValue::Mapping(entries) => entries
-            .iter_mut()
-            .find(|(k, _)| k.scalar() == Some(key))
-            .map(|(_, value)| value),
-        _ => None,
-    }
-}
-
-fn remove_child(node: &mut Node, key: &str) -> Option<Node> {
-    match &mut node.value {
-        NodeValue::Mapping(entries) => {
-            let index = entries.iter().position(|(k, _)| k.scalar() == Some(key))?;
-            Some(entries.remove(index).1)
-        }
-        _ => None,
     }
 }
 
@@ -770,81 +403,6 @@ fn new_uuid() -> String {
         &hex[16..20],
         &hex[20..32]
     )
-}
-
-/// Checks what only the master decides about an object, and takes off the metadata
-/// it owns.
-fn prepare(sourced: SourcedObject) -> Result<Prepared, ObjectError> {
-    let SourcedObject {
-        object, file, root, ..
-    } = sourced;
-    let kind = object.kind();
-    let metadata = object.metadata().clone();
-    let mut prepared = Prepared {
-        namespace: namespace_for(kind, metadata.namespace.as_deref()),
-        name: metadata.name.clone(),
-        kind,
-        root,
-        given_resource_version: None,
-        file,
-        object,
-    };
-    let refuse = |prepared: &Prepared, path: &[&str], message: &str, hint: &str| {
-        Err(ObjectError::Invalid(
-            prepared.error_at(path, message).with_hint(hint),
-        ))
-    };
-    match prepared.kind {
-        Kind::Node => {
-            return refuse(
-                &prepared,
-                &["kind"],
-                "Nodes are registered by `weft minion join`, not applied",
-                "change a node's labels with `weft node label NODE key=value`",
-            )
-        }
-        Kind::Event => {
-            return refuse(
-                &prepared,
-                &["kind"],
-                "Events are made by the cluster (beacons, jobs, nodes), not applied",
-                "to react to events, apply a Trigger",
-            )
-        }
-        _ => {}
-    }
-    if let Some(version) = &metadata.resource_version {
-        match version.parse() {
-            Ok(version) => prepared.given_resource_version = Some(version),
-            Err(_) => {
-                return refuse(
-                    &prepared,
-                    &["metadata", "resource_version"],
-                    &format!("resource_version `{version}` is not a number"),
-                    "use the resource_version `weft get -o yaml` printed, or leave it out",
-                )
-            }
-        }
-    }
-    if let AnyObject::Secret(secret) = &prepared.object {
-        if secret.spec.data.values().any(|value| value == SECRET_MASK) {
-            return refuse(
-                &prepared,
-                &["spec", "data"],
-                &format!("a secret value is `{SECRET_MASK}`, the mask `weft get` prints"),
-                "put the real values back before applying a Secret that `weft get` printed",
-            );
-        }
-    }
-    if let Some(metadata_node) = child_mut(&mut prepared.root, "metadata") {
-        for owned in ["uuid", "generation", "resource_version"] {
-            remove_child(metadata_node, owned);
-        }
-    }
-    // Secret values are strings whatever their YAML style; quoting them all makes an
-    // unchanged Secret compare equal to its stored form.
-    for_each_secret_value(&mut prepared.root, |_, _| {});
-    Ok(prepared)
 }
 
 #[cfg(test)]
