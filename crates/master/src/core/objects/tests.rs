@@ -1,6 +1,6 @@
 use super::*;
 use crate::store::SqliteStore;
-use weft_taskbook::objects::parse_objects;
+use weft_taskbook::objects::{parse_objects, SourcedObject};
 
 fn registry() -> ObjectRegistry<SqliteStore> {
     ObjectRegistry::new(
