@@ -18,7 +18,7 @@ use weft_master::core::objects::ObjectRegistry;
 use weft_master::core::secret_box::SecretBox;
 use weft_master::store::etcd::EtcdStore;
 use weft_master::store::{Precondition, SqliteStore, Store};
-use weft_taskbook::objects::parse_objects;
+use weft_taskbook::objects::{parse_objects, Kind};
 
 const WATCHED_PUTS: usize = 500;
 const WATCH_PREFIX: &str = "/bench/watch/";
@@ -114,7 +114,7 @@ async fn measure<S: Store + Clone>(store: S, objects: usize) -> Measured {
     for index in 0..objects {
         let name = format!("app-{index}");
         assert!(registry
-            .get("Variables", None, &name)
+            .get(Kind::Variables, None, &name)
             .await
             .unwrap()
             .is_some());
@@ -122,7 +122,7 @@ async fn measure<S: Store + Clone>(store: S, objects: usize) -> Measured {
     let get_per_s = objects as f64 / started.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let listed = registry.list("Variables", None).await.unwrap();
+    let listed = registry.list(Kind::Variables, None).await.unwrap();
     let list_ms = started.elapsed().as_secs_f64() * 1000.0;
     assert_eq!(listed.len(), objects);
 

@@ -9,7 +9,7 @@ use weft_proto::adminapi::{
     ApplyObjectsRequest, DeleteObjectRequest, FetchRepositoryRequest, GetObjectsRequest,
     LabelNodeRequest, ListNodesRequest, ResolveVarsRequest, SetNodeVarsRequest, SourceFile,
 };
-use weft_taskbook::objects::NodeGroupSpec;
+use weft_taskbook::objects::{Kind, NodeGroupSpec};
 use weft_taskbook::yaml::{json_to_yaml, MAX_SOURCE_BYTES};
 
 use crate::admin::AdminClient;
@@ -156,13 +156,20 @@ pub async fn get(
                 eprintln!("no {} objects{}", response.kind, in_namespace(namespace));
                 return Ok(());
             }
+            let kind = sent_kind(&response.kind)?;
             print!(
                 "{}",
-                object_table(&response.kind, &objects, output == ObjectOutput::Wide)
+                object_table(kind, &objects, output == ObjectOutput::Wide)
             );
         }
     }
     Ok(())
+}
+
+/// The kind the master answered with, which it always spells exactly.
+fn sent_kind(name: &str) -> Result<Kind, CliError> {
+    Kind::from_exact_name(name)
+        .ok_or_else(|| CliError::Master(format!("the master sent an unknown kind `{name}`")))
 }
 
 fn in_namespace(namespace: Option<&str>) -> String {
@@ -194,22 +201,22 @@ fn labels_text(object: &Value) -> String {
 }
 
 /// What a listing of the kind shows besides names: the field an operator scans for.
-fn kind_columns(kind: &str) -> &'static [(&'static str, &'static str)] {
+fn kind_columns(kind: Kind) -> &'static [(&'static str, &'static str)] {
     match kind {
-        "Node" => &[
+        Kind::Node => &[
             ("VPN IP", "/spec/node_vpn_ip"),
             ("ONLINE", "/status/online"),
         ],
-        "Namespace" => &[("DESCRIPTION", "/spec/description")],
-        "ClusterVariablesBinding" => &[("CLUSTER VARIABLES", "/spec/cluster_variables")],
-        "CronJob" => &[
+        Kind::Namespace => &[("DESCRIPTION", "/spec/description")],
+        Kind::ClusterVariablesBinding => &[("CLUSTER VARIABLES", "/spec/cluster_variables")],
+        Kind::CronJob => &[
             ("SCHEDULE", "/spec/schedule"),
             ("LAST RUN", "/status/last_schedule_unix_ms"),
             ("NEXT RUN", "/status/next_schedule_unix_ms"),
             ("ACTIVE", "/status/active"),
         ],
-        "Beacon" => &[("EVENT", "/spec/event"), ("INTERVAL", "/spec/interval")],
-        "GitRepository" => &[
+        Kind::Beacon => &[("EVENT", "/spec/event"), ("INTERVAL", "/spec/interval")],
+        Kind::GitRepository => &[
             ("URL", "/spec/url"),
             ("BRANCH", "/spec/branch"),
             ("COMMIT", "/status/commit"),
@@ -219,8 +226,8 @@ fn kind_columns(kind: &str) -> &'static [(&'static str, &'static str)] {
     }
 }
 
-fn object_table(kind: &str, objects: &[(Value, u64)], wide: bool) -> String {
-    let namespaced = weft_taskbook::objects::is_namespaced(kind);
+fn object_table(kind: Kind, objects: &[(Value, u64)], wide: bool) -> String {
+    let namespaced = kind.is_namespaced();
     let mut headers = vec!["NAME"];
     if namespaced {
         headers.insert(0, "NAMESPACE");
@@ -279,20 +286,21 @@ pub async fn describe(
     let object: Value = serde_json::from_str(&stored.object_json)
         .map_err(|e| CliError::Master(format!("the master sent an unreadable object: {e}")))?;
     let field = |pointer: &str| object.pointer(pointer).map_or("-".into(), text);
-    println!("Kind:              {}", response.kind);
+    let kind = sent_kind(&response.kind)?;
+    println!("Kind:              {kind}");
     println!("Name:              {}", field("/metadata/name"));
-    if weft_taskbook::objects::is_namespaced(&response.kind) {
+    if kind.is_namespaced() {
         println!("Namespace:         {}", field("/metadata/namespace"));
     }
     println!("Labels:            {}", labels_text(&object));
-    if response.kind != "Node" {
+    if kind != Kind::Node {
         println!("UUID:              {}", field("/metadata/uuid"));
         println!("Generation:        {}", field("/metadata/generation"));
         println!("Resource version:  {}", field("/metadata/resource_version"));
     }
     println!("Created:           {}", timestamp(stored.created_unix_ms));
     println!("Updated:           {}", timestamp(stored.updated_unix_ms));
-    if response.kind == "NodeGroup" {
+    if kind == Kind::NodeGroup {
         let members = node_group_members(client, &object).await?;
         println!(
             "Nodes now:         {}",

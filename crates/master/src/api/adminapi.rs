@@ -27,7 +27,7 @@ use weft_proto::adminapi::{
     RevokeAdminResponse, TokenInfo,
 };
 use weft_taskbook::bundle::Bundle;
-use weft_taskbook::objects::{kind_named, parse_objects, validate_labels, AnyObject, KINDS};
+use weft_taskbook::objects::{parse_objects, validate_labels, AnyObject, Kind, UnknownKind};
 use weft_taskbook::selector::NodeSelector;
 use weft_taskbook::taskbook::{is_identifier, TaskBookRef};
 use weft_taskbook::Vars;
@@ -88,14 +88,10 @@ fn object_status(error: ObjectError) -> Status {
 }
 
 /// A kind as the command line typed it, or a list of the kinds there are.
-fn known_kind(typed: &str) -> Result<&'static str, Status> {
-    kind_named(typed).ok_or_else(|| {
-        let kinds: Vec<&str> = KINDS.iter().map(|(kind, _)| *kind).collect();
-        Status::invalid_argument(format!(
-            "unknown kind `{typed}`; the kinds are {}",
-            kinds.join(", ")
-        ))
-    })
+fn known_kind(typed: &str) -> Result<Kind, Status> {
+    typed
+        .parse()
+        .map_err(|unknown: UnknownKind| Status::invalid_argument(unknown.to_string()))
 }
 
 fn non_empty(text: &str) -> Option<&str> {
@@ -129,7 +125,7 @@ impl<S: Store + Clone> AdminApiService<S> {
     fn node_object(&self, record: &NodeRecord) -> StoredObject {
         let object = serde_json::json!({
             "apiVersion": weft_taskbook::objects::API_VERSION,
-            "kind": "Node",
+            "kind": Kind::Node,
             "metadata": {"name": record.node_name, "labels": record.labels},
             "spec": {
                 "vars": record.vars,
@@ -423,9 +419,11 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
         };
         let (bundle, commits, scope) = match named {
             Some(taskbook) => {
-                let namespace =
-                    namespace_for("TaskBook", non_empty(&request.stored_taskbook_namespace))
-                        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+                let namespace = namespace_for(
+                    Kind::TaskBook,
+                    non_empty(&request.stored_taskbook_namespace),
+                )
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
                 let (bundle, commits) = self
                     .context
                     .runner
@@ -578,7 +576,7 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
             objects: applied
                 .into_iter()
                 .map(|applied| AppliedObject {
-                    kind: applied.kind,
+                    kind: applied.kind.to_string(),
                     namespace: applied.namespace.unwrap_or_default(),
                     name: applied.name,
                     action: applied.action.as_str().to_string(),
@@ -598,7 +596,7 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
         let kind = known_kind(&request.kind)?;
         let namespace = non_empty(&request.namespace);
         let name = non_empty(&request.name);
-        let objects = if kind == "Node" {
+        let objects = if kind == Kind::Node {
             let records = match name {
                 Some(name) => vec![self.node_record(name).await?],
                 None => self.context.nodes.list().await.map_err(internal)?,
@@ -618,7 +616,7 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
                         .map_err(object_status)?;
                     vec![found.ok_or_else(|| {
                         object_status(ObjectError::NotFound {
-                            kind: kind.into(),
+                            kind,
                             namespace: namespace_for(kind, namespace),
                             name: name.into(),
                         })
@@ -786,7 +784,7 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
         MasterContext::<S>::require_admin(&request)?;
         let request = request.into_inner();
         let kind = known_kind(&request.kind)?;
-        if kind == "Node" {
+        if kind == Kind::Node {
             return Err(Status::invalid_argument(
                 "nodes leave with `weft node remove NODE` (it also revokes the certificate)",
             ));
@@ -800,12 +798,12 @@ impl<S: Store + Clone> AdminApi for AdminApiService<S> {
             .map_err(object_status)?
         {
             return Err(object_status(ObjectError::NotFound {
-                kind: kind.into(),
+                kind,
                 namespace: namespace_for(kind, namespace),
                 name: request.name,
             }));
         }
-        tracing::info!(kind, namespace = namespace.unwrap_or(""), name = %request.name, "object deleted");
+        tracing::info!(%kind, namespace = namespace.unwrap_or(""), name = %request.name, "object deleted");
         Ok(Response::new(DeleteObjectResponse {}))
     }
 

@@ -6,7 +6,7 @@
 //! goes into the event's data beside `beacon` and `state`, which the master sets.
 
 use serde_json::{Map, Value};
-use weft_taskbook::objects::{cleared_event_type, AnyObject, BeaconAssignment, BeaconSpec};
+use weft_taskbook::objects::{cleared_event_type, AnyObject, BeaconAssignment, BeaconSpec, Kind};
 
 use super::events::NewEvent;
 use super::node_registry::{NodeRecord, NodeRegistry, NodeRegistryError};
@@ -103,7 +103,7 @@ impl<S: Store + Clone> BeaconPlanner<S> {
             return Ok(Vec::new());
         };
         let mut assignments = Vec::new();
-        for stored in self.objects.list("Beacon", None).await? {
+        for stored in self.objects.list(Kind::Beacon, None).await? {
             let AnyObject::Beacon(beacon) = stored.object()? else {
                 continue;
             };
@@ -137,7 +137,7 @@ impl<S: Store + Clone> BeaconPlanner<S> {
     ) -> Result<NewEvent, BeaconError> {
         let stored = self
             .objects
-            .get("Beacon", Some(&report.namespace), &report.beacon)
+            .get(Kind::Beacon, Some(&report.namespace), &report.beacon)
             .await?;
         let Some(AnyObject::Beacon(beacon)) = stored.map(|s| s.object()).transpose()? else {
             return Err(BeaconError::Unknown {

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use weft_taskbook::objects::{AnyObject, ConcurrencyPolicy, CronJobSpec};
+use weft_taskbook::objects::{AnyObject, ConcurrencyPolicy, CronJobSpec, Kind};
 use weft_taskbook::report::unix_ms;
 use weft_taskbook::schedule::CronSchedule;
 
@@ -120,7 +120,7 @@ impl<S: Store + Clone> CronJobEngine<S> {
     }
 
     async fn tick(&self, now: SystemTime) -> Result<(), CronJobError> {
-        for stored in self.objects.list("CronJob", None).await? {
+        for stored in self.objects.list(Kind::CronJob, None).await? {
             let AnyObject::CronJob(cron_job) = stored.object()? else {
                 continue;
             };
@@ -233,7 +233,7 @@ impl<S: Store + Clone> CronJobEngine<S> {
     pub async fn run_now(&self, namespace: &str, name: &str) -> Result<String, CronJobError> {
         let stored = self
             .objects
-            .get("CronJob", Some(namespace), name)
+            .get(Kind::CronJob, Some(namespace), name)
             .await?
             .ok_or_else(|| CronJobError::NotFound(format!("{namespace}/{name}")))?;
         let AnyObject::CronJob(cron_job) = stored.object()? else {
@@ -261,7 +261,7 @@ impl<S: Store + Clone> CronJobEngine<S> {
             nodes_override: spec.nodes.clone(),
             scope: RunScope::Namespace(Some(namespace.to_string())),
             origin: Some(JobOrigin {
-                kind: "CronJob".into(),
+                kind: Kind::CronJob,
                 namespace: namespace.to_string(),
                 name: name.to_string(),
                 event_id: None,
@@ -583,7 +583,7 @@ mod tests {
         let now = SystemTime::now();
         let stored = engine
             .objects
-            .get("CronJob", Some("default"), "tick")
+            .get(Kind::CronJob, Some("default"), "tick")
             .await
             .unwrap();
         let created = UNIX_EPOCH + Duration::from_millis(stored.unwrap().record.created_unix_ms);

@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
+use weft_taskbook::objects::Kind;
 use weft_taskbook::report::unix_ms_now;
 
 use super::events::{types, EventLog, NewEvent};
@@ -57,7 +58,7 @@ impl<S: Store + Clone> GitPoller<S> {
 
     async fn poll_due(&self) -> Result<(), GitError> {
         let mut live = BTreeSet::new();
-        for stored in self.objects.list("GitRepository", None).await? {
+        for stored in self.objects.list(Kind::GitRepository, None).await? {
             let Some(repo) = Repo::from_stored(&stored)? else {
                 continue;
             };
@@ -209,7 +210,7 @@ impl<S: Store + Clone> GitPoller<S> {
     /// invalid stops them all, so a commit runs whole or not at all.
     async fn run_on_push(&self, repo: &Repo, commit: &str) {
         let origin = JobOrigin {
-            kind: "GitRepository".into(),
+            kind: Kind::GitRepository,
             namespace: repo.id.namespace.clone(),
             name: repo.id.name.clone(),
             event_id: None,

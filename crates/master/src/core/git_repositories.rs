@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use weft_taskbook::bundle::Bundle;
-use weft_taskbook::objects::{AnyObject, GitRepositorySpec, SecretKeyRef};
+use weft_taskbook::objects::{AnyObject, GitRepositorySpec, Kind, SecretKeyRef};
 use weft_taskbook::report::unix_ms_now;
 
 use super::objects::{ObjectError, ObjectRegistry, StoredObject};
@@ -250,7 +250,11 @@ impl<S: Store + Clone> RepoReader<S> {
     /// Every GitRepository of `namespace`, by name.
     pub async fn states(&self, namespace: &str) -> Result<BTreeMap<String, RepoState>, GitError> {
         let mut states = BTreeMap::new();
-        for stored in self.objects.list("GitRepository", Some(namespace)).await? {
+        for stored in self
+            .objects
+            .list(Kind::GitRepository, Some(namespace))
+            .await?
+        {
             let id = RepoId {
                 namespace: namespace.to_string(),
                 name: stored.record.name.clone(),
@@ -271,7 +275,7 @@ impl<S: Store + Clone> RepoReader<S> {
     pub async fn request_fetch(&self, repo: &RepoId) -> Result<(), GitError> {
         if self
             .objects
-            .get("GitRepository", Some(&repo.namespace), &repo.name)
+            .get(Kind::GitRepository, Some(&repo.namespace), &repo.name)
             .await?
             .is_none()
         {
@@ -300,7 +304,7 @@ impl<S: Store + Clone> RepoReader<S> {
     ) -> Result<WebhookOutcome, GitError> {
         let Some(stored) = self
             .objects
-            .get("GitRepository", Some(&repo.namespace), &repo.name)
+            .get(Kind::GitRepository, Some(&repo.namespace), &repo.name)
             .await?
         else {
             return Ok(WebhookOutcome::NotFound);
@@ -368,7 +372,7 @@ pub(super) async fn secret_value<S: Store + Clone>(
     key_ref: &SecretKeyRef,
 ) -> Result<String, String> {
     let stored = objects
-        .get("Secret", Some(namespace), &key_ref.secret)
+        .get(Kind::Secret, Some(namespace), &key_ref.secret)
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("no Secret `{}` in namespace `{namespace}`", key_ref.secret))?;

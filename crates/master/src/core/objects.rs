@@ -9,23 +9,26 @@
 //! carries one is refused when the object has changed since (optimistic concurrency).
 //! A Secret's values are sealed with the cluster key before they reach the store.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+mod apply;
+mod secrets;
+
+pub use apply::{Applied, ApplyAction, MAX_OBJECTS_PER_APPLY};
+
+use std::collections::BTreeSet;
+use std::path::Path;
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weft_taskbook::cluster_vars::VarSources;
-use weft_taskbook::objects::{
-    is_namespaced, parse_object, AnyObject, ConfigSpec, NodeGroupSpec, SourcedObject,
-};
+use weft_taskbook::objects::{parse_object, AnyObject, ConfigSpec, Kind, NodeGroupSpec};
 use weft_taskbook::report::unix_ms_now;
-use weft_taskbook::yaml::{parse_documents, Node, NodeValue};
+use weft_taskbook::yaml::{parse_documents, Node};
 use weft_taskbook::Error;
 
 use super::record::{decode, encode, CorruptRecord};
 use super::secret_box::{SecretBox, SecretBoxError};
-use crate::store::{Operation, Precondition, Store, StoreError};
+use crate::store::{Precondition, Store, StoreError};
 
 pub const OBJECTS_PREFIX: &str = "/objects/";
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -35,15 +38,10 @@ pub const BUILTIN_NAMESPACES: [&str; 2] = [DEFAULT_NAMESPACE, "system"];
 /// What `weft get` prints instead of a secret value, and what `weft apply` refuses as
 /// one (it is a `weft get` output applied back, not a password).
 pub use weft_taskbook::secrets::MASK as SECRET_MASK;
-/// Most objects one apply may carry; each is also bounded by the store's write limit.
-pub const MAX_OBJECTS_PER_APPLY: usize = 500;
-/// Applies without a resource version retry this often when a concurrent write won.
-const APPLY_ATTEMPTS: usize = 3;
-
 /// What the master keeps of an object besides its store revision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObjectRecord {
-    pub kind: String,
+    pub kind: Kind,
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -102,7 +100,7 @@ impl StoredObject {
                 self.resource_version.to_string().into(),
             );
         }
-        if record.kind == "Secret" {
+        if record.kind == Kind::Secret {
             if let Some(data) = json
                 .pointer_mut("/spec/data")
                 .and_then(Value::as_object_mut)
@@ -116,34 +114,6 @@ impl StoredObject {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApplyAction {
-    Created,
-    Configured,
-    Unchanged,
-}
-
-impl ApplyAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApplyAction::Created => "created",
-            ApplyAction::Configured => "configured",
-            ApplyAction::Unchanged => "unchanged",
-        }
-    }
-}
-
-/// What one apply did to one object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Applied {
-    pub kind: String,
-    pub namespace: Option<String>,
-    pub name: String,
-    pub action: ApplyAction,
-    pub generation: u64,
-    pub resource_version: u64,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
     /// Positioned in the applied file: nothing was stored.
@@ -151,14 +121,14 @@ pub enum ObjectError {
     Invalid(Error),
     #[error("{kind} `{name}` changed since it was read (resource_version {given}, now {current}): nothing was applied; `weft get` it again, redo the change and apply that")]
     Stale {
-        kind: String,
+        kind: Kind,
         name: String,
         given: u64,
         current: u64,
     },
     #[error("no {kind} `{name}`{}", in_namespace(.namespace))]
     NotFound {
-        kind: String,
+        kind: Kind,
         namespace: Option<String>,
         name: String,
     },
@@ -180,58 +150,23 @@ fn in_namespace(namespace: &Option<String>) -> String {
 }
 
 /// The key of an object; `namespace` is ignored for cluster-wide kinds.
-pub fn object_key(kind: &str, namespace: Option<&str>, name: &str) -> String {
-    let kind = kind.to_ascii_lowercase();
-    match namespace.filter(|_| is_namespaced_kind(&kind)) {
-        Some(namespace) => format!("{OBJECTS_PREFIX}{kind}/{namespace}/{name}"),
-        None => format!("{OBJECTS_PREFIX}{kind}/{name}"),
+pub fn object_key(kind: Kind, namespace: Option<&str>, name: &str) -> String {
+    let prefix = kind_prefix(kind);
+    match namespace.filter(|_| kind.is_namespaced()) {
+        Some(namespace) => format!("{prefix}{namespace}/{name}"),
+        None => format!("{prefix}{name}"),
     }
 }
 
-fn is_namespaced_kind(lowercase_kind: &str) -> bool {
-    weft_taskbook::objects::KINDS
-        .iter()
-        .any(|(kind, namespaced)| *namespaced && kind.eq_ignore_ascii_case(lowercase_kind))
+/// Where objects of `kind` are kept: `/objects/nodegroup/`.
+fn kind_prefix(kind: Kind) -> String {
+    format!("{OBJECTS_PREFIX}{}/", kind.name().to_ascii_lowercase())
 }
 
 /// The namespace an object of `kind` lives in: `default` when none is named.
-pub fn namespace_for(kind: &str, namespace: Option<&str>) -> Option<String> {
-    is_namespaced(kind).then(|| namespace.unwrap_or(DEFAULT_NAMESPACE).to_string())
-}
-
-/// An object read from a file, checked and ready to store.
-struct Prepared {
-    kind: String,
-    name: String,
-    namespace: Option<String>,
-    /// Without the master's metadata; Secret values quoted (they are strings).
-    root: Node,
-    given_resource_version: Option<u64>,
-    file: PathBuf,
-    /// The object as typed, for reference checks.
-    object: AnyObject,
-}
-
-impl Prepared {
-    fn key(&self) -> String {
-        object_key(&self.kind, self.namespace.as_deref(), &self.name)
-    }
-
-    /// An error at a field of this object's document.
-    fn error_at(&self, path: &[&str], message: impl Into<String>) -> Error {
-        let mut node = &self.root;
-        for key in path {
-            match node.get(key) {
-                Some(child) => node = child,
-                None => break,
-            }
-        }
-        let mut error = Error::new(message).at(node.span).in_file(&self.file);
-        for key in path.iter().rev() {
-            error = error.under(weft_taskbook::error::PathSegment::Key(key.to_string()));
-        }
-        error
-    }
+pub fn namespace_for(kind: Kind, namespace: Option<&str>) -> Option<String> {
+    kind.is_namespaced()
+        .then(|| namespace.unwrap_or(DEFAULT_NAMESPACE).to_string())
 }
 
 #[derive(Clone)]
@@ -248,14 +183,14 @@ impl<S: Store> ObjectRegistry<S> {
     /// Creates `default` and `system` where they are missing.
     pub async fn ensure_builtin_namespaces(&self) -> Result<(), ObjectError> {
         for name in BUILTIN_NAMESPACES {
-            let key = object_key("Namespace", None, name);
+            let key = object_key(Kind::Namespace, None, name);
             if self.store.get(&key).await?.is_some() {
                 continue;
             }
             let document = format!(
                 "apiVersion: weft/v1\nkind: Namespace\nmetadata:\n  name: {name}\nspec: {{}}\n"
             );
-            let record = new_record("Namespace", name, None, document, None);
+            let record = new_record(Kind::Namespace, name, None, document, None);
             match self
                 .store
                 .put(&key, encode(&record), Precondition::Absent)
@@ -267,200 +202,6 @@ impl<S: Store> ObjectRegistry<S> {
             }
         }
         Ok(())
-    }
-
-    /// Creates or updates every object, all in one store transaction or not at all.
-    /// With `dry_run`, checks everything and reports what would happen.
-    pub async fn apply(
-        &self,
-        objects: Vec<SourcedObject>,
-        dry_run: bool,
-    ) -> Result<Vec<Applied>, ObjectError> {
-        if objects.len() > MAX_OBJECTS_PER_APPLY {
-            return Err(ObjectError::Refused(format!(
-                "{} objects in one apply, more than the {MAX_OBJECTS_PER_APPLY} allowed: apply them in parts",
-                objects.len()
-            )));
-        }
-        let prepared = objects
-            .into_iter()
-            .map(prepare)
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut seen = BTreeSet::new();
-        for object in &prepared {
-            if !seen.insert(object.key()) {
-                return Err(ObjectError::Invalid(object.error_at(
-                    &["metadata", "name"],
-                    format!(
-                        "{} `{}` appears twice in this apply",
-                        object.kind, object.name
-                    ),
-                )));
-            }
-        }
-        self.check_references(&prepared).await?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.write(&prepared, dry_run).await {
-                Err(ObjectError::Store(StoreError::Conflict { .. }))
-                    if attempt < APPLY_ATTEMPTS
-                        && prepared.iter().all(|p| p.given_resource_version.is_none()) => {}
-                Err(ObjectError::Store(StoreError::Conflict { key })) => {
-                    return Err(ObjectError::Refused(format!(
-                        "{key} was changed by someone else during this apply: nothing was applied; apply again"
-                    )))
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// Namespaces and bound ClusterVariables must exist, in the store or in this apply.
-    async fn check_references(&self, prepared: &[Prepared]) -> Result<(), ObjectError> {
-        let applied_names = |kind: &str| -> BTreeSet<String> {
-            prepared
-                .iter()
-                .filter(|p| p.kind == kind)
-                .map(|p| p.name.clone())
-                .collect()
-        };
-        let mut namespaces = applied_names("Namespace");
-        namespaces.extend(self.names("Namespace").await?);
-        let mut cluster_variables = applied_names("ClusterVariables");
-        cluster_variables.extend(self.names("ClusterVariables").await?);
-        let create_hint = |what: &str, name: &str| {
-            format!("create it first (`weft apply` a {what} named `{name}`), or put it in the same apply")
-        };
-        for object in prepared {
-            if let Some(namespace) = object
-                .namespace
-                .as_ref()
-                .filter(|ns| !namespaces.contains(*ns))
-            {
-                return Err(ObjectError::Invalid(
-                    object
-                        .error_at(
-                            &["metadata", "namespace"],
-                            format!("namespace `{namespace}` does not exist"),
-                        )
-                        .with_hint(create_hint("Namespace", namespace)),
-                ));
-            }
-            if let AnyObject::ClusterVariablesBinding(binding) = &object.object {
-                let spec = &binding.spec;
-                if !cluster_variables.contains(&spec.cluster_variables) {
-                    return Err(ObjectError::Invalid(
-                        object
-                            .error_at(
-                                &["spec", "cluster_variables"],
-                                format!(
-                                    "ClusterVariables `{}` does not exist",
-                                    spec.cluster_variables
-                                ),
-                            )
-                            .with_hint(create_hint("ClusterVariables", &spec.cluster_variables)),
-                    ));
-                }
-                if let Some(missing) = spec.namespaces.iter().find(|ns| !namespaces.contains(*ns)) {
-                    return Err(ObjectError::Invalid(
-                        object
-                            .error_at(
-                                &["spec", "namespaces"],
-                                format!(
-                                    "the binding names namespace `{missing}`, which does not exist"
-                                ),
-                            )
-                            .with_hint(create_hint("Namespace", missing)),
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn names(&self, kind: &str) -> Result<Vec<String>, ObjectError> {
-        Ok(self
-            .list(kind, None)
-            .await?
-            .into_iter()
-            .map(|object| object.record.name)
-            .collect())
-    }
-
-    async fn write(
-        &self,
-        prepared: &[Prepared],
-        dry_run: bool,
-    ) -> Result<Vec<Applied>, ObjectError> {
-        let mut operations = Vec::new();
-        let mut outcomes = Vec::new();
-        for object in prepared {
-            let key = object.key();
-            let current = self.read(&key).await?;
-            if let Some(given) = object.given_resource_version {
-                let current_version = current.as_ref().map_or(0, |c| c.resource_version);
-                if current_version != given {
-                    return Err(ObjectError::Stale {
-                        kind: object.kind.clone(),
-                        name: object.name.clone(),
-                        given,
-                        current: current_version,
-                    });
-                }
-            }
-            let document = object.root.to_yaml();
-            let unchanged = match &current {
-                Some(current) => self.opened_document(current)? == document,
-                None => false,
-            };
-            let action = match (&current, unchanged) {
-                (None, _) => ApplyAction::Created,
-                (Some(_), false) => ApplyAction::Configured,
-                (Some(_), true) => ApplyAction::Unchanged,
-            };
-            let mut applied = Applied {
-                kind: object.kind.clone(),
-                namespace: object.namespace.clone(),
-                name: object.name.clone(),
-                action,
-                generation: current.as_ref().map_or(0, |c| c.record.generation),
-                resource_version: current.as_ref().map_or(0, |c| c.resource_version),
-            };
-            if !unchanged {
-                let stored_document = match object.kind.as_str() {
-                    "Secret" => self.seal_secret(object)?,
-                    _ => document,
-                };
-                let record = new_record(
-                    &object.kind,
-                    &object.name,
-                    object.namespace.clone(),
-                    stored_document,
-                    current.as_ref().map(|c| &c.record),
-                );
-                applied.generation = record.generation;
-                operations.push(Operation::Put {
-                    key,
-                    value: encode(&record),
-                    precondition: current.as_ref().map_or(Precondition::Absent, |c| {
-                        Precondition::ModRevision(c.resource_version)
-                    }),
-                });
-            }
-            outcomes.push(applied);
-        }
-        if dry_run || operations.is_empty() {
-            return Ok(outcomes);
-        }
-        let revision = self.store.transaction(operations).await?;
-        for applied in outcomes
-            .iter_mut()
-            .filter(|a| a.action != ApplyAction::Unchanged)
-        {
-            applied.resource_version = revision;
-        }
-        Ok(outcomes)
     }
 
     async fn read(&self, key: &str) -> Result<Option<StoredObject>, ObjectError> {
@@ -476,7 +217,7 @@ impl<S: Store> ObjectRegistry<S> {
 
     pub async fn get(
         &self,
-        kind: &str,
+        kind: Kind,
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Option<StoredObject>, ObjectError> {
@@ -489,11 +230,11 @@ impl<S: Store> ObjectRegistry<S> {
     /// `namespace` is `None`.
     pub async fn list(
         &self,
-        kind: &str,
+        kind: Kind,
         namespace: Option<&str>,
     ) -> Result<Vec<StoredObject>, ObjectError> {
-        let mut prefix = format!("{OBJECTS_PREFIX}{}/", kind.to_ascii_lowercase());
-        if let Some(namespace) = namespace.filter(|_| is_namespaced(kind)) {
+        let mut prefix = kind_prefix(kind);
+        if let Some(namespace) = namespace.filter(|_| kind.is_namespaced()) {
             prefix.push_str(namespace);
             prefix.push('/');
         }
@@ -515,18 +256,18 @@ impl<S: Store> ObjectRegistry<S> {
     /// namespaces that still hold objects, are refused.
     pub async fn delete(
         &self,
-        kind: &str,
+        kind: Kind,
         namespace: Option<&str>,
         name: &str,
     ) -> Result<bool, ObjectError> {
-        if kind == "Namespace" {
+        if kind == Kind::Namespace {
             if BUILTIN_NAMESPACES.contains(&name) {
                 return Err(ObjectError::Refused(format!(
                     "namespace `{name}` is built in and cannot be deleted"
                 )));
             }
             let mut held = Vec::new();
-            for (namespaced_kind, _) in weft_taskbook::objects::KINDS.iter().filter(|(_, ns)| *ns) {
+            for &namespaced_kind in Kind::ALL.iter().filter(|kind| kind.is_namespaced()) {
                 for object in self.list(namespaced_kind, Some(name)).await? {
                     held.push(format!("{namespaced_kind}/{}", object.record.name));
                 }
@@ -555,32 +296,32 @@ impl<S: Store> ObjectRegistry<S> {
             namespace: namespace.to_string(),
             ..Default::default()
         };
-        for (name, object) in typed(self.list("Config", None).await?)? {
+        for (name, object) in typed(self.list(Kind::Config, None).await?)? {
             if let AnyObject::Config(config) = object {
                 sources.configs.push((name, config.spec));
             }
         }
         let mut bound = BTreeSet::new();
-        for (_, object) in typed(self.list("ClusterVariablesBinding", None).await?)? {
+        for (_, object) in typed(self.list(Kind::ClusterVariablesBinding, None).await?)? {
             if let AnyObject::ClusterVariablesBinding(binding) = object {
                 if binding.spec.namespaces.iter().any(|ns| ns == namespace) {
                     bound.insert(binding.spec.cluster_variables);
                 }
             }
         }
-        for (name, object) in typed(self.list("ClusterVariables", None).await?)? {
+        for (name, object) in typed(self.list(Kind::ClusterVariables, None).await?)? {
             if let AnyObject::ClusterVariables(variables) = object {
                 if bound.contains(&name) {
                     sources.cluster_variables.push((name, variables.spec));
                 }
             }
         }
-        for (name, object) in typed(self.list("Variables", Some(namespace)).await?)? {
+        for (name, object) in typed(self.list(Kind::Variables, Some(namespace)).await?)? {
             if let AnyObject::Variables(variables) = object {
                 sources.variables.push((name, variables.spec));
             }
         }
-        for (name, object) in typed(self.list("NodeGroup", None).await?)? {
+        for (name, object) in typed(self.list(Kind::NodeGroup, None).await?)? {
             if let AnyObject::NodeGroup(group) = object {
                 sources.node_groups.insert(name, group.spec);
             }
@@ -588,10 +329,9 @@ impl<S: Store> ObjectRegistry<S> {
         Ok(sources)
     }
 
-    /// The Config's default lifetime of bootstrap tokens, if one sets it.
     /// A NodeGroup's spec, `None` when there is no such group.
     pub async fn node_group(&self, name: &str) -> Result<Option<NodeGroupSpec>, ObjectError> {
-        match self.get("NodeGroup", None, name).await? {
+        match self.get(Kind::NodeGroup, None, name).await? {
             Some(stored) => match stored.object()? {
                 AnyObject::NodeGroup(group) => Ok(Some(group.spec)),
                 _ => Ok(None),
@@ -600,6 +340,7 @@ impl<S: Store> ObjectRegistry<S> {
         }
     }
 
+    /// The Config's default lifetime of bootstrap tokens, if one sets it.
     pub async fn token_ttl(&self) -> Result<Option<std::time::Duration>, ObjectError> {
         Ok(self
             .config_value(|spec| spec.token_ttl)
@@ -616,7 +357,7 @@ impl<S: Store> ObjectRegistry<S> {
         &self,
         pick: impl Fn(ConfigSpec) -> Option<T>,
     ) -> Result<Option<T>, ObjectError> {
-        for config in self.list("Config", None).await? {
+        for config in self.list(Kind::Config, None).await? {
             if let AnyObject::Config(config) = config.object()? {
                 if let Some(value) = pick(config.spec) {
                     return Ok(Some(value));
@@ -625,115 +366,10 @@ impl<S: Store> ObjectRegistry<S> {
         }
         Ok(None)
     }
-
-    /// The named Secrets of `namespace`, opened, as tasks read them: `{name: {key: value}}`.
-    pub async fn open_secrets(
-        &self,
-        namespace: &str,
-        names: &BTreeSet<String>,
-    ) -> Result<Value, ObjectError> {
-        let mut secrets = serde_json::Map::new();
-        for name in names {
-            let stored = self
-                .get("Secret", Some(namespace), name)
-                .await?
-                .ok_or_else(|| ObjectError::NotFound {
-                    kind: "Secret".into(),
-                    namespace: Some(namespace.to_string()),
-                    name: name.clone(),
-                })?;
-            let opened = self.open_secret(&stored)?;
-            secrets.insert(
-                name.clone(),
-                serde_json::to_value(opened).expect("strings serialize"),
-            );
-        }
-        Ok(Value::Object(secrets))
-    }
-
-    /// A Secret's values, opened: for the master alone, when it sends a task that reads them.
-    pub fn open_secret(
-        &self,
-        secret: &StoredObject,
-    ) -> Result<BTreeMap<String, String>, ObjectError> {
-        let AnyObject::Secret(object) = secret.object()? else {
-            return Err(secret.corrupt("not a Secret".into()).into());
-        };
-        object
-            .spec
-            .data
-            .iter()
-            .map(|(key, sealed)| {
-                let aad = secret_aad(secret.record.namespace.as_deref(), &secret.record.name, key);
-                Ok((key.clone(), self.secret_box.open(&aad, sealed)?))
-            })
-            .collect()
-    }
-
-    /// The stored document with any secret values opened, to compare with a new one.
-    fn opened_document(&self, current: &StoredObject) -> Result<String, ObjectError> {
-        if current.record.kind != "Secret" {
-            return Ok(current.record.document.clone());
-        }
-        let opened = self.open_secret(current)?;
-        let mut root = current.root()?;
-        for_each_secret_value(&mut root, |key, value| {
-            *value = opened.get(key).cloned().unwrap_or_default();
-        });
-        Ok(root.to_yaml())
-    }
-
-    fn seal_secret(&self, object: &Prepared) -> Result<String, ObjectError> {
-        let mut root = object.root.clone();
-        for_each_secret_value(&mut root, |key, value| {
-            let aad = secret_aad(object.namespace.as_deref(), &object.name, key);
-            *value = self.secret_box.seal(&aad, value);
-        });
-        Ok(root.to_yaml())
-    }
-}
-
-fn secret_aad(namespace: Option<&str>, name: &str, key: &str) -> String {
-    format!("{}/{name}/{key}", namespace.unwrap_or(DEFAULT_NAMESPACE))
-}
-
-/// Every value under `spec.data`, by key, made a quoted string.
-fn for_each_secret_value(root: &mut Node, mut change: impl FnMut(&str, &mut String)) {
-    let Some(data) = child_mut(root, "spec").and_then(|spec| child_mut(spec, "data")) else {
-        return;
-    };
-    if let NodeValue::Mapping(entries) = &mut data.value {
-        for (key, value) in entries {
-            if let NodeValue::Scalar { text, quoted } = &mut value.value {
-                change(key.scalar().unwrap_or_default(), text);
-                *quoted = true;
-            }
-        }
-    }
-}
-
-fn child_mut<'a>(node: &'a mut Node, key: &str) -> Option<&'a mut Node> {
-    match &mut node.value {
-        NodeValue::Mapping(entries) => entries
-            .iter_mut()
-            .find(|(k, _)| k.scalar() == Some(key))
-            .map(|(_, value)| value),
-        _ => None,
-    }
-}
-
-fn remove_child(node: &mut Node, key: &str) -> Option<Node> {
-    match &mut node.value {
-        NodeValue::Mapping(entries) => {
-            let index = entries.iter().position(|(k, _)| k.scalar() == Some(key))?;
-            Some(entries.remove(index).1)
-        }
-        _ => None,
-    }
 }
 
 fn new_record(
-    kind: &str,
+    kind: Kind,
     name: &str,
     namespace: Option<String>,
     document: String,
@@ -741,7 +377,7 @@ fn new_record(
 ) -> ObjectRecord {
     let now = unix_ms_now();
     ObjectRecord {
-        kind: kind.to_string(),
+        kind,
         name: name.to_string(),
         namespace,
         uuid: previous.map_or_else(new_uuid, |p| p.uuid.clone()),
@@ -769,258 +405,5 @@ fn new_uuid() -> String {
     )
 }
 
-/// Checks what only the master decides about an object, and takes off the metadata
-/// it owns.
-fn prepare(sourced: SourcedObject) -> Result<Prepared, ObjectError> {
-    let SourcedObject {
-        object, file, root, ..
-    } = sourced;
-    let kind = object.kind().to_string();
-    let metadata = object.metadata().clone();
-    let mut prepared = Prepared {
-        namespace: namespace_for(&kind, metadata.namespace.as_deref()),
-        name: metadata.name.clone(),
-        kind,
-        root,
-        given_resource_version: None,
-        file,
-        object,
-    };
-    let refuse = |prepared: &Prepared, path: &[&str], message: &str, hint: &str| {
-        Err(ObjectError::Invalid(
-            prepared.error_at(path, message).with_hint(hint),
-        ))
-    };
-    match prepared.kind.as_str() {
-        "Node" => {
-            return refuse(
-                &prepared,
-                &["kind"],
-                "Nodes are registered by `weft minion join`, not applied",
-                "change a node's labels with `weft node label NODE key=value`",
-            )
-        }
-        "Event" => {
-            return refuse(
-                &prepared,
-                &["kind"],
-                "Events are made by the cluster (beacons, jobs, nodes), not applied",
-                "to react to events, apply a Trigger",
-            )
-        }
-        _ => {}
-    }
-    if let Some(version) = &metadata.resource_version {
-        match version.parse() {
-            Ok(version) => prepared.given_resource_version = Some(version),
-            Err(_) => {
-                return refuse(
-                    &prepared,
-                    &["metadata", "resource_version"],
-                    &format!("resource_version `{version}` is not a number"),
-                    "use the resource_version `weft get -o yaml` printed, or leave it out",
-                )
-            }
-        }
-    }
-    if let AnyObject::Secret(secret) = &prepared.object {
-        if secret.spec.data.values().any(|value| value == SECRET_MASK) {
-            return refuse(
-                &prepared,
-                &["spec", "data"],
-                &format!("a secret value is `{SECRET_MASK}`, the mask `weft get` prints"),
-                "put the real values back before applying a Secret that `weft get` printed",
-            );
-        }
-    }
-    if let Some(metadata_node) = child_mut(&mut prepared.root, "metadata") {
-        for owned in ["uuid", "generation", "resource_version"] {
-            remove_child(metadata_node, owned);
-        }
-    }
-    // Secret values are strings whatever their YAML style; quoting them all makes an
-    // unchanged Secret compare equal to its stored form.
-    for_each_secret_value(&mut prepared.root, |_, _| {});
-    Ok(prepared)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::SqliteStore;
-    use weft_taskbook::objects::parse_objects;
-
-    fn registry() -> ObjectRegistry<SqliteStore> {
-        ObjectRegistry::new(
-            SqliteStore::open_in_memory().unwrap(),
-            SecretBox::from_key(&[9; 32]),
-        )
-    }
-
-    fn objects(source: &str) -> Vec<SourcedObject> {
-        parse_objects(source, Path::new("objects.yml")).unwrap()
-    }
-
-    async fn apply(
-        registry: &ObjectRegistry<SqliteStore>,
-        source: &str,
-    ) -> Result<Vec<(String, ApplyAction)>, ObjectError> {
-        Ok(registry
-            .apply(objects(source), false)
-            .await?
-            .into_iter()
-            .map(|a| (a.name, a.action))
-            .collect())
-    }
-
-    const PROD: &str = "apiVersion: weft/v1\nkind: Namespace\nmetadata: {name: prod}\n---\napiVersion: weft/v1\nkind: Variables\nmetadata: {name: app, namespace: prod}\nspec: {vars: {mode: 0644, replicas: 3}}\n";
-
-    #[tokio::test]
-    async fn apply_creates_then_configures_and_an_unchanged_object_is_not_written() {
-        let registry = registry();
-        registry.ensure_builtin_namespaces().await.unwrap();
-        assert_eq!(
-            apply(&registry, PROD).await.unwrap(),
-            [
-                ("prod".into(), ApplyAction::Created),
-                ("app".into(), ApplyAction::Created)
-            ]
-        );
-        let revision = registry.store.current_revision().await.unwrap();
-        assert_eq!(
-            apply(&registry, PROD).await.unwrap(),
-            [
-                ("prod".into(), ApplyAction::Unchanged),
-                ("app".into(), ApplyAction::Unchanged)
-            ]
-        );
-        assert_eq!(registry.store.current_revision().await.unwrap(), revision);
-        let first = registry
-            .get("Variables", Some("prod"), "app")
-            .await
-            .unwrap()
-            .unwrap();
-        let changed = PROD.replace("replicas: 3", "replicas: 4");
-        assert_eq!(
-            apply(&registry, &changed).await.unwrap()[1],
-            ("app".into(), ApplyAction::Configured)
-        );
-        let second = registry
-            .get("Variables", Some("prod"), "app")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(second.record.uuid, first.record.uuid);
-        assert_eq!(second.record.generation, 2);
-        assert!(second.resource_version > first.resource_version);
-        // The document reads back as it was written: `0644` is still a plain scalar.
-        assert!(second.record.document.contains("mode: 0644"));
-        let json = second.to_json().unwrap();
-        assert_eq!(json["metadata"]["generation"], 2);
-        assert_eq!(
-            json["metadata"]["resource_version"],
-            second.resource_version.to_string()
-        );
-    }
-
-    #[tokio::test]
-    async fn a_stale_resource_version_is_refused_and_nothing_is_written() {
-        let registry = registry();
-        registry.ensure_builtin_namespaces().await.unwrap();
-        apply(&registry, PROD).await.unwrap();
-        let read = registry
-            .get("Variables", Some("prod"), "app")
-            .await
-            .unwrap()
-            .unwrap();
-        let with_version = |replicas: u32| {
-            format!(
-                "apiVersion: weft/v1\nkind: Variables\nmetadata: {{name: app, namespace: prod, resource_version: \"{}\"}}\nspec: {{vars: {{replicas: {replicas}}}}}\n",
-                read.resource_version
-            )
-        };
-        // Two writers read the same version; the first wins, the second is refused.
-        apply(&registry, &with_version(5)).await.unwrap();
-        let error = apply(&registry, &with_version(6)).await.unwrap_err();
-        assert!(matches!(error, ObjectError::Stale { .. }), "{error}");
-        let now = registry
-            .get("Variables", Some("prod"), "app")
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(now.record.document.contains("replicas: 5"));
-    }
-
-    #[tokio::test]
-    async fn secrets_are_sealed_at_rest_masked_when_shown_and_open_for_the_master() {
-        let registry = registry();
-        registry.ensure_builtin_namespaces().await.unwrap();
-        let secret = "apiVersion: weft/v1\nkind: Secret\nmetadata: {name: db}\nspec: {data: {password: s3cr3t-pw, pin: 1234}}\n";
-        apply(&registry, secret).await.unwrap();
-        for entry in registry.store.list("/").await.unwrap() {
-            let raw = String::from_utf8_lossy(&entry.value);
-            assert!(!raw.contains("s3cr3t-pw"), "{raw}");
-        }
-        let stored = registry.get("Secret", None, "db").await.unwrap().unwrap();
-        assert_eq!(stored.record.namespace.as_deref(), Some("default"));
-        let shown = stored.to_json().unwrap().to_string();
-        assert!(!shown.contains("s3cr3t-pw") && shown.contains(SECRET_MASK));
-        let opened = registry.open_secret(&stored).unwrap();
-        assert_eq!(opened["password"], "s3cr3t-pw");
-        assert_eq!(opened["pin"], "1234");
-        // Unchanged although every seal differs; the mask itself is refused.
-        assert_eq!(
-            apply(&registry, secret).await.unwrap()[0].1,
-            ApplyAction::Unchanged
-        );
-        let masked = secret.replace("s3cr3t-pw", &format!("\"{SECRET_MASK}\""));
-        assert!(matches!(
-            apply(&registry, &masked).await.unwrap_err(),
-            ObjectError::Invalid(_)
-        ));
-    }
-
-    #[tokio::test]
-    async fn references_must_exist_and_a_failed_apply_stores_nothing() {
-        let registry = registry();
-        registry.ensure_builtin_namespaces().await.unwrap();
-        let revision = registry.store.current_revision().await.unwrap();
-        let cases = [
-            ("apiVersion: weft/v1\nkind: Namespace\nmetadata: {name: ok}\n---\napiVersion: weft/v1\nkind: Variables\nmetadata: {name: app, namespace: nowhere}\n", "namespace `nowhere` does not exist", 7),
-            ("apiVersion: weft/v1\nkind: ClusterVariablesBinding\nmetadata: {name: b}\nspec: {cluster_variables: dns, namespaces: [default]}\n", "ClusterVariables `dns` does not exist", 4),
-            ("apiVersion: weft/v1\nkind: ClusterVariables\nmetadata: {name: dns}\n---\napiVersion: weft/v1\nkind: ClusterVariablesBinding\nmetadata: {name: b}\nspec:\n  cluster_variables: dns\n  namespaces: [default, staging]\n", "namespace `staging`", 10),
-            ("apiVersion: weft/v1\nkind: Node\nmetadata: {name: n1}\n", "registered by `weft minion join`", 2),
-            ("apiVersion: weft/v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: weft/v1\nkind: Namespace\nmetadata: {name: a}\n", "appears twice", 7),
-        ];
-        for (source, expected, line) in cases {
-            let error = apply(&registry, source).await.unwrap_err();
-            let ObjectError::Invalid(error) = &error else {
-                panic!("{source}: {error}");
-            };
-            assert!(error.message.contains(expected), "{source}: {error}");
-            assert_eq!(error.span.map(|s| s.line), Some(line), "{source}: {error}");
-            assert_eq!(error.file.as_deref(), Some(Path::new("objects.yml")));
-        }
-        assert_eq!(registry.store.current_revision().await.unwrap(), revision);
-    }
-
-    #[tokio::test]
-    async fn namespaces_holding_objects_and_built_in_ones_are_not_deleted() {
-        let registry = registry();
-        registry.ensure_builtin_namespaces().await.unwrap();
-        apply(&registry, PROD).await.unwrap();
-        for (name, expected) in [("default", "built in"), ("prod", "Variables/app")] {
-            let error = registry.delete("Namespace", None, name).await.unwrap_err();
-            assert!(error.to_string().contains(expected), "{error}");
-        }
-        assert!(registry
-            .delete("Variables", Some("prod"), "app")
-            .await
-            .unwrap());
-        assert!(!registry
-            .delete("Variables", Some("prod"), "app")
-            .await
-            .unwrap());
-        assert!(registry.delete("Namespace", None, "prod").await.unwrap());
-    }
-}
+mod tests;

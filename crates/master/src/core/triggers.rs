@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use weft_taskbook::objects::{AnyObject, Object, TriggerSpec, TriggerTarget};
+use weft_taskbook::objects::{AnyObject, Kind, Object, TriggerSpec, TriggerTarget};
 
 use futures_util::StreamExt;
 use weft_taskbook::selector::NodeSelector;
@@ -223,7 +223,7 @@ impl<S: Store + Clone> TriggerBook<S> {
             loops: Vec::new(),
             states: Vec::new(),
         };
-        for stored in self.objects.list("Trigger", None).await? {
+        for stored in self.objects.list(Kind::Trigger, None).await? {
             let AnyObject::Trigger(Object { metadata, spec, .. }) = stored.object()? else {
                 continue;
             };
@@ -448,7 +448,7 @@ impl<S: Store + Clone> TriggerEngine<S> {
             nodes_override,
             scope: RunScope::Namespace(Some(firing.namespace.clone())),
             origin: Some(JobOrigin {
-                kind: "Trigger".into(),
+                kind: Kind::Trigger,
                 namespace: firing.namespace.clone(),
                 name: firing.name.clone(),
                 event_id: Some(firing.event.event_id.clone()),

@@ -5,6 +5,7 @@ mod config;
 mod cron_job;
 mod event;
 mod git_repository;
+mod kind;
 mod namespace;
 mod node;
 mod secret;
@@ -18,6 +19,7 @@ pub use config::{ConfigSpec, JobRetention};
 pub use cron_job::{ConcurrencyPolicy, CronJobSpec};
 pub use event::EventSpec;
 pub use git_repository::{validate_git_url, GitRepositorySpec, OnPush};
+pub use kind::{AnyObject, Kind, UnknownKind};
 pub use namespace::NamespaceSpec;
 pub use node::{NodeGroupSpec, NodeSpec};
 pub use secret::{SecretKeyRef, SecretSpec};
@@ -29,9 +31,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::de::from_node;
 use crate::error::{unknown_name_hint, Error, PathSegment, Result};
-use crate::taskbook::TaskBookSpec;
 use crate::yaml::{parse_documents, Node};
 
 pub const API_VERSION: &str = "weft/v1";
@@ -60,121 +60,10 @@ pub struct Metadata {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Object<S> {
     pub api_version: String,
-    pub kind: String,
+    pub kind: Kind,
     pub metadata: Metadata,
     #[serde(default)]
     pub spec: S,
-}
-
-/// Any weft object, by kind.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AnyObject {
-    Namespace(Object<NamespaceSpec>),
-    Node(Object<NodeSpec>),
-    NodeGroup(Object<NodeGroupSpec>),
-    Config(Object<ConfigSpec>),
-    ClusterVariables(Object<VariablesSpec>),
-    ClusterVariablesBinding(Object<ClusterVariablesBindingSpec>),
-    Variables(Object<VariablesSpec>),
-    Secret(Object<SecretSpec>),
-    TaskBook(Object<TaskBookSpec>),
-    GitRepository(Object<GitRepositorySpec>),
-    CronJob(Object<CronJobSpec>),
-    Beacon(Object<BeaconSpec>),
-    Trigger(Object<TriggerSpec>),
-    Event(Object<EventSpec>),
-}
-
-/// Every kind, with whether it lives in a namespace.
-pub const KINDS: &[(&str, bool)] = &[
-    ("Namespace", false),
-    ("Node", false),
-    ("NodeGroup", false),
-    ("Config", false),
-    ("ClusterVariables", false),
-    ("ClusterVariablesBinding", false),
-    ("Variables", true),
-    ("Secret", true),
-    ("TaskBook", true),
-    ("GitRepository", true),
-    ("CronJob", true),
-    ("Beacon", true),
-    ("Trigger", true),
-    ("Event", true),
-];
-
-/// The kind a command line names: `NodeGroup`, `nodegroup`, `nodegroups` or a short
-/// name such as `ng`, as kubectl reads them.
-pub fn kind_named(name: &str) -> Option<&'static str> {
-    const SHORT_NAMES: &[(&str, &str)] = &[
-        ("ns", "Namespace"),
-        ("no", "Node"),
-        ("ng", "NodeGroup"),
-        ("cv", "ClusterVariables"),
-        ("cvb", "ClusterVariablesBinding"),
-        ("vars", "Variables"),
-        ("tb", "TaskBook"),
-        ("repo", "GitRepository"),
-        ("repos", "GitRepository"),
-        ("gitrepositories", "GitRepository"),
-        ("cj", "CronJob"),
-        ("ev", "Event"),
-    ];
-    let lower = name.to_ascii_lowercase();
-    KINDS
-        .iter()
-        .map(|(kind, _)| *kind)
-        .find(|kind| {
-            let kind_lower = kind.to_ascii_lowercase();
-            lower == kind_lower || lower == format!("{kind_lower}s")
-        })
-        .or_else(|| {
-            SHORT_NAMES
-                .iter()
-                .find(|(short, _)| *short == lower)
-                .map(|(_, kind)| *kind)
-        })
-}
-
-/// Whether objects of `kind` live in a namespace.
-pub fn is_namespaced(kind: &str) -> bool {
-    KINDS
-        .iter()
-        .any(|(known, namespaced)| *known == kind && *namespaced)
-}
-
-impl AnyObject {
-    pub fn kind(&self) -> &str {
-        self.metadata_and_kind().1
-    }
-
-    pub fn metadata(&self) -> &Metadata {
-        self.metadata_and_kind().0
-    }
-
-    fn metadata_and_kind(&self) -> (&Metadata, &str) {
-        macro_rules! each {
-            ($($variant:ident),*) => {
-                match self { $(AnyObject::$variant(o) => (&o.metadata, &o.kind),)* }
-            };
-        }
-        each!(
-            Namespace,
-            Node,
-            NodeGroup,
-            Config,
-            ClusterVariables,
-            ClusterVariablesBinding,
-            Variables,
-            Secret,
-            TaskBook,
-            GitRepository,
-            CronJob,
-            Beacon,
-            Trigger,
-            Event
-        )
-    }
 }
 
 /// An object with the file and document it came from.
@@ -226,30 +115,14 @@ pub fn parse_object(root: &Node) -> Result<AnyObject> {
         .with_hint(format!("this weft reads `apiVersion: {API_VERSION}`")));
     }
     let kind_node = required_scalar(root, "kind")?;
-    let kind = kind_node.scalar().unwrap_or_default();
-    let object = match kind {
-        "Namespace" => AnyObject::Namespace(from_node(root)?),
-        "Node" => AnyObject::Node(from_node(root)?),
-        "NodeGroup" => AnyObject::NodeGroup(from_node(root)?),
-        "Config" => AnyObject::Config(from_node(root)?),
-        "ClusterVariables" => AnyObject::ClusterVariables(from_node(root)?),
-        "ClusterVariablesBinding" => AnyObject::ClusterVariablesBinding(from_node(root)?),
-        "Variables" => AnyObject::Variables(from_node(root)?),
-        "Secret" => AnyObject::Secret(from_node(root)?),
-        "TaskBook" => AnyObject::TaskBook(from_node(root)?),
-        "GitRepository" => AnyObject::GitRepository(from_node(root)?),
-        "CronJob" => AnyObject::CronJob(from_node(root)?),
-        "Beacon" => AnyObject::Beacon(from_node(root)?),
-        "Trigger" => AnyObject::Trigger(from_node(root)?),
-        "Event" => AnyObject::Event(from_node(root)?),
-        other => {
-            let kinds: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
-            return Err(Error::new(format!("unknown kind `{other}`"))
-                .at(kind_node.span)
-                .under(PathSegment::Key("kind".into()))
-                .with_hint(unknown_name_hint(other, &kinds)));
-        }
+    let name = kind_node.scalar().unwrap_or_default();
+    let Some(kind) = Kind::from_exact_name(name) else {
+        return Err(Error::new(format!("unknown kind `{name}`"))
+            .at(kind_node.span)
+            .under(PathSegment::Key("kind".into()))
+            .with_hint(unknown_name_hint(name, Kind::NAMES)));
     };
+    let object = AnyObject::from_node(kind, root)?;
     validate_metadata(root, &object)?;
     validate::validate_spec(root, &object)?;
     Ok(object)
@@ -333,7 +206,7 @@ fn validate_metadata(root: &Node, object: &AnyObject) -> Result<()> {
             .under(PathSegment::Key("metadata".into()))
     };
     validate_name(&metadata.name).map_err(|m| field_error("name", m))?;
-    match (&metadata.namespace, is_namespaced(object.kind())) {
+    match (&metadata.namespace, object.kind().is_namespaced()) {
         (Some(namespace), true) => {
             validate_name(namespace).map_err(|m| field_error("namespace", m))
         }

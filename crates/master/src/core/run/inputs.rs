@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use weft_modules::sync::{synced_entry, SyncSource};
 use weft_taskbook::bundle::Bundle;
 use weft_taskbook::cluster_vars::{NodeCommand, NodeCommandOutputs, ResolvedVars, VarSources};
-use weft_taskbook::objects::JobRetention;
+use weft_taskbook::objects::{JobRetention, Kind};
 use weft_taskbook::render::Renderer;
 use weft_taskbook::report::{TaskResult, TaskStatus};
 use weft_taskbook::secrets::SecretMask;
@@ -54,10 +54,10 @@ pub(super) struct StoredInputs {
 pub(super) fn objects_error(error: ObjectError) -> RunError {
     match error {
         ObjectError::NotFound {
-            kind,
+            kind: Kind::Secret,
             namespace,
             name,
-        } if kind == "Secret" => RunError::Input(
+        } => RunError::Input(
             Error::new(format!(
                 "the TaskBook reads secrets.{name}, but namespace `{}` has no Secret `{name}`",
                 namespace.unwrap_or_default()
@@ -269,7 +269,7 @@ impl<S: Store + Clone> JobRunner<S> {
     ) -> Result<TaskResult, String> {
         let taskbook = json!({
             "apiVersion": "weft/v1",
-            "kind": "TaskBook",
+            "kind": Kind::TaskBook,
             "metadata": {"name": "internal"},
             "spec": {"steps": [{
                 "name": purpose,

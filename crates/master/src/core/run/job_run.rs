@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use weft_taskbook::bundle::Bundle;
 use weft_taskbook::cluster_vars::NodeCommand;
+use weft_taskbook::objects::Kind;
 use weft_taskbook::report::{unix_ms_now, RunReport, TaskStatus};
 use weft_taskbook::{Step, TaskBook, Vars};
 
@@ -323,7 +324,7 @@ impl<S: Store + Clone> JobRun<S> {
         event.cause = job
             .origin
             .as_ref()
-            .filter(|origin| origin.kind == "Trigger")
+            .filter(|origin| origin.kind == Kind::Trigger)
             .map(|origin| EventCause {
                 trigger: format!("{}/{}", origin.namespace, origin.name),
                 job_id: job.job_id.clone(),

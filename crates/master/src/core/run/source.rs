@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use weft_modules::CustomModules;
 use weft_taskbook::bundle::{Bundle, REPOS_DIR};
-use weft_taskbook::objects::AnyObject;
+use weft_taskbook::objects::{AnyObject, Kind};
 use weft_taskbook::taskbook::{RepoFiles, TaskBookRef};
 use weft_taskbook::{Error, TaskBook};
 
@@ -47,16 +47,16 @@ impl<S: Store + Clone> JobRunner<S> {
 
     /// A stored TaskBook as a bundle of one file, the document as it was applied.
     async fn stored_bundle(&self, name: &str, namespace: &str) -> Result<Bundle, RunError> {
-        let namespace = namespace_for("TaskBook", Some(namespace));
+        let namespace = namespace_for(Kind::TaskBook, Some(namespace));
         let stored = self
             .inner
             .objects
-            .get("TaskBook", namespace.as_deref(), name)
+            .get(Kind::TaskBook, namespace.as_deref(), name)
             .await
             .map_err(|e| RunError::Objects(Box::new(e)))?
             .ok_or_else(|| {
                 RunError::Objects(Box::new(ObjectError::NotFound {
-                    kind: "TaskBook".into(),
+                    kind: Kind::TaskBook,
                     namespace: namespace.clone(),
                     name: name.into(),
                 }))
