@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use weft_master::api::connection_limit::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS;
 use weft_taskbook::duration::Duration;
+use weft_taskbook::objects::Kind;
 use weft_vpn::device::{DEFAULT_INTERFACE, DEFAULT_LISTEN_PORT};
 use weft_vpn::ip_pool::DEFAULT_VPN_CIDR;
 
@@ -82,7 +83,7 @@ pub enum Command {
     Apply(ApplyArgs),
     /// List cluster objects of a kind, or show one.
     #[command(
-        after_help = "Kinds: namespaces (ns), nodes, nodegroups (ng), configs, clustervariables (cv),\nclustervariablesbindings (cvb), variables (vars), secrets, taskbooks (tb),\ngitrepositories (repo), cronjobs (cj), beacons, triggers, events.\n\nExamples:\n  weft get nodegroups\n  weft get secrets -n prod -o wide\n  weft get taskbook web -n prod -o yaml"
+        after_help = get_help()
     )]
     Get(GetArgs),
     /// One cluster object for people: identity, history, spec (and a NodeGroup's nodes).
@@ -597,6 +598,33 @@ pub struct JobShowArgs {
     pub output: Output,
     #[command(flatten)]
     pub admin: AdminArgs,
+}
+
+/// `weft get --help`'s list of kinds, from the one list of them.
+fn get_help() -> String {
+    let kinds: Vec<String> = Kind::ALL
+        .iter()
+        .map(|kind| match kind.short_names().first() {
+            Some(short) => format!("{kind} ({short})"),
+            None => kind.to_string(),
+        })
+        .collect();
+    let mut text = String::from("Kinds (in any case, singular or plural):");
+    let mut line_length = text.len();
+    for (index, kind) in kinds.iter().enumerate() {
+        let separator = if index + 1 == kinds.len() { "." } else { "," };
+        if line_length + 1 + kind.len() + 1 > 80 {
+            text.push('\n');
+            line_length = 0;
+        } else {
+            text.push(' ');
+            line_length += 1;
+        }
+        text.push_str(kind);
+        text.push_str(separator);
+        line_length += kind.len() + 1;
+    }
+    text + "\n\nExamples:\n  weft get nodegroups\n  weft get secrets -n prod -o wide\n  weft get taskbook web -n prod -o yaml"
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
