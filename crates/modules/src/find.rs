@@ -81,18 +81,6 @@ enum FileType {
     Any,
 }
 
-/// Every item of a string list, with comma-separated strings split as Ansible splits
-/// list arguments.
-fn items(list: &StringList) -> Vec<String> {
-    list.0
-        .iter()
-        .flat_map(|item| item.value.split(','))
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 /// A threshold: at least `amount` when positive, at most when negative.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Bound {
@@ -216,7 +204,11 @@ struct Filter {
 
 impl Filter {
     fn from_args(args: &FindArgs) -> Result<Filter, String> {
-        let list = |list: &Option<StringList>| list.as_ref().map(items).unwrap_or_default();
+        let list = |list: &Option<StringList>| {
+            list.as_ref()
+                .map(StringList::comma_separated_items)
+                .unwrap_or_default()
+        };
         Ok(Filter {
             patterns: Names::new("patterns", &list(&args.patterns), args.use_regex)?,
             excludes: Names::new("excludes", &list(&args.excludes), args.use_regex)?,
@@ -314,7 +306,7 @@ impl Module for Find {
         let mut files = Vec::new();
         let mut examined = 0usize;
         let mut skipped = Map::new();
-        for root in items(&args.paths) {
+        for root in args.paths.comma_separated_items() {
             let walk = WalkDir::new(&root)
                 .min_depth(1)
                 .max_depth(max_depth)

@@ -90,17 +90,6 @@ fn check_password_hash(password: &str) -> Result<(), ModuleError> {
     }
 }
 
-/// Every item of a string list, with comma-separated strings split as Ansible does.
-fn group_names(list: &StringList) -> Vec<String> {
-    list.0
-        .iter()
-        .flat_map(|item| item.value.split(','))
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 /// A group named by name or gid, which must exist.
 fn existing_group(named: &str) -> Result<SystemGroup, ModuleError> {
     let found = match named.parse::<u32>() {
@@ -187,7 +176,8 @@ fn changes_to(args: &UserArgs, user: &SystemUser) -> Result<Changes, ModuleError
         }
     }
     if let Some(list) = &args.groups {
-        let wanted: BTreeSet<String> = group_names(list)
+        let wanted: BTreeSet<String> = list
+            .comma_separated_items()
             .iter()
             .map(|named| existing_group(named).map(|group| group.name))
             .collect::<Result<_, _>>()?;
@@ -258,7 +248,8 @@ fn useradd_args(args: &UserArgs) -> Result<Vec<String>, ModuleError> {
         flag("--gid", existing_group(named)?.name);
     }
     if let Some(list) = &args.groups {
-        let names: Vec<String> = group_names(list)
+        let names: Vec<String> = list
+            .comma_separated_items()
             .iter()
             .map(|named| existing_group(named).map(|group| group.name))
             .collect::<Result<_, _>>()?;

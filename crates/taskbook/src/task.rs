@@ -138,6 +138,20 @@ impl<'de> Deserialize<'de> for StringList {
     }
 }
 
+impl StringList {
+    /// The items as Ansible reads a list argument: a string of comma-separated items
+    /// is split, blanks around them dropped, empty items skipped.
+    pub fn comma_separated_items(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .flat_map(|item| item.value.split(','))
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
 enum OneOrMany {
     One(String),
     Many(Vec<Spanned<String>>),
