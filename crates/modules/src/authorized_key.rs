@@ -32,12 +32,8 @@ pub struct AuthorizedKeyArgs {
     /// Another file than `~/.ssh/authorized_keys`.
     path: Option<PathBuf>,
     /// Make `~/.ssh` and own the file by the user.
-    #[serde(default = "yes")]
+    #[serde(default = "crate::module::yes")]
     manage_dir: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Deserialize)]

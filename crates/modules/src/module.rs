@@ -33,6 +33,11 @@ pub struct MasterNeeds<'a> {
     pub synced: Option<SyncSource>,
 }
 
+/// `#[serde(default = "crate::module::yes")]`: an argument that is on unless turned off.
+pub(crate) fn yes() -> bool {
+    true
+}
+
 /// What a module gets besides its arguments.
 pub struct ModuleContext<'a> {
     /// The folder relative `src` paths resolve against (the TaskBook file's).

@@ -27,15 +27,11 @@ pub struct StatArgs {
     #[serde(default)]
     follow: bool,
     /// A regular file's `checksum`; off for files too large to read at every run.
-    #[serde(default = "yes")]
+    #[serde(default = "crate::module::yes")]
     get_checksum: bool,
     /// Only `sha256`: Ansible's default, sha1, is not offered.
     #[serde(default)]
     checksum_algorithm: ChecksumAlgorithm,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Default, Deserialize)]

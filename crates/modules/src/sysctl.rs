@@ -25,7 +25,7 @@ pub struct SysctlArgs {
     #[serde(default = "default_file")]
     sysctl_file: PathBuf,
     /// Load the file with `sysctl -p` when it changed.
-    #[serde(default = "yes")]
+    #[serde(default = "crate::module::yes")]
     reload: bool,
     /// Also set the running kernel's value when it differs, file changed or not.
     #[serde(default)]
@@ -37,10 +37,6 @@ pub struct SysctlArgs {
 
 fn default_file() -> PathBuf {
     PathBuf::from("/etc/sysctl.conf")
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Deserialize)]

@@ -36,7 +36,7 @@ pub struct UserArgs {
     /// With `home`, move the old home's contents to the new one.
     #[serde(default)]
     move_home: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::module::yes")]
     create_home: bool,
     /// A system account (a uid from the system range) when created.
     #[serde(default)]
@@ -55,10 +55,6 @@ pub struct UserArgs {
     /// With `state: absent`, remove the user even while logged in.
     #[serde(default)]
     force: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Deserialize)]
@@ -102,6 +98,14 @@ fn existing_group(named: &str) -> Result<SystemGroup, ModuleError> {
             "the group `{named}` does not exist: create it with a `group` task first"
         ))
     })
+}
+
+/// The names of the groups `list` names, each of which must exist.
+fn existing_groups(list: &StringList) -> Result<BTreeSet<String>, ModuleError> {
+    list.comma_separated_items()
+        .iter()
+        .map(|named| existing_group(named).map(|group| group.name))
+        .collect()
 }
 
 /// The names of the groups `user` belongs to beside its primary group.
@@ -176,11 +180,7 @@ fn changes_to(args: &UserArgs, user: &SystemUser) -> Result<Changes, ModuleError
         }
     }
     if let Some(list) = &args.groups {
-        let wanted: BTreeSet<String> = list
-            .comma_separated_items()
-            .iter()
-            .map(|named| existing_group(named).map(|group| group.name))
-            .collect::<Result<_, _>>()?;
+        let wanted = existing_groups(list)?;
         let current = supplementary_groups(user)?;
         let after: BTreeSet<String> = if args.append {
             current.union(&wanted).cloned().collect()
@@ -248,13 +248,9 @@ fn useradd_args(args: &UserArgs) -> Result<Vec<String>, ModuleError> {
         flag("--gid", existing_group(named)?.name);
     }
     if let Some(list) = &args.groups {
-        let names: Vec<String> = list
-            .comma_separated_items()
-            .iter()
-            .map(|named| existing_group(named).map(|group| group.name))
-            .collect::<Result<_, _>>()?;
+        let names = existing_groups(list)?;
         if !names.is_empty() {
-            flag("--groups", names.join(","));
+            flag("--groups", names.into_iter().collect::<Vec<_>>().join(","));
         }
     }
     if let Some(shell) = &args.shell {
